@@ -1,0 +1,340 @@
+//! The pipeline: embed, retrieve, vote, prompt, call, validate, repair, route.
+//! The neighbours' vote is always computed: it is the fallback when the LLM fails
+//! and the check the LLM's answer must pass before it is trusted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::embed::Embedder;
+use crate::example::ScoredExample;
+use crate::guard::{extractive_summary, parse_answer};
+use crate::knn::{select_diverse, vote, Vote};
+use crate::llm::{LlmClient, LlmError, Usage};
+use crate::prompt::{build_request, repair_request};
+use crate::store::{CollectionMeta, ExampleStore, StoreError};
+
+/// One ticket to classify. `text` is `Err` when the input row itself was unusable
+/// (bad encoding, malformed JSON): it still gets a result, flagged.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub id: String,
+    pub text: Result<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbor {
+    pub id: String,
+    pub label: String,
+    pub score: f32,
+}
+
+/// The result for one ticket: the JSON object the CLI prints and the API returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TicketResult {
+    pub id: String,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub urgency: Option<String>,
+    pub summary: String,
+    pub reasoning: String,
+    pub confidence: f32,
+    pub needs_review: bool,
+    pub review_reason: Option<String>,
+    /// `rag` (LLM with retrieved examples), `knn` (neighbours' vote, no LLM),
+    /// `knn-fallback` (the LLM failed; the vote is the suggestion), `none` (no input to classify).
+    pub method: String,
+    pub neighbors: Vec<Neighbor>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl TicketResult {
+    fn failed(id: &str, error: String, started: Instant) -> Self {
+        TicketResult {
+            id: id.to_string(),
+            category: None,
+            subcategory: None,
+            urgency: None,
+            summary: String::new(),
+            reasoning: String::new(),
+            confidence: 0.0,
+            needs_review: true,
+            review_reason: Some(format!("error: {error}")),
+            method: "none".into(),
+            neighbors: Vec::new(),
+            model: None,
+            usage: Usage::default(),
+            latency_ms: ms(started),
+            error: Some(error),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// True when something went wrong (as opposed to a deliberate review flag).
+    pub fn failed_hard(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+fn ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifyOptions {
+    /// Examples retrieved for the vote and shown to the LLM.
+    pub k: usize,
+    /// Review threshold; `None` uses the taxonomy's (else 0.85).
+    pub min_confidence: Option<f32>,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        ClassifyOptions { k: 8, min_confidence: None }
+    }
+}
+
+pub struct Classifier {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn ExampleStore>,
+    llm: Option<Arc<dyn LlmClient>>,
+    meta: CollectionMeta,
+    options: ClassifyOptions,
+}
+
+impl Classifier {
+    /// Open `collection`, checking that it was built with this embedding model.
+    pub async fn open(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn ExampleStore>,
+        llm: Option<Arc<dyn LlmClient>>,
+        collection: &str,
+        options: ClassifyOptions,
+    ) -> Result<Self, StoreError> {
+        let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
+        meta.check_model(embedder.model_name(), embedder.dim())?;
+        Ok(Classifier { embedder, store, llm, meta, options })
+    }
+
+    pub fn meta(&self) -> &CollectionMeta {
+        &self.meta
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.options.min_confidence.unwrap_or_else(|| self.meta.taxonomy.review_threshold())
+    }
+
+    /// Classify tickets: one result per ticket, in input order. Embeds all usable
+    /// texts in one call, then runs up to `concurrency` tickets at once.
+    pub async fn classify_batch(&self, tickets: Vec<Ticket>, concurrency: usize) -> Vec<TicketResult> {
+        let started = Instant::now();
+        let mut texts = Vec::new();
+        let mut slots = Vec::with_capacity(tickets.len());
+        for t in &tickets {
+            match &t.text {
+                Ok(s) if !s.trim().is_empty() => {
+                    slots.push(Some(texts.len()));
+                    texts.push(s.clone());
+                }
+                _ => slots.push(None),
+            }
+        }
+        let vectors = match self.embedder.embed(texts).await {
+            Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => {
+                let msg = e.to_string();
+                slots.iter().filter(|s| s.is_some()).map(|_| Err(msg.clone())).collect()
+            }
+        };
+        let embed_ms = ms(started);
+        let jobs = tickets.into_iter().zip(slots).map(|(ticket, slot)| {
+            let vector = slot.map(|i| vectors[i].clone());
+            async move {
+                let started = Instant::now();
+                let mut r = self.classify_prepared(&ticket, vector, started).await;
+                if r.error.is_none() {
+                    // The batch embedding time is shared: attribute it to each ticket.
+                    r.latency_ms = ((r.latency_ms + embed_ms) * 100.0).round() / 100.0;
+                }
+                r
+            }
+        });
+        futures::stream::iter(jobs).buffered(concurrency.max(1)).collect().await
+    }
+
+    pub async fn classify(&self, ticket: &Ticket) -> TicketResult {
+        let started = Instant::now();
+        let vector = match &ticket.text {
+            Ok(s) if !s.trim().is_empty() => Some(
+                self.embedder
+                    .embed(vec![s.clone()])
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut v| v.pop().ok_or_else(|| "the embedder returned nothing".to_string())),
+            ),
+            _ => None,
+        };
+        self.classify_prepared(ticket, vector, started).await
+    }
+
+    async fn classify_prepared(
+        &self,
+        ticket: &Ticket,
+        vector: Option<Result<Vec<f32>, String>>,
+        started: Instant,
+    ) -> TicketResult {
+        let text = match &ticket.text {
+            Err(e) => return TicketResult::failed(&ticket.id, e.clone(), started),
+            Ok(s) if s.trim().is_empty() => {
+                return TicketResult::failed(&ticket.id, "empty ticket: no text to classify".into(), started)
+            }
+            Ok(s) => s,
+        };
+        let vector = match vector {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return TicketResult::failed(&ticket.id, e, started),
+            None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
+        };
+        let k = self.options.k.max(1);
+        let candidates = match self.store.search(&self.meta.name, &vector, k * 3).await {
+            Ok(c) => c,
+            Err(e) => return TicketResult::failed(&ticket.id, format!("retrieval failed: {e}"), started),
+        };
+        let nearest = &candidates[..candidates.len().min(k)];
+        let Some(vote) = vote(nearest) else {
+            return TicketResult::failed(&ticket.id, "the collection has no examples".into(), started);
+        };
+        let mut result = self.knn_result(ticket, text, &vote, nearest);
+        if let Some(llm) = &self.llm {
+            let demos = select_diverse(&candidates, k);
+            self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote).await;
+        }
+        result.latency_ms = ms(started);
+        result
+    }
+
+    fn knn_result(&self, ticket: &Ticket, text: &str, vote: &Vote, nearest: &[ScoredExample]) -> TicketResult {
+        let n_same = nearest.iter().filter(|n| crate::taxonomy::label_key(&n.example.label) == crate::taxonomy::label_key(&vote.label)).count();
+        let threshold = self.threshold();
+        let needs_review = vote.share < threshold;
+        TicketResult {
+            id: ticket.id.clone(),
+            category: Some(vote.label.clone()),
+            subcategory: vote.subcategory.clone(),
+            urgency: vote.urgency.clone(),
+            summary: extractive_summary(text),
+            reasoning: format!(
+                "{n_same} of {} nearest examples are {} (similarity-weighted share {:.2}; nearest similarity {:.2})",
+                nearest.len(),
+                vote.label,
+                vote.share,
+                vote.top_score
+            ),
+            confidence: round3(vote.share),
+            needs_review,
+            review_reason: needs_review
+                .then(|| format!("low_confidence: neighbour vote share {:.2} is below {threshold:.2}", vote.share)),
+            method: "knn".into(),
+            neighbors: nearest
+                .iter()
+                .map(|n| Neighbor { id: n.example.id.clone(), label: n.example.label.clone(), score: round3(n.score) })
+                .collect(),
+            model: None,
+            usage: Usage::default(),
+            latency_ms: 0.0,
+            error: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Ask the LLM; keep the vote as the answer if the LLM fails, and flag
+    /// disagreement between the LLM and the neighbours.
+    async fn apply_llm(
+        &self,
+        result: &mut TicketResult,
+        llm: &dyn LlmClient,
+        text: &str,
+        demos: &[ScoredExample],
+        vote: &Vote,
+    ) {
+        let taxonomy = &self.meta.taxonomy;
+        result.model = Some(llm.model().to_string());
+        let request = build_request(taxonomy, demos, text);
+        tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
+        let mut usage = Usage::default();
+        let outcome: Result<_, String> = async {
+            let first = llm.complete(&request).await.map_err(llm_error)?;
+            usage += first.usage;
+            match parse_answer(&first.text, taxonomy, false) {
+                Ok(a) => Ok(a),
+                Err(problems) => {
+                    tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
+                    let repair = repair_request(&request, &first.text, &problems);
+                    let second = llm.complete(&repair).await.map_err(llm_error)?;
+                    usage += second.usage;
+                    parse_answer(&second.text, taxonomy, true)
+                        .map_err(|p| format!("invalid_answer: after one repair attempt: {}", p.join("; ")))
+                }
+            }
+        }
+        .await;
+        result.usage = usage;
+        let answer = match outcome {
+            Ok(a) => a,
+            Err(reason) => {
+                // Keep the neighbours' vote as the suggestion; a person decides.
+                result.method = "knn-fallback".into();
+                result.needs_review = true;
+                result.review_reason = Some(reason.clone());
+                if reason.starts_with("llm_") {
+                    result.error = Some(reason);
+                }
+                return;
+            }
+        };
+        let share = vote.share_of(&answer.category);
+        // The model's own confidence is capped by how much of the neighbours' vote
+        // backs its label: a label no neighbour has cannot exceed 0.5.
+        let confidence = answer.confidence.min(0.5 + 0.5 * share);
+        let threshold = self.threshold();
+        let agrees = crate::taxonomy::label_key(&answer.category) == crate::taxonomy::label_key(&vote.label);
+        result.method = "rag".into();
+        result.category = Some(answer.category.clone());
+        result.subcategory = answer.subcategory;
+        result.urgency = answer.urgency.or_else(|| vote.urgency.clone());
+        result.summary = if answer.summary.is_empty() { extractive_summary(text) } else { answer.summary };
+        result.reasoning = answer.reasoning;
+        result.confidence = round3(confidence);
+        result.warnings = answer.warnings;
+        result.needs_review = false;
+        result.review_reason = None;
+        if !agrees && vote.share >= 0.5 {
+            result.needs_review = true;
+            result.review_reason = Some(format!(
+                "disagreement: the model chose {} but the neighbours vote {} (share {:.2})",
+                answer.category, vote.label, vote.share
+            ));
+        } else if confidence < threshold {
+            result.needs_review = true;
+            result.review_reason = Some(format!(
+                "low_confidence: {:.2} is below {threshold:.2} (model {:.2}, neighbour support {:.2})",
+                confidence, answer.confidence, share
+            ));
+        }
+    }
+}
+
+fn llm_error(e: LlmError) -> String {
+    format!("{}: {e}", e.kind())
+}
+
+fn round3(x: f32) -> f32 {
+    (x * 1000.0).round() / 1000.0
+}

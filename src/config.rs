@@ -1,0 +1,144 @@
+//! Raw flags and environment turned into validated settings: which store, which
+//! embedding model, which LLM provider (with its key from the environment).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::embed::{Embedder, FastEmbedder, ModelSource};
+use crate::llm::{self, AnthropicClient, ApiKey, HttpSettings, LlmClient, OpenAiClient, RetryPolicy};
+use crate::store::{EdgeStore, ExampleStore, ServerStore};
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    Openai,
+    Anthropic,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JsonMode {
+    /// `response_format: json_schema` with the taxonomy's labels as enums (falls back to `object` on a 400)
+    Schema,
+    /// `response_format: json_object`
+    Object,
+}
+
+/// LLM settings as given on the command line / environment, before resolution.
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub provider: Option<Provider>,
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub json_mode: JsonMode,
+}
+
+fn env_key(names: &[&str]) -> Option<ApiKey> {
+    names.iter().find_map(|n| std::env::var(n).ok().and_then(ApiKey::new))
+}
+
+/// The resolved LLM, or `None` for knn mode. The second value is a note for
+/// stderr when knn mode was chosen by default.
+pub fn build_llm(s: &LlmSettings) -> Result<(Option<Arc<dyn LlmClient>>, Option<String>), Error> {
+    let openai_key = || env_key(&["TRIAGE_LLM_API_KEY", "OXLO_API_KEY", "OPENAI_API_KEY"]);
+    let anthropic_key = || env_key(&["TRIAGE_LLM_API_KEY", "ANTHROPIC_API_KEY"]);
+    let provider = match s.provider {
+        Some(p) => p,
+        None if s.base_url.is_some() || openai_key().is_some() => Provider::Openai,
+        None if anthropic_key().is_some() => Provider::Anthropic,
+        None => {
+            return Ok((
+                None,
+                Some(
+                    "no LLM configured: classifying by the neighbours' vote (method \"knn\"). To use an LLM set \
+                     OXLO_API_KEY (or TRIAGE_LLM_API_KEY), or --llm-base-url for a local server, or --provider."
+                        .into(),
+                ),
+            ))
+        }
+    };
+    let client: Arc<dyn LlmClient> = match provider {
+        Provider::None => return Ok((None, None)),
+        Provider::Openai => {
+            let api_key = openai_key();
+            if api_key.is_none() && s.base_url.is_none() {
+                return Err(Error::Config(
+                    "--provider openai needs an API key (TRIAGE_LLM_API_KEY, OXLO_API_KEY or OPENAI_API_KEY) or \
+                     --llm-base-url for a local server that needs none"
+                        .into(),
+                ));
+            }
+            let settings = HttpSettings {
+                base_url: s.base_url.clone().unwrap_or_else(|| llm::openai::DEFAULT_BASE_URL.into()),
+                model: s.model.clone().unwrap_or_else(|| llm::openai::DEFAULT_MODEL.into()),
+                api_key,
+                timeout: s.timeout,
+                retry: s.retry,
+            };
+            Arc::new(OpenAiClient::new(settings, s.json_mode == JsonMode::Object)?)
+        }
+        Provider::Anthropic => {
+            let api_key = anthropic_key();
+            if api_key.is_none() && s.base_url.is_none() {
+                return Err(Error::Config(
+                    "--provider anthropic needs TRIAGE_LLM_API_KEY or ANTHROPIC_API_KEY".into(),
+                ));
+            }
+            let settings = HttpSettings {
+                base_url: s.base_url.clone().unwrap_or_else(|| llm::anthropic::DEFAULT_BASE_URL.into()),
+                model: s.model.clone().unwrap_or_else(|| llm::anthropic::DEFAULT_MODEL.into()),
+                api_key,
+                timeout: s.timeout,
+                retry: s.retry,
+            };
+            Arc::new(AnthropicClient::new(settings)?)
+        }
+    };
+    Ok((Some(client), None))
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+    pub qdrant_url: Option<String>,
+}
+
+pub fn open_store(s: &StoreSettings) -> Result<Arc<dyn ExampleStore>, Error> {
+    Ok(match &s.qdrant_url {
+        Some(url) => {
+            let key = std::env::var("QDRANT_API_KEY").ok().filter(|k| !k.trim().is_empty());
+            Arc::new(ServerStore::connect(url, key)?)
+        }
+        None => Arc::new(EdgeStore::open(&s.data_dir)?),
+    })
+}
+
+/// `--models-dir`, else `./models`, else `models/` next to the repository the
+/// binary was built in (target/release/triage -> ../../models).
+pub fn models_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let cwd = PathBuf::from("models");
+    if cwd.is_dir() {
+        return cwd;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            let p = repo.join("models");
+            if p.is_dir() {
+                return p;
+            }
+        }
+    }
+    cwd
+}
+
+pub fn load_embedder(spec: &str, models_dir: &Path, threads: Option<usize>) -> Result<Arc<dyn Embedder>, Error> {
+    let source = ModelSource::resolve(spec, models_dir)?;
+    Ok(Arc::new(FastEmbedder::load(&source, models_dir, threads)?))
+}

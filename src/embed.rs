@@ -1,0 +1,333 @@
+//! Embedding: the `Embedder` role, a fastembed implementation that runs the ONNX model
+//! on its own thread (never on an async runtime worker) and batches concurrent
+//! requests, and a deterministic hashing embedder for tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+/// Name of the offline model that `scripts/setup.sh` installs under `models/`.
+pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8";
+/// Texts longer than this are cut before tokenization: the model reads at most
+/// 256 tokens, so tokenizing a 1 MB ticket would only burn time.
+pub const MAX_EMBED_CHARS: usize = 4096;
+/// Largest number of texts the worker runs through the model at once.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    #[error("the embedding worker has stopped")]
+    WorkerGone,
+}
+
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// Identifies the model; stored with each collection so a mismatch is caught.
+    fn model_name(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// One L2-normalised vector per text, in order.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+fn clip(text: &str) -> &str {
+    if text.len() <= MAX_EMBED_CHARS {
+        return text;
+    }
+    let mut end = MAX_EMBED_CHARS;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Where the embedding model comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A folder holding `model.onnx` and the tokenizer files (offline).
+    Local { name: String, dir: PathBuf },
+    /// A fastembed hub model (downloaded on first use; needs internet).
+    Hub { name: String, model: fastembed::EmbeddingModel },
+}
+
+impl ModelSource {
+    /// Resolve `--embedding-model`: a folder under `models_dir`, a path to a folder,
+    /// or a fastembed model name (`sentence-transformers/all-MiniLM-L6-v2` or `AllMiniLML6V2`).
+    pub fn resolve(spec: &str, models_dir: &Path) -> Result<Self, EmbedError> {
+        for dir in [models_dir.join(spec), PathBuf::from(spec)] {
+            if dir.join("model.onnx").is_file() {
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| spec.to_string());
+                return Ok(ModelSource::Local { name, dir });
+            }
+        }
+        // Exact hub code or enum name first, then the bare model name, so that
+        // "sentence-transformers/all-MiniLM-L6-v2" finds "Qdrant/all-MiniLM-L6-v2-onnx".
+        let models = fastembed::TextEmbedding::list_supported_models();
+        let bare = |s: &str| {
+            let base = s.rsplit('/').next().unwrap_or(s).to_ascii_lowercase();
+            base.strip_suffix("-onnx").map(str::to_string).unwrap_or(base)
+        };
+        let found = models
+            .iter()
+            .find(|m| m.model_code.eq_ignore_ascii_case(spec) || format!("{:?}", m.model).eq_ignore_ascii_case(spec))
+            .or_else(|| models.iter().find(|m| bare(&m.model_code) == bare(spec)))
+            .cloned();
+        match found {
+            Some(info) => Ok(ModelSource::Hub { name: info.model_code.clone(), model: info.model }),
+            None if spec == DEFAULT_MODEL => Err(EmbedError::Setup(format!(
+                "the default embedding model is not installed in {}: run ./scripts/setup.sh",
+                models_dir.join(spec).display()
+            ))),
+            None => Err(EmbedError::Setup(format!(
+                "unknown embedding model {spec:?}: not a folder with model.onnx (looked in {} and the current \
+                 directory) and not a fastembed model name",
+                models_dir.display()
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ModelSource::Local { name, .. } | ModelSource::Hub { name, .. } => name,
+        }
+    }
+}
+
+/// Load ONNX Runtime from `ORT_DYLIB_PATH`, else from `models_dir/onnxruntime/`.
+/// Must run before the first model is built (ort panics otherwise).
+pub fn init_onnx_runtime(models_dir: &Path) -> Result<(), EmbedError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| {
+        let path = match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => models_dir.join("onnxruntime").join("libonnxruntime.so"),
+        };
+        if !path.exists() {
+            return Err(format!(
+                "ONNX Runtime library not found at {}: run ./scripts/setup.sh or set ORT_DYLIB_PATH",
+                path.display()
+            ));
+        }
+        // Loads the library; the returned environment builder is not needed (defaults apply).
+        ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        Ok(())
+    })
+    .clone()
+    .map_err(EmbedError::Setup)
+}
+
+type Job = (Vec<String>, oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>);
+
+/// fastembed on a dedicated thread. Concurrent `embed` calls queue on a channel; the
+/// worker takes whatever has queued up (up to `MAX_BATCH` texts) and runs it as one
+/// batch, sorted by length so short tickets are not padded to the longest.
+pub struct FastEmbedder {
+    name: String,
+    dim: usize,
+    tx: mpsc::Sender<Job>,
+}
+
+impl FastEmbedder {
+    pub fn load(source: &ModelSource, models_dir: &Path, threads: Option<usize>) -> Result<Self, EmbedError> {
+        init_onnx_runtime(models_dir)?;
+        let mut model = build_model(source, models_dir, threads)?;
+        let probe = model
+            .embed(vec!["dimension probe"], None)
+            .map_err(|e| EmbedError::Inference(e.to_string()))?;
+        let dim = probe.first().map(Vec::len).unwrap_or(0);
+        if dim == 0 {
+            return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("embedder".into())
+            .spawn(move || worker(model, rx))
+            .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
+        Ok(FastEmbedder { name: source.name().to_string(), dim, tx })
+    }
+}
+
+fn build_model(
+    source: &ModelSource,
+    models_dir: &Path,
+    threads: Option<usize>,
+) -> Result<fastembed::TextEmbedding, EmbedError> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    match source {
+        ModelSource::Local { dir, .. } => {
+            let read = |f: &str| {
+                std::fs::read(dir.join(f))
+                    .map_err(|e| EmbedError::Setup(format!("cannot read {}: {e}", dir.join(f).display())))
+            };
+            let tokenizer = fastembed::TokenizerFiles {
+                tokenizer_file: read("tokenizer.json")?,
+                config_file: read("config.json")?,
+                special_tokens_map_file: read("special_tokens_map.json")?,
+                tokenizer_config_file: read("tokenizer_config.json")?,
+            };
+            let model = fastembed::UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer)
+                .with_pooling(fastembed::Pooling::Mean);
+            let opts = fastembed::InitOptionsUserDefined::new().with_max_length(256).with_intra_threads(threads);
+            fastembed::TextEmbedding::try_new_from_user_defined(model, opts)
+                .map_err(|e| EmbedError::Setup(format!("cannot load the model in {}: {e}", dir.display())))
+        }
+        ModelSource::Hub { model, name } => {
+            let opts = fastembed::TextInitOptions::new(model.clone())
+                .with_cache_dir(models_dir.join("fastembed-cache"))
+                .with_show_download_progress(false)
+                .with_intra_threads(threads);
+            fastembed::TextEmbedding::try_new(opts).map_err(|e| {
+                EmbedError::Setup(format!("cannot load hub model {name} (needs internet on first use): {e}"))
+            })
+        }
+    }
+}
+
+fn worker(mut model: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].0.len();
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.0.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let texts: Vec<&str> = jobs.iter().flat_map(|(t, _)| t.iter().map(|s| clip(s))).collect();
+        match embed_sorted(&mut model, &texts) {
+            Ok(vectors) => {
+                let mut rest = vectors.into_iter();
+                for (t, reply) in jobs {
+                    let mine: Vec<Vec<f32>> = rest.by_ref().take(t.len()).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(EmbedError::Inference(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Embed in length order (less padding per batch), return in input order.
+fn embed_sorted(model: &mut fastembed::TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let sorted: Vec<&str> = order.iter().map(|&i| texts[i]).collect();
+    let vectors = model.embed(sorted, Some(64)).map_err(|e| e.to_string())?;
+    let mut out = vec![Vec::new(); texts.len()];
+    for (v, &i) in vectors.into_iter().zip(&order) {
+        out[i] = v;
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Embedder for FastEmbedder {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send((texts, reply)).map_err(|_| EmbedError::WorkerGone)?;
+        rx.await.map_err(|_| EmbedError::WorkerGone)?
+    }
+}
+
+/// Deterministic bag-of-words hashing embedder: texts sharing words get similar
+/// vectors. For tests and for trying the pipeline without a model; not for accuracy.
+pub struct HashEmbedder {
+    dim: usize,
+}
+
+impl HashEmbedder {
+    pub const NAME: &'static str = "hash";
+    pub fn new(dim: usize) -> Self {
+        HashEmbedder { dim }
+    }
+}
+
+#[async_trait]
+impl Embedder for HashEmbedder {
+    fn model_name(&self) -> &str {
+        Self::NAME
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        use sha2::{Digest, Sha256};
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; self.dim];
+                for w in clip(t).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+                    let h = Sha256::digest(w.to_lowercase().as_bytes());
+                    let i = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize % self.dim;
+                    v[i] += if h[4] & 1 == 0 { 1.0 } else { -1.0 };
+                }
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                } else {
+                    v[0] = 1.0;
+                }
+                v
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_embedder_is_deterministic_and_normalised() {
+        let e = HashEmbedder::new(64);
+        let v = e.embed(vec!["refund my money".into(), "refund my money".into(), "".into()]).await.unwrap();
+        assert_eq!(v[0], v[1]);
+        let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        assert_eq!(v[2].len(), 64);
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        let s = "é".repeat(MAX_EMBED_CHARS);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_EMBED_CHARS && c.is_char_boundary(c.len()));
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn unknown_model_name_is_a_clear_error() {
+        let err = ModelSource::resolve("no-such-model", Path::new("/nonexistent")).unwrap_err();
+        assert!(err.to_string().contains("unknown embedding model"));
+        let err = ModelSource::resolve(DEFAULT_MODEL, Path::new("/nonexistent")).unwrap_err();
+        assert!(err.to_string().contains("setup.sh"));
+        assert!(matches!(
+            ModelSource::resolve("sentence-transformers/all-MiniLM-L6-v2", Path::new("/x")),
+            Ok(ModelSource::Hub { .. })
+        ));
+    }
+}

@@ -1,0 +1,97 @@
+//! Labeled example tickets and what retrieval returns for them.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One labeled example ticket, as stored in a collection's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub id: String,
+    pub text: String,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subcategory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+}
+
+impl Example {
+    /// Deterministic point id derived from the example id, so indexing the same
+    /// corpus twice overwrites instead of duplicating.
+    pub fn point_id(&self) -> u64 {
+        point_id_for(&self.id)
+    }
+
+    /// Hash of everything that is stored: equal hashes mean re-indexing changes nothing.
+    pub fn content_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex(&Sha256::digest(&json)[..12])
+    }
+
+    /// An id for rows that carry none: a hash of the text, so the same text indexed
+    /// twice is the same example.
+    pub fn auto_id(text: &str) -> String {
+        format!("auto-{}", hex(&Sha256::digest(text.trim().as_bytes())[..8]))
+    }
+}
+
+pub fn point_id_for(example_id: &str) -> u64 {
+    let d = Sha256::digest(example_id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    // Keep ids below 2^63: some clients treat point ids as signed.
+    u64::from_be_bytes(b) >> 1
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A retrieved example with its similarity to the query (cosine, higher is closer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredExample {
+    pub score: f32,
+    pub example: Example,
+}
+
+/// An example together with its embedding, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct ExamplePoint {
+    pub example: Example,
+    pub vector: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(id: &str, label: &str) -> Example {
+        Example {
+            id: id.into(),
+            text: "t".into(),
+            label: label.into(),
+            subcategory: None,
+            urgency: None,
+            rationale: None,
+            lang: None,
+        }
+    }
+
+    #[test]
+    fn point_ids_are_stable_and_distinct() {
+        assert_eq!(ex("a", "x").point_id(), ex("a", "y").point_id());
+        assert_ne!(ex("a", "x").point_id(), ex("b", "x").point_id());
+        assert!(ex("a", "x").point_id() < (1u64 << 63));
+        assert_eq!(Example::auto_id(" hi "), Example::auto_id("hi"));
+    }
+
+    #[test]
+    fn content_hash_tracks_every_field() {
+        assert_eq!(ex("a", "x").content_hash(), ex("a", "x").content_hash());
+        assert_ne!(ex("a", "x").content_hash(), ex("a", "y").content_hash());
+    }
+}

@@ -1,0 +1,237 @@
+//! Guardrails: parse and validate the model's answer against the taxonomy, and
+//! decide what goes to human review.
+
+use serde_json::Value;
+
+use crate::prompt::MAX_SUMMARY_WORDS;
+use crate::taxonomy::Taxonomy;
+
+/// A validated answer, with canonical taxonomy names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub category: String,
+    pub subcategory: Option<String>,
+    pub urgency: Option<String>,
+    pub summary: String,
+    pub reasoning: String,
+    pub confidence: f32,
+    pub warnings: Vec<String>,
+}
+
+/// The JSON object in a model's reply: the whole text, or the outermost `{...}`
+/// inside prose or a code fence.
+fn extract_object(text: &str) -> Option<serde_json::Map<String, Value>> {
+    if let Ok(Value::Object(m)) = serde_json::from_str(text.trim()) {
+        return Some(m);
+    }
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    if end <= start {
+        return None;
+    }
+    match serde_json::from_str(&text[start..=end]) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn str_field(m: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    match m.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+fn is_none_like(s: &str) -> bool {
+    matches!(s.trim().to_lowercase().as_str(), "" | "null" | "none" | "n/a" | "-")
+}
+
+pub fn word_count(s: &str) -> usize {
+    s.split_whitespace().count()
+}
+
+/// Validate a reply. `final_try` means no repair is coming: a too-long summary is
+/// then cut to 12 words with a warning instead of failing the answer.
+pub fn parse_answer(text: &str, t: &Taxonomy, final_try: bool) -> Result<Answer, Vec<String>> {
+    let Some(m) = extract_object(text) else {
+        return Err(vec!["the reply is not a JSON object".into()]);
+    };
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+
+    let category = match str_field(&m, "category") {
+        None => {
+            problems.push("\"category\" is missing".into());
+            None
+        }
+        Some(c) => match t.category(&c) {
+            Some(cat) => Some(cat.name.clone()),
+            None => {
+                problems.push(format!("category {c:?} is not in the taxonomy"));
+                None
+            }
+        },
+    };
+
+    let mut subcategory = None;
+    if let (Some(cat), Some(sub)) = (&category, str_field(&m, "subcategory")) {
+        if !is_none_like(&sub) {
+            match t.subcategory(cat, &sub) {
+                Some(s) => subcategory = Some(s.to_string()),
+                None if t.category(cat).is_some_and(|c| c.subcategories.is_empty()) => {
+                    warnings.push(format!("ignored subcategory {sub:?}: {cat} has none"));
+                }
+                None => problems.push(format!("subcategory {sub:?} is not a subcategory of {cat}")),
+            }
+        }
+    }
+
+    let mut urgency = None;
+    if !t.urgency.is_empty() {
+        match str_field(&m, "urgency") {
+            None => problems.push("\"urgency\" is missing".into()),
+            Some(u) => match t.urgency_level(&u) {
+                Some(level) => urgency = Some(level.to_string()),
+                None => problems.push(format!("urgency {u:?} is not one of the urgency levels")),
+            },
+        }
+    }
+
+    let mut summary = str_field(&m, "summary").unwrap_or_default();
+    if summary.is_empty() {
+        warnings.push("the model gave no summary".into());
+    } else if word_count(&summary) > MAX_SUMMARY_WORDS {
+        if final_try {
+            summary = summary.split_whitespace().take(MAX_SUMMARY_WORDS).collect::<Vec<_>>().join(" ");
+            warnings.push(format!("summary cut to {MAX_SUMMARY_WORDS} words"));
+        } else {
+            problems.push(format!("the summary has {} words; the limit is {MAX_SUMMARY_WORDS}", word_count(&summary)));
+        }
+    }
+
+    let confidence = match m.get("confidence") {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let confidence = match confidence {
+        Some(c) if (0.0..=1.0).contains(&c) => Some(c as f32),
+        Some(c) => {
+            problems.push(format!("confidence {c} is outside [0, 1]"));
+            None
+        }
+        None => {
+            problems.push("\"confidence\" is missing or not a number".into());
+            None
+        }
+    };
+
+    match (category, confidence) {
+        (Some(category), Some(confidence)) if problems.is_empty() => Ok(Answer {
+            category,
+            subcategory,
+            urgency,
+            summary,
+            reasoning: str_field(&m, "reasoning").unwrap_or_default(),
+            confidence,
+            warnings,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// An extractive summary for results made without an LLM: the ticket's first
+/// sentence, at most 12 words.
+pub fn extractive_summary(text: &str) -> String {
+    let first = text
+        .split_inclusive(['.', '!', '?', '\n'])
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or("");
+    let words: Vec<&str> = first.split_whitespace().collect();
+    let mut s = words.iter().take(MAX_SUMMARY_WORDS).copied().collect::<Vec<_>>().join(" ");
+    if words.len() > MAX_SUMMARY_WORDS {
+        s = s.trim_end_matches(['.', ',', ';', ':']).to_string();
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Taxonomy {
+        Taxonomy::parse(
+            r#"
+name = "demo"
+[[categories]]
+name = "Billing"
+[[categories.subcategories]]
+name = "Refund"
+[[categories]]
+name = "Technical"
+[[urgency]]
+name = "Low"
+[[urgency]]
+name = "High"
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_valid_answers_in_prose_and_normalises_names() {
+        let a = parse_answer(
+            "Sure!\n```json\n{\"category\":\"billing\",\"subcategory\":\"REFUND\",\"urgency\":\"high\",\"summary\":\"Double charge\",\"reasoning\":\"r\",\"confidence\":0.9}\n```",
+            &t(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(a.category, "Billing");
+        assert_eq!(a.subcategory.as_deref(), Some("Refund"));
+        assert_eq!(a.urgency.as_deref(), Some("High"));
+        assert_eq!(a.confidence, 0.9);
+    }
+
+    #[test]
+    fn rejects_invented_labels_and_bad_confidence() {
+        let e = parse_answer(
+            r#"{"category":"Sales","urgency":"Urgent!!","summary":"x","confidence":90}"#,
+            &t(),
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("Sales"));
+        assert!(parse_answer("not json", &t(), true).is_err());
+        let e = parse_answer(r#"{"category":"Billing","subcategory":"Outage","urgency":"Low","summary":"x","confidence":0.5}"#, &t(), true)
+            .unwrap_err();
+        assert!(e[0].contains("not a subcategory of Billing"));
+        // A subcategory for a category that has none is dropped with a warning, not fatal.
+        let a = parse_answer(r#"{"category":"Technical","subcategory":"Refund","urgency":"Low","summary":"x","confidence":0.5}"#, &t(), true)
+            .unwrap();
+        assert_eq!(a.subcategory, None);
+        assert_eq!(a.warnings.len(), 1);
+    }
+
+    #[test]
+    fn long_summary_is_repairable_then_cut() {
+        let long = r#"{"category":"Technical","urgency":"Low","summary":"one two three four five six seven eight nine ten eleven twelve thirteen","confidence":"0.7"}"#;
+        let e = parse_answer(long, &t(), false).unwrap_err();
+        assert!(e[0].contains("13 words"));
+        let a = parse_answer(long, &t(), true).unwrap();
+        assert_eq!(word_count(&a.summary), 12);
+        assert_eq!(a.confidence, 0.7);
+        assert!(!a.warnings.is_empty());
+    }
+
+    #[test]
+    fn extractive_summary_takes_the_first_sentence() {
+        assert_eq!(extractive_summary("  Refund please. Also the app crashes."), "Refund please.");
+        let s = extractive_summary(&"word ".repeat(40));
+        assert_eq!(word_count(&s), 12);
+        assert!(s.ends_with('…'));
+        assert_eq!(extractive_summary(""), "");
+    }
+}

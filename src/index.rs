@@ -1,0 +1,321 @@
+//! Indexing: load a corpus (folder with `taxonomy.toml` + examples, or one
+//! JSONL/CSV/TSV file), validate each row against the taxonomy, embed the new and
+//! changed examples in batches, and upsert them under deterministic ids.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::corpus::{self, Format, Row};
+use crate::embed::Embedder;
+use crate::example::{Example, ExamplePoint};
+use crate::store::{now_secs, CollectionMeta, ExampleStore};
+use crate::taxonomy::Taxonomy;
+use crate::Error;
+
+/// Which input columns hold what.
+#[derive(Debug, Clone)]
+pub struct FieldMap {
+    pub text: String,
+    /// `None`: `label`, else `category`.
+    pub label: Option<String>,
+    pub urgency: String,
+    pub subcategory: String,
+    pub id: String,
+    pub rationale: String,
+    pub lang: String,
+}
+
+impl Default for FieldMap {
+    fn default() -> Self {
+        FieldMap {
+            text: "text".into(),
+            label: None,
+            urgency: "urgency".into(),
+            subcategory: "subcategory".into(),
+            id: "id".into(),
+            rationale: "rationale".into(),
+            lang: "lang".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejection {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// A loaded corpus: the examples that passed validation, and the rows that did not.
+#[derive(Debug)]
+pub struct Corpus {
+    pub source: PathBuf,
+    /// Written by a person (`taxonomy.toml`), or `None` to derive labels from data.
+    pub taxonomy: Option<Taxonomy>,
+    pub examples: Vec<Example>,
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexReport {
+    pub collection: String,
+    pub rows: usize,
+    pub indexed: usize,
+    pub unchanged: usize,
+    pub rejected: Vec<Rejection>,
+    pub labels: usize,
+    pub points_in_collection: usize,
+    pub seconds: f64,
+}
+
+fn find_examples_file(dir: &Path) -> Option<PathBuf> {
+    ["examples.jsonl", "examples.csv", "examples.tsv"].iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+/// Load a corpus folder or file. `taxonomy_override` replaces the folder's taxonomy.
+pub fn load_corpus(path: &Path, fields: &FieldMap, taxonomy_override: Option<&Path>) -> Result<Corpus, Error> {
+    let (data_path, mut taxonomy) = if path.is_dir() {
+        let file = find_examples_file(path).ok_or_else(|| {
+            Error::Input(format!("{} holds no examples.jsonl, examples.csv or examples.tsv", path.display()))
+        })?;
+        let tax_path = path.join("taxonomy.toml");
+        let taxonomy = if tax_path.is_file() { Some(Taxonomy::load(&tax_path)?) } else { None };
+        (file, taxonomy)
+    } else if path.is_file() {
+        (path.to_path_buf(), None)
+    } else {
+        return Err(Error::Input(format!("{} does not exist", path.display())));
+    };
+    if let Some(t) = taxonomy_override {
+        taxonomy = Some(Taxonomy::load(t)?);
+    }
+    let (format, rows) = corpus::read_path(&data_path, None)
+        .map_err(|e| Error::Input(format!("cannot read {}: {e}", data_path.display())))?;
+    if format == Format::Lines {
+        return Err(Error::Input(format!(
+            "{}: cannot tell the format; use a .jsonl, .csv or .tsv file with a header row",
+            data_path.display()
+        )));
+    }
+    let (examples, rejected) = validate_rows(rows, fields, taxonomy.as_ref());
+    Ok(Corpus { source: data_path, taxonomy, examples, rejected })
+}
+
+/// Turn rows into examples; every row that cannot be used becomes a rejection with its reason.
+pub fn validate_rows(rows: Vec<Row>, fields: &FieldMap, taxonomy: Option<&Taxonomy>) -> (Vec<Example>, Vec<Rejection>) {
+    let mut examples = Vec::new();
+    let mut rejected = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match row_to_example(&row, fields, taxonomy) {
+            Err(reason) => rejected.push(Rejection { line: row.line, reason }),
+            Ok(ex) => {
+                if let Some(first) = seen.get(&ex.id) {
+                    rejected.push(Rejection {
+                        line: row.line,
+                        reason: format!("duplicate id {:?} (first on line {first})", ex.id),
+                    });
+                } else {
+                    seen.insert(ex.id.clone(), row.line);
+                    examples.push(ex);
+                }
+            }
+        }
+    }
+    (examples, rejected)
+}
+
+fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Result<Example, String> {
+    if let Err(e) = &row.fields {
+        return Err(e.clone());
+    }
+    let text = row.get(&f.text).map(|t| t.trim().to_string()).unwrap_or_default();
+    if text.is_empty() {
+        return Err(format!("empty text (field {:?})", f.text));
+    }
+    let label = match &f.label {
+        Some(name) => row.get(name),
+        None => row.get("label").or_else(|| row.get("category")),
+    }
+    .map(|l| l.trim().to_string())
+    .filter(|l| !l.is_empty())
+    .ok_or_else(|| format!("missing label (field {:?})", f.label.as_deref().unwrap_or("label")))?;
+    let opt = |name: &str| row.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let mut subcategory = opt(&f.subcategory);
+    let mut urgency = opt(&f.urgency);
+    let label = match taxonomy {
+        None => label,
+        Some(t) => {
+            let cat = t.category(&label).ok_or_else(|| format!("unknown label {label:?} (not in the taxonomy)"))?;
+            if let Some(s) = &subcategory {
+                subcategory = Some(
+                    t.subcategory(&cat.name, s)
+                        .ok_or_else(|| format!("unknown subcategory {s:?} for {}", cat.name))?
+                        .to_string(),
+                );
+            }
+            if let Some(u) = &urgency {
+                if !t.urgency.is_empty() {
+                    urgency = Some(t.urgency_level(u).ok_or_else(|| format!("unknown urgency {u:?}"))?.to_string());
+                }
+            }
+            cat.name.clone()
+        }
+    };
+    let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
+    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang) })
+}
+
+/// Upsert a corpus into `collection`, creating it if needed. Unchanged examples
+/// (same id, same content) are neither re-embedded nor rewritten.
+pub async fn index_corpus(
+    corpus: Corpus,
+    collection: &str,
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn ExampleStore>,
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> Result<IndexReport, Error> {
+    let started = std::time::Instant::now();
+    let labels: BTreeSet<String> = corpus.examples.iter().map(|e| e.label.clone()).collect();
+    let urgencies: BTreeSet<String> = corpus.examples.iter().filter_map(|e| e.urgency.clone()).collect();
+    let rows = corpus.examples.len() + corpus.rejected.len();
+
+    let meta = match store.get_meta(collection).await? {
+        Some(mut meta) => {
+            meta.check_model(embedder.model_name(), embedder.dim())?;
+            let changed = match &corpus.taxonomy {
+                Some(t) if *t != meta.taxonomy => {
+                    tracing::info!(collection, "taxonomy replaced by {}", corpus.source.display());
+                    meta.taxonomy = t.clone();
+                    true
+                }
+                Some(_) => false,
+                None if meta.taxonomy.derived => meta.taxonomy.absorb(&labels, &urgencies),
+                None => {
+                    // A written taxonomy is kept; examples outside it are rejected below.
+                    false
+                }
+            };
+            if changed {
+                meta.updated_at = now_secs();
+                store.put_meta(&meta).await?;
+            }
+            meta
+        }
+        None => {
+            if corpus.examples.is_empty() {
+                return Err(Error::Input(format!(
+                    "{}: no usable examples ({} rows rejected); nothing to create collection {collection:?} from",
+                    corpus.source.display(),
+                    corpus.rejected.len()
+                )));
+            }
+            let taxonomy = corpus.taxonomy.clone().unwrap_or_else(|| Taxonomy::derived(collection, &labels, &urgencies));
+            let meta = CollectionMeta {
+                name: collection.to_string(),
+                taxonomy,
+                embedding_model: embedder.model_name().to_string(),
+                dim: embedder.dim(),
+                created_at: now_secs(),
+                updated_at: now_secs(),
+            };
+            store.put_meta(&meta).await?;
+            meta
+        }
+    };
+
+    // Examples indexed into a collection whose written taxonomy lacks their label.
+    let mut rejected = corpus.rejected;
+    let mut examples = Vec::with_capacity(corpus.examples.len());
+    for ex in corpus.examples {
+        if corpus.taxonomy.is_none() && !meta.taxonomy.derived && meta.taxonomy.category(&ex.label).is_none() {
+            rejected.push(Rejection {
+                line: 0,
+                reason: format!("example {:?}: unknown label {:?} (not in the collection's taxonomy)", ex.id, ex.label),
+            });
+        } else {
+            examples.push(ex);
+        }
+    }
+
+    progress.set_length(examples.len() as u64);
+    let mut indexed = 0;
+    let mut unchanged = 0;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
+        let stored = store.content_hashes(collection, &ids).await?;
+        let todo: Vec<&Example> =
+            chunk.iter().filter(|e| stored.get(&e.point_id()) != Some(&e.content_hash())).collect();
+        unchanged += chunk.len() - todo.len();
+        if !todo.is_empty() {
+            let vectors = embedder.embed(todo.iter().map(|e| e.text.clone()).collect()).await?;
+            let points =
+                todo.iter().zip(vectors).map(|(e, vector)| ExamplePoint { example: (*e).clone(), vector }).collect();
+            store.upsert(collection, points).await?;
+            indexed += todo.len();
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    if indexed > 0 {
+        store.finish_indexing(collection).await?;
+    }
+    progress.finish_and_clear();
+    rejected.sort_by_key(|r| r.line);
+    Ok(IndexReport {
+        collection: collection.to_string(),
+        rows,
+        indexed,
+        unchanged,
+        rejected,
+        labels: meta.taxonomy.categories.len(),
+        points_in_collection: store.count(collection).await?,
+        seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::parse;
+
+    #[test]
+    fn rows_are_validated_against_the_taxonomy() {
+        let t = Taxonomy::parse(
+            "name = \"t\"\n[[categories]]\nname = \"Billing\"\n[[urgency]]\nname = \"High\"\n",
+        )
+        .unwrap();
+        let data = b"{\"text\":\"refund\",\"label\":\"billing\",\"urgency\":\"HIGH\"}\n\
+{\"text\":\"  \",\"label\":\"Billing\"}\n\
+{\"text\":\"x\",\"label\":\"Sales\"}\n\
+{\"text\":\"y\",\"category\":\"Billing\",\"urgency\":\"Soon\"}\n\
+{broken\n\
+{\"text\":\"refund\",\"label\":\"Billing\"}\n\
+{\"text\":\"z\"}\n";
+        let (ex, rej) = validate_rows(parse(data, Format::Jsonl), &FieldMap::default(), Some(&t));
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].label, "Billing");
+        assert_eq!(ex[0].urgency.as_deref(), Some("High"));
+        let reasons: Vec<(usize, &str)> = rej.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 6, "{reasons:?}");
+        assert!(reasons[0].1.contains("empty text") && reasons[0].0 == 2);
+        assert!(reasons[1].1.contains("unknown label \"Sales\""));
+        assert!(reasons[2].1.contains("unknown urgency"));
+        assert!(reasons[3].1.contains("malformed JSON") && reasons[3].0 == 5);
+        assert!(reasons[4].1.contains("duplicate id") && reasons[4].1.contains("line 1"));
+        assert!(reasons[5].1.contains("missing label"));
+    }
+
+    #[test]
+    fn custom_fields_and_no_taxonomy() {
+        let data = b"body,intent\nhello,greet\n";
+        let fields = FieldMap { text: "body".into(), label: Some("intent".into()), ..FieldMap::default() };
+        let (ex, rej) = validate_rows(parse(data, Format::Csv), &fields, None);
+        assert!(rej.is_empty());
+        assert_eq!(ex[0].label, "greet");
+        assert!(ex[0].id.starts_with("auto-"));
+    }
+}

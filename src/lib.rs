@@ -1,0 +1,36 @@
+//! ticket-triage: classify support tickets into your own taxonomy with retrieved
+//! few-shot examples.
+//!
+//! Module map (where each part of the pipeline lives):
+//! - [`taxonomy`]: the versioned config (categories, urgency scale, rules, threshold)
+//! - [`corpus`], [`index`]: reading example files and indexing them
+//! - [`embed`]: the `Embedder` role (fastembed on its own thread)
+//! - [`store`]: the `ExampleStore` role (Qdrant Edge embedded, Qdrant server)
+//! - [`knn`]: the neighbours' vote and label-diverse demonstrations
+//! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
+//! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
+//! - [`guard`]: answer validation and review routing rules
+//! - [`classifier`]: the pipeline that ties them together
+//! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+#![deny(clippy::unwrap_used)]
+
+pub mod classifier;
+pub mod cli;
+pub mod config;
+pub mod corpus;
+pub mod embed;
+mod error;
+pub mod example;
+pub mod guard;
+pub mod index;
+pub mod knn;
+pub mod llm;
+pub mod output;
+pub mod prompt;
+pub mod store;
+pub mod taxonomy;
+
+pub use classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
+pub use error::Error;
+pub use example::{Example, ScoredExample};
+pub use taxonomy::Taxonomy;

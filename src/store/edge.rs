@@ -1,0 +1,233 @@
+//! Qdrant Edge: the embedded, in-process store. Layout under the data dir:
+//! `collections/<name>/meta.json` and `collections/<name>/shard/` (Qdrant segments + WAL).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use qdrant_edge::{
+    Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, NamedQuery, PointId, PointInsertOperations,
+    PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, WithPayloadInterface,
+    WithVector, DEFAULT_VECTOR_NAME,
+};
+use tokio::sync::Mutex;
+
+use super::{example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, StoreError, HASH_KEY};
+use crate::example::{ExamplePoint, ScoredExample};
+
+pub struct EdgeStore {
+    root: PathBuf,
+    shards: Mutex<HashMap<String, Arc<EdgeShard>>>,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+}
+
+impl EdgeStore {
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let root = data_dir.join("collections");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", root.display())))?;
+        Ok(EdgeStore { root, shards: Mutex::new(HashMap::new()) })
+    }
+
+    fn dir(&self, collection: &str) -> PathBuf {
+        self.root.join(collection)
+    }
+
+    fn read_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError> {
+        validate_name(collection)?;
+        let path = self.dir(collection).join("meta.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(format!("corrupt {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The open shard for `collection`, opening (or creating) it on first use.
+    async fn shard(&self, collection: &str) -> Result<Arc<EdgeShard>, StoreError> {
+        let mut shards = self.shards.lock().await;
+        if let Some(s) = shards.get(collection) {
+            return Ok(s.clone());
+        }
+        let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+        let path = self.dir(collection).join("shard");
+        let shard = blocking(move || open_shard(&path, meta.dim)).await?;
+        let shard = Arc::new(shard);
+        shards.insert(collection.to_string(), shard.clone());
+        Ok(shard)
+    }
+}
+
+fn open_shard(path: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
+    std::fs::create_dir_all(path).map_err(io)?;
+    let has_segments = std::fs::read_dir(path.join("segments")).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if has_segments {
+        // `EdgeShard::new` refuses a folder that already holds segments.
+        EdgeShard::load(path, None).map_err(backend)
+    } else {
+        let config = EdgeConfigBuilder::new()
+            .vector(DEFAULT_VECTOR_NAME, EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build())
+            .build();
+        EdgeShard::new(path, config).map_err(backend)
+    }
+}
+
+#[async_trait]
+impl ExampleStore for EdgeStore {
+    fn backend(&self) -> &'static str {
+        "edge"
+    }
+
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if entry.path().join("meta.json").is_file() {
+                names.push(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn get_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError> {
+        self.read_meta(collection)
+    }
+
+    async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
+        validate_name(&meta.name)?;
+        let dir = self.dir(&meta.name);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join("meta.json.tmp");
+        let json = serde_json::to_vec_pretty(meta).map_err(io)?;
+        std::fs::write(&tmp, json).map_err(io)?;
+        std::fs::rename(&tmp, dir.join("meta.json")).map_err(io)?;
+        Ok(())
+    }
+
+    async fn content_hashes(&self, collection: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError> {
+        let shard = self.shard(collection).await?;
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        blocking(move || {
+            let records = shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+                .map_err(backend)?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    let id = match r.id {
+                        PointId::NumId(n) => n,
+                        PointId::Uuid(_) => return None,
+                    };
+                    let hash = r.payload?.0.get(HASH_KEY)?.as_str()?.to_string();
+                    Some((id, hash))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let shard = self.shard(collection).await?;
+        blocking(move || {
+            let points = points
+                .into_iter()
+                .map(|p| {
+                    let payload = serde_json::Value::Object(example_payload(&p.example));
+                    PointStruct::new(p.example.point_id(), p.vector, payload).into()
+                })
+                .collect();
+            shard
+                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(points),
+                )))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let shard = self.shard(collection).await?;
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        blocking(move || {
+            shard
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError> {
+        let shard = self.shard(collection).await?;
+        let vector = vector.to_vec();
+        blocking(move || {
+            let request = QueryRequest {
+                prefetches: vec![],
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(vector)))),
+                filter: None,
+                score_threshold: None,
+                limit,
+                offset: 0,
+                params: None,
+                with_vector: WithVector::Bool(false),
+                with_payload: WithPayloadInterface::Bool(true),
+            };
+            shard
+                .query(request)
+                .map_err(backend)?
+                .into_iter()
+                .map(|p| {
+                    let payload = p.payload.map(|p| p.0).unwrap_or_default();
+                    Ok(ScoredExample { score: p.score, example: example_from_payload(payload.into_iter().collect())? })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn count(&self, collection: &str) -> Result<usize, StoreError> {
+        let shard = self.shard(collection).await?;
+        blocking(move || Ok(shard.info().points_count)).await
+    }
+
+    async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
+        let shard = self.shard(collection).await?;
+        blocking(move || {
+            shard.optimize().map_err(backend)?;
+            shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {
+        validate_name(collection)?;
+        let shard = self.shards.lock().await.remove(collection);
+        drop(shard);
+        let dir = self.dir(collection);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+        Ok(true)
+    }
+}

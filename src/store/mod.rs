@@ -1,0 +1,119 @@
+//! The example store: where embedded examples live and are searched. One trait, two
+//! implementations: Qdrant Edge in-process (the default) and a Qdrant server through
+//! qdrant-client. The store never embeds: callers hand it vectors.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::example::{Example, ExamplePoint, ScoredExample};
+use crate::taxonomy::Taxonomy;
+
+mod edge;
+mod server;
+
+pub use edge::EdgeStore;
+pub use server::ServerStore;
+
+/// Payload key holding the example's content hash (for "unchanged" detection).
+pub const HASH_KEY: &str = "content_hash";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("collection {0:?} does not exist (index examples into it first: triage index PATH --collection {0})")]
+    NoSuchCollection(String),
+    #[error("invalid collection name {0:?}: use 1-64 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    #[error(
+        "collection {collection:?} was indexed with embedding model {stored:?} ({stored_dim} dims) but this run \
+         uses {requested:?} ({requested_dim} dims); pass --embedding-model {stored} or index into a new collection"
+    )]
+    ModelMismatch { collection: String, stored: String, stored_dim: usize, requested: String, requested_dim: usize },
+    #[error("{0}")]
+    Locked(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("Qdrant error: {0}")]
+    Backend(String),
+    #[error("a stored point has an unreadable payload: {0}")]
+    BadPayload(String),
+}
+
+/// What a collection remembers about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionMeta {
+    pub name: String,
+    pub taxonomy: Taxonomy,
+    pub embedding_model: String,
+    pub dim: usize,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl CollectionMeta {
+    /// Error unless this collection was built with the given embedding model.
+    pub fn check_model(&self, model: &str, dim: usize) -> Result<(), StoreError> {
+        if self.embedding_model != model || self.dim != dim {
+            return Err(StoreError::ModelMismatch {
+                collection: self.name.clone(),
+                stored: self.embedding_model.clone(),
+                stored_dim: self.dim,
+                requested: model.to_string(),
+                requested_dim: dim,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(name.to_string()))
+    }
+}
+
+#[async_trait]
+pub trait ExampleStore: Send + Sync {
+    /// "edge" or "server", for logs and `collections info`.
+    fn backend(&self) -> &'static str;
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError>;
+    async fn get_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError>;
+    /// Create the collection if it does not exist, and store `meta` with it.
+    async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError>;
+    /// Stored content hashes of those point ids that exist.
+    async fn content_hashes(&self, collection: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError>;
+    async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError>;
+    async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError>;
+    /// The `limit` most similar examples, most similar first.
+    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError>;
+    async fn count(&self, collection: &str) -> Result<usize, StoreError>;
+    /// Called after a bulk load: build the vector index, flush.
+    async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError>;
+    async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError>;
+}
+
+/// The payload stored for an example: its fields plus the content hash.
+pub fn example_payload(example: &Example) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = match serde_json::to_value(example) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    map.insert(HASH_KEY.to_string(), serde_json::Value::String(example.content_hash()));
+    map
+}
+
+pub fn example_from_payload(map: serde_json::Map<String, serde_json::Value>) -> Result<Example, StoreError> {
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| StoreError::BadPayload(e.to_string()))
+}

@@ -1,0 +1,186 @@
+//! A Qdrant server or cluster through qdrant-client (gRPC). The collection's
+//! `CollectionMeta` is kept in Qdrant's collection metadata under `triage_meta`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    point_id::PointIdOptions, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, UpdateCollectionBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder,
+};
+use qdrant_client::{Payload, Qdrant};
+
+use super::{example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, StoreError, HASH_KEY};
+use crate::example::{ExamplePoint, ScoredExample};
+
+const META_KEY: &str = "triage_meta";
+
+pub struct ServerStore {
+    client: Qdrant,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl ServerStore {
+    /// Connect to `url` (gRPC port, usually 6334). The API key, if any, comes from
+    /// the caller (env `QDRANT_API_KEY`) and is never logged.
+    pub fn connect(url: &str, api_key: Option<String>) -> Result<Self, StoreError> {
+        let client = Qdrant::from_url(url)
+            .api_key(api_key)
+            .timeout(std::time::Duration::from_secs(30))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot connect to Qdrant at {url}: {e}")))?;
+        Ok(ServerStore { client })
+    }
+
+    async fn exists(&self, collection: &str) -> Result<bool, StoreError> {
+        validate_name(collection)?;
+        self.client.collection_exists(collection).await.map_err(backend)
+    }
+}
+
+fn num_id(id: Option<PointId>) -> Option<u64> {
+    match id?.point_id_options? {
+        PointIdOptions::Num(n) => Some(n),
+        PointIdOptions::Uuid(_) => None,
+    }
+}
+
+fn to_json(map: HashMap<String, qdrant_client::qdrant::Value>) -> serde_json::Map<String, serde_json::Value> {
+    map.into_iter().map(|(k, v)| (k, v.into_json())).collect()
+}
+
+#[async_trait]
+impl ExampleStore for ServerStore {
+    fn backend(&self) -> &'static str {
+        "server"
+    }
+
+    async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
+        let resp = self.client.list_collections().await.map_err(backend)?;
+        let mut names = Vec::new();
+        for c in resp.collections {
+            if self.get_meta(&c.name).await.ok().flatten().is_some() {
+                names.push(c.name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn get_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError> {
+        if !self.exists(collection).await? {
+            return Ok(None);
+        }
+        let info = self.client.collection_info(collection).await.map_err(backend)?;
+        let meta = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.metadata.get(META_KEY).cloned())
+            .map(|v| v.into_json());
+        match meta {
+            Some(serde_json::Value::String(s)) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| StoreError::Backend(format!("collection {collection}: unreadable {META_KEY}: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
+        let json = serde_json::to_string(meta).map_err(backend)?;
+        let metadata: HashMap<String, serde_json::Value> =
+            HashMap::from([(META_KEY.to_string(), serde_json::Value::String(json))]);
+        if self.exists(&meta.name).await? {
+            self.client
+                .update_collection(UpdateCollectionBuilder::new(&meta.name).metadata(metadata))
+                .await
+                .map_err(backend)?;
+        } else {
+            self.client
+                .create_collection(
+                    CreateCollectionBuilder::new(&meta.name)
+                        .vectors_config(VectorParamsBuilder::new(meta.dim as u64, Distance::Cosine))
+                        .metadata(metadata),
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn content_hashes(&self, collection: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError> {
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        let resp = self
+            .client
+            .get_points(GetPointsBuilder::new(collection, ids).with_payload(true))
+            .await
+            .map_err(backend)?;
+        Ok(resp
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let id = num_id(p.id)?;
+                let hash = p.payload.get(HASH_KEY)?.as_str()?.to_string();
+                Some((id, hash))
+            })
+            .collect())
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| PointStruct::new(p.example.point_id(), p.vector, Payload::from(example_payload(&p.example))))
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let list = PointsIdsList { ids: ids.iter().map(|&i| PointId::from(i)).collect() };
+        self.client
+            .delete_points(DeletePointsBuilder::new(collection).points(list).wait(true))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError> {
+        let resp = self
+            .client
+            .query(QueryPointsBuilder::new(collection).query(vector.to_vec()).limit(limit as u64).with_payload(true))
+            .await
+            .map_err(backend)?;
+        resp.result
+            .into_iter()
+            .map(|p| Ok(ScoredExample { score: p.score, example: example_from_payload(to_json(p.payload))? }))
+            .collect()
+    }
+
+    async fn count(&self, collection: &str) -> Result<usize, StoreError> {
+        let resp = self.client.count(CountPointsBuilder::new(collection).exact(true)).await.map_err(backend)?;
+        Ok(resp.result.map(|r| r.count as usize).unwrap_or(0))
+    }
+
+    async fn finish_indexing(&self, _collection: &str) -> Result<(), StoreError> {
+        // The server builds its HNSW index in the background.
+        Ok(())
+    }
+
+    async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {
+        if !self.exists(collection).await? {
+            return Ok(false);
+        }
+        self.client.delete_collection(collection).await.map_err(backend)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,262 @@
+//! The taxonomy: the classifier's versioned config (categories, urgency scale, rules,
+//! review threshold), loaded from `taxonomy.toml` or derived from labeled data.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Default review threshold when the taxonomy does not set one.
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.85;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaxonomyError {
+    #[error("cannot read taxonomy file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid taxonomy file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subcategories: Vec<Subcategory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subcategory {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UrgencyLevel {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Taxonomy {
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// Below this confidence a result goes to human review.
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
+    #[serde(default)]
+    pub rules: Vec<String>,
+    pub categories: Vec<Category>,
+    /// Urgency levels, lowest first. May be empty when the data has no urgency.
+    #[serde(default)]
+    pub urgency: Vec<UrgencyLevel>,
+    /// True when the taxonomy was derived from the labels present in the data,
+    /// not written by a person (no descriptions, label set may grow on re-index).
+    #[serde(default)]
+    pub derived: bool,
+}
+
+/// Normalise a label for comparison: trimmed, lowercase, inner whitespace,
+/// `_` and `-` folded to one space. "feature_request" matches "Feature Request".
+pub fn label_key(s: &str) -> String {
+    s.trim()
+        .to_lowercase()
+        .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Taxonomy {
+    pub fn load(path: &Path) -> Result<Self, TaxonomyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TaxonomyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| TaxonomyError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t: Taxonomy = toml::from_str(text).map_err(|e| e.to_string())?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// A taxonomy made from the labels seen in data (no descriptions).
+    pub fn derived(name: &str, labels: &BTreeSet<String>, urgencies: &BTreeSet<String>) -> Self {
+        Taxonomy {
+            name: name.to_string(),
+            version: String::new(),
+            description: String::new(),
+            min_confidence: None,
+            rules: Vec::new(),
+            categories: labels
+                .iter()
+                .map(|l| Category { name: l.clone(), description: String::new(), subcategories: vec![] })
+                .collect(),
+            urgency: urgencies
+                .iter()
+                .map(|u| UrgencyLevel { name: u.clone(), description: String::new() })
+                .collect(),
+            derived: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("`name` is empty".into());
+        }
+        if self.categories.is_empty() {
+            return Err("no `[[categories]]`".into());
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.categories {
+            if c.name.trim().is_empty() {
+                return Err("a category has an empty name".into());
+            }
+            if !seen.insert(label_key(&c.name)) {
+                return Err(format!("category {:?} is listed twice", c.name));
+            }
+            let mut subs = BTreeSet::new();
+            for s in &c.subcategories {
+                if !subs.insert(label_key(&s.name)) {
+                    return Err(format!("subcategory {:?} of {:?} is listed twice", s.name, c.name));
+                }
+            }
+        }
+        let mut urg = BTreeSet::new();
+        for u in &self.urgency {
+            if !urg.insert(label_key(&u.name)) {
+                return Err(format!("urgency level {:?} is listed twice", u.name));
+            }
+        }
+        if let Some(m) = self.min_confidence {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(format!("min_confidence {m} is outside [0, 1]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical category name for `label`, if it is in the taxonomy.
+    pub fn category(&self, label: &str) -> Option<&Category> {
+        let k = label_key(label);
+        self.categories.iter().find(|c| label_key(&c.name) == k)
+    }
+
+    /// The canonical subcategory name under `category`.
+    pub fn subcategory(&self, category: &str, sub: &str) -> Option<&str> {
+        let k = label_key(sub);
+        self.category(category)?
+            .subcategories
+            .iter()
+            .find(|s| label_key(&s.name) == k)
+            .map(|s| s.name.as_str())
+    }
+
+    pub fn urgency_level(&self, u: &str) -> Option<&str> {
+        let k = label_key(u);
+        self.urgency.iter().find(|l| label_key(&l.name) == k).map(|l| l.name.as_str())
+    }
+
+    pub fn has_subcategories(&self) -> bool {
+        self.categories.iter().any(|c| !c.subcategories.is_empty())
+    }
+
+    pub fn labels(&self) -> Vec<&str> {
+        self.categories.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    pub fn review_threshold(&self) -> f32 {
+        self.min_confidence.unwrap_or(DEFAULT_MIN_CONFIDENCE)
+    }
+
+    /// Merge labels seen in new data into a derived taxonomy. Returns whether it changed.
+    pub fn absorb(&mut self, labels: &BTreeSet<String>, urgencies: &BTreeSet<String>) -> bool {
+        let mut changed = false;
+        for l in labels {
+            if self.category(l).is_none() {
+                self.categories.push(Category { name: l.clone(), description: String::new(), subcategories: vec![] });
+                changed = true;
+            }
+        }
+        for u in urgencies {
+            if self.urgency_level(u).is_none() {
+                self.urgency.push(UrgencyLevel { name: u.clone(), description: String::new() });
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// A short content hash, recorded with results so a result can be traced to the
+    /// exact taxonomy version that produced it.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+name = "demo"
+version = "1.0.0"
+min_confidence = 0.8
+rules = ["Focus on intent."]
+[[categories]]
+name = "Billing"
+description = "Money"
+[[categories.subcategories]]
+name = "Refund"
+[[categories]]
+name = "Feature Request"
+[[urgency]]
+name = "Low"
+[[urgency]]
+name = "High"
+"#;
+
+    #[test]
+    fn parses_and_matches_labels_loosely() {
+        let t = Taxonomy::parse(SAMPLE).unwrap();
+        assert_eq!(t.category("feature_request").unwrap().name, "Feature Request");
+        assert_eq!(t.category(" BILLING ").unwrap().name, "Billing");
+        assert!(t.category("Billing2").is_none());
+        assert_eq!(t.subcategory("billing", "refund"), Some("Refund"));
+        assert_eq!(t.subcategory("Feature Request", "refund"), None);
+        assert_eq!(t.urgency_level("HIGH"), Some("High"));
+        assert_eq!(t.review_threshold(), 0.8);
+        assert!(t.has_subcategories());
+    }
+
+    #[test]
+    fn rejects_duplicates_and_bad_threshold() {
+        let dup = SAMPLE.replace("name = \"Feature Request\"", "name = \"billing\"");
+        assert!(Taxonomy::parse(&dup).unwrap_err().contains("twice"));
+        let bad = SAMPLE.replace("min_confidence = 0.8", "min_confidence = 1.5");
+        assert!(Taxonomy::parse(&bad).unwrap_err().contains("outside"));
+        assert!(Taxonomy::parse("name = \"x\"\ncategories = []").is_err());
+    }
+
+    #[test]
+    fn derived_taxonomy_absorbs_new_labels_once() {
+        let mut t = Taxonomy::derived("d", &["a".into()].into(), &BTreeSet::new());
+        assert!(t.absorb(&["A".into(), "b".into()].into(), &["low".into()].into()));
+        assert_eq!(t.labels(), vec!["a", "b"]);
+        assert!(!t.absorb(&["b".into()].into(), &["Low".into()].into()));
+    }
+}
