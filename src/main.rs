@@ -5,9 +5,10 @@ use ticket_triage::cli::{self, Cli};
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info,ticket_triage=info",
-        _ => "info,ticket_triage=debug",
+        // qdrant-edge warns about process-wide flags it never needs in embedded use.
+        0 => "warn,qdrant_edge=error",
+        1 => "info,qdrant_edge=warn",
+        _ => "info,qdrant_edge=warn,ticket_triage=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

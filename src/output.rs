@@ -51,7 +51,7 @@ pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Re
             cell(&category, 18),
             cell(&format!("{:.2}", r.confidence), 5),
             cell(if r.needs_review { "yes" } else { "no" }, 6),
-            cell(&summary, 70)
+            cell(&summary, 70).trim_end()
         )?;
     }
     let review = results.iter().filter(|r| r.needs_review).count();

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up, build, index the bundled saas-support corpus into the embedded store and
+# classify the sample tickets. Uses an LLM when one is configured (OXLO_API_KEY,
+# TRIAGE_LLM_API_KEY, --llm-base-url via TRIAGE_LLM_BASE_URL, ...); otherwise the
+# neighbours' vote (knn), which needs nothing but this machine.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+./scripts/setup.sh
+cargo build --release
+export TRIAGE_DATA_DIR="${TRIAGE_DATA_DIR:-$root/.triage}"
+./target/release/triage index examples_store/saas-support --collection saas-support
+./target/release/triage classify --collection saas-support \
+  --input examples_store/saas-support/sample_tickets.txt --format table

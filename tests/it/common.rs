@@ -1,0 +1,144 @@
+//! Shared fixtures: paths, running the binary, a pre-indexed data dir, fake LLM replies.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn models_dir() -> PathBuf {
+    let dir = repo().join("models");
+    assert!(
+        dir.join("all-minilm-l6-v2-int8").join("model.onnx").is_file(),
+        "models/ is missing: run ./scripts/setup.sh (./scripts/test.sh does it for you)"
+    );
+    dir
+}
+
+pub fn saas_corpus() -> PathBuf {
+    repo().join("examples_store").join("saas-support")
+}
+
+/// The binary with a clean environment: no LLM keys or URLs leak in from the host.
+pub fn triage(data_dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"));
+    for var in [
+        "TRIAGE_LLM_API_KEY",
+        "OXLO_API_KEY",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "TRIAGE_LLM_PROVIDER",
+        "TRIAGE_LLM_BASE_URL",
+        "TRIAGE_LLM_MODEL",
+        "QDRANT_URL",
+        "TRIAGE_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("TRIAGE_DATA_DIR", data_dir)
+        .env("TRIAGE_MODELS_DIR", models_dir())
+        .env("TRIAGE_EMBED_THREADS", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+pub async fn run(cmd: &mut tokio::process::Command) -> Output {
+    cmd.output().await.expect("the triage binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Parse JSON-lines output.
+pub fn results(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A data dir with `saas` indexed from the bundled corpus, copied fresh for each
+/// test so that tests never share a live store.
+pub async fn indexed_data_dir() -> tempfile::TempDir {
+    static GOLDEN: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let golden = {
+        let _guard = LOCK.lock().await;
+        match GOLDEN.get() {
+            Some(p) => p.clone(),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir").keep();
+                let out = run(triage(&dir).args(["index"]).arg(saas_corpus()).args(["--collection", "saas"])).await;
+                assert!(out.status.success(), "indexing the bundled corpus failed: {}", stderr(&out));
+                GOLDEN.set(dir.clone()).ok();
+                dir
+            }
+        }
+    };
+    let fresh = tempfile::tempdir().expect("tempdir");
+    copy_dir(&golden, fresh.path());
+    fresh
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// An OpenAI chat-completions reply whose message content is `content`.
+pub fn openai_reply(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 321, "completion_tokens": 45, "total_tokens": 366}
+    })
+}
+
+pub fn answer(category: &str, urgency: &str, confidence: f64) -> String {
+    json!({
+        "reasoning": "scripted",
+        "category": category,
+        "urgency": urgency,
+        "summary": "Scripted summary of the ticket",
+        "confidence": confidence
+    })
+    .to_string()
+}
+
+/// The label of the first (most similar) demonstration in a user prompt.
+pub fn first_demo_label(prompt: &str) -> Option<String> {
+    let at = prompt.find("label: ")?;
+    let line = prompt[at + 7..].lines().next()?;
+    let v: Value = serde_json::from_str(line).ok()?;
+    v["category"].as_str().map(str::to_string)
+}
+
+pub fn user_prompt(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}

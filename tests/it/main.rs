@@ -1,0 +1,8 @@
+//! One integration-test binary (ripgrep style): CLI behaviour against the real
+//! binary and the real embedding model, with fake LLM servers on loopback.
+
+mod common;
+mod index_cli;
+mod classify_knn;
+mod classify_llm;
+mod store;
