@@ -182,7 +182,7 @@ pub struct EvalArgs {
     /// Hold out this share of --test for testing and index the rest (deterministic for a --seed)
     #[arg(long)]
     pub split: Option<f64>,
-    /// Seed of the --split
+    /// Seed of the --split and of the --limit sample
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// With --split: rows sharing this field's value (paraphrase groups) stay on the same side
@@ -212,7 +212,7 @@ pub struct EvalArgs {
     /// At most this many LLM requests per second (cache hits do not count)
     #[arg(long)]
     pub max_rps: Option<f64>,
-    /// Evaluate only the first N test tickets (after --split)
+    /// Evaluate a deterministic sample of N test tickets (after --split; chosen by seeded hash, kept in file order)
     #[arg(long)]
     pub limit: Option<usize>,
     /// Review threshold [default: the taxonomy's, else 0.85]
@@ -470,6 +470,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         concurrency: args.concurrency.max(1),
         max_rps: args.max_rps,
         limit: args.limit,
+        seed: args.seed,
         min_confidence: args.min_confidence,
         prices: Prices {
             per_request: args.price_per_request,

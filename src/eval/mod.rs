@@ -119,8 +119,10 @@ pub struct EvalConfig {
     pub repeat: usize,
     pub concurrency: usize,
     pub max_rps: Option<f64>,
-    /// Evaluate only the first N test tickets (after the split).
+    /// Evaluate a deterministic sample of N test tickets (after the split), in file order.
     pub limit: Option<usize>,
+    /// Seed of the split and of the --limit sample.
+    pub seed: u64,
     pub min_confidence: Option<f32>,
     pub prices: Prices,
     pub report_dir: PathBuf,
@@ -191,6 +193,25 @@ fn split_key(t: &LabeledTicket) -> String {
         Some(g) => format!("group:{g}"),
         None => format!("line:{}", t.line),
     }
+}
+
+/// `n` tickets chosen by seeded hash (labeled files are often sorted by label, so the
+/// first rows would cover few labels), kept in file order.
+pub fn sample(tickets: Vec<LabeledTicket>, n: usize, seed: u64) -> Vec<LabeledTicket> {
+    if tickets.len() <= n {
+        return tickets;
+    }
+    let rank = |t: &LabeledTicket| {
+        let d = Sha256::digest(format!("sample\u{0}{seed}\u{0}{}", t.line).as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b)
+    };
+    let mut ranked: Vec<(u64, LabeledTicket)> = tickets.into_iter().map(|t| (rank(&t), t)).collect();
+    ranked.sort_by_key(|(r, _)| *r);
+    ranked.truncate(n);
+    ranked.sort_by_key(|(_, t)| t.line);
+    ranked.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The fixed demonstrations for k: the first example (in corpus order) of each of
@@ -383,7 +404,7 @@ pub async fn run(
         }
     }
     if let Some(n) = config.limit {
-        tickets.truncate(n);
+        tickets = sample(tickets, n, config.seed);
     }
     if tickets.is_empty() {
         return Err(Error::Input(format!("{}: no labeled test tickets to evaluate", config.test.display())));
@@ -647,6 +668,28 @@ mod tests {
         assert_eq!(t[1].id, "line-2");
         assert_eq!(split_key(&t[0]), "group:1");
         assert_eq!(split_key(&t[1]), "line:2");
+    }
+
+    #[test]
+    fn limit_samples_across_the_file_deterministically() {
+        let rows: Vec<LabeledTicket> = (1..=100)
+            .map(|i| LabeledTicket {
+                id: i.to_string(),
+                text: "t".into(),
+                label: format!("L{}", i / 10),
+                is_oos: false,
+                urgency: None,
+                group: None,
+                line: i,
+            })
+            .collect();
+        let a = sample(rows.clone(), 20, 42);
+        assert_eq!(a.len(), 20);
+        assert_eq!(a, sample(rows.clone(), 20, 42));
+        assert_ne!(a, sample(rows.clone(), 20, 1));
+        assert!(a.windows(2).all(|w| w[0].line < w[1].line), "file order kept");
+        assert!(a.iter().any(|t| t.line > 50), "not just the first rows");
+        assert_eq!(sample(rows, 200, 42).len(), 100);
     }
 
     #[test]
