@@ -102,12 +102,37 @@ impl Default for ClassifyOptions {
     }
 }
 
+/// Which labeled examples the LLM sees. The neighbours' vote (and the guardrails
+/// built on it) is computed the same way whichever is chosen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Demonstrations {
+    /// The label-diverse nearest neighbours of each ticket (`method: rag`); the default.
+    #[default]
+    Retrieved,
+    /// No examples in the prompt (`method: zero-shot`); for accuracy comparisons.
+    None,
+    /// The same examples for every ticket (`method: fixed-few-shot`); for accuracy comparisons.
+    Fixed(Vec<ScoredExample>),
+}
+
+impl Demonstrations {
+    /// The `method` reported for an LLM answer given with these demonstrations.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Demonstrations::Retrieved => "rag",
+            Demonstrations::None => "zero-shot",
+            Demonstrations::Fixed(_) => "fixed-few-shot",
+        }
+    }
+}
+
 pub struct Classifier {
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn ExampleStore>,
     llm: Option<Arc<dyn LlmClient>>,
     meta: CollectionMeta,
     options: ClassifyOptions,
+    demonstrations: Demonstrations,
 }
 
 impl Classifier {
@@ -121,7 +146,13 @@ impl Classifier {
     ) -> Result<Self, StoreError> {
         let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
         meta.check_model(embedder.model_name(), embedder.dim())?;
-        Ok(Classifier { embedder, store, llm, meta, options })
+        Ok(Classifier { embedder, store, llm, meta, options, demonstrations: Demonstrations::Retrieved })
+    }
+
+    /// Show the LLM other demonstrations than the retrieved ones (evaluation baselines).
+    pub fn with_demonstrations(mut self, demonstrations: Demonstrations) -> Self {
+        self.demonstrations = demonstrations;
+        self
     }
 
     pub fn meta(&self) -> &CollectionMeta {
@@ -235,7 +266,11 @@ impl Classifier {
         let threshold = self.threshold(options);
         let mut result = self.knn_result(ticket, text, &vote, nearest, threshold);
         if let Some(llm) = &self.llm {
-            let demos = select_diverse(&candidates, k);
+            let demos = match &self.demonstrations {
+                Demonstrations::Retrieved => select_diverse(&candidates, k),
+                Demonstrations::None => Vec::new(),
+                Demonstrations::Fixed(d) => d.clone(),
+            };
             self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote, threshold).await;
         }
         result.latency_ms = ms(started);
@@ -326,7 +361,7 @@ impl Classifier {
         // backs its label: a label no neighbour has cannot exceed 0.5.
         let confidence = answer.confidence.min(0.5 + 0.5 * share);
         let agrees = label_key(&answer.category) == label_key(&vote.label);
-        result.method = "rag".into();
+        result.method = self.demonstrations.method().into();
         result.category = Some(answer.category.clone());
         result.subcategory = answer.subcategory;
         result.urgency = answer.urgency.or_else(|| vote.urgency.clone());

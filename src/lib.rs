@@ -11,6 +11,7 @@
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
 //! - [`classifier`]: the pipeline that ties them together
+//! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 #![deny(clippy::unwrap_used)]
 
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod corpus;
 pub mod embed;
+pub mod eval;
 mod error;
 pub mod example;
 pub mod guard;
@@ -30,7 +32,7 @@ pub mod prompt;
 pub mod store;
 pub mod taxonomy;
 
-pub use classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
+pub use classifier::{Classifier, ClassifyOptions, Demonstrations, Ticket, TicketResult};
 pub use error::Error;
 pub use example::{Example, ScoredExample};
 pub use taxonomy::Taxonomy;

@@ -172,13 +172,16 @@ fn demo_label(t: &Taxonomy, e: &ScoredExample) -> String {
 pub fn user_prompt(t: &Taxonomy, examples: &[ScoredExample], ticket: &str) -> String {
     let mut s = String::new();
     if !examples.is_empty() {
-        s.push_str("Labeled examples, most similar first:\n\n");
+        // Demonstrations not retrieved for this ticket (fixed few-shot) carry a NaN
+        // score: they are shown without a similarity or an order claim.
+        let retrieved = examples.iter().all(|e| e.score.is_finite());
+        s.push_str(if retrieved { "Labeled examples, most similar first:\n\n" } else { "Labeled examples:\n\n" });
         for (i, e) in examples.iter().enumerate() {
             let (text, _) = truncate(&e.example.text, MAX_EXAMPLE_CHARS);
+            let similarity = if retrieved { format!(" similarity=\"{:.2}\"", e.score) } else { String::new() };
             s.push_str(&format!(
-                "<example rank=\"{}\" similarity=\"{:.2}\">\n<ticket>\n{}\n</ticket>\nlabel: {}\n</example>\n\n",
+                "<example rank=\"{}\"{similarity}>\n<ticket>\n{}\n</ticket>\nlabel: {}\n</example>\n\n",
                 i + 1,
-                e.score,
                 fence(text.trim()),
                 demo_label(t, e)
             ));
@@ -289,6 +292,15 @@ description = "Blocked"
         assert!(u.contains("similarity=\"0.91\""));
         assert_eq!(u.matches("</ticket>").count(), 3, "the ticket's own closing tag must be neutralised: {u}");
         assert!(u.contains("[/ticket>"));
+    }
+
+    #[test]
+    fn fixed_demonstrations_make_no_similarity_claim() {
+        let ex = vec![scored("a", "double charge", "Billing", f32::NAN)];
+        let u = user_prompt(&taxonomy(), &ex, "hello");
+        assert!(u.starts_with("Labeled examples:\n"), "{u}");
+        assert!(!u.contains("similarity="), "{u}");
+        assert!(u.contains("<example rank=\"1\">"), "{u}");
     }
 
     #[test]

@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub mod anthropic;
+pub mod cache;
 pub mod openai;
 mod retry;
 mod scripted;
 
 pub use anthropic::AnthropicClient;
+pub use cache::{CacheStats, CachedLlm, Throttle};
 pub use openai::OpenAiClient;
 pub use retry::RetryPolicy;
 pub use scripted::ScriptedClient;

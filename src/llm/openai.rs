@@ -116,7 +116,10 @@ impl LlmClient for OpenAiClient {
     async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let use_schema = !self.force_object && !self.schema_unsupported.load(Ordering::Relaxed);
         let (body, attempts) = match self.post(&self.body(req, use_schema)).await {
-            Err(LlmError::Rejected { status: 400, message }) if use_schema && mentions_schema(&message) => {
+            // Most servers answer 400; llama-cpp-python 0.3.36 answers 500 (after our retries).
+            Err(LlmError::Rejected { status: 400, message } | LlmError::Unavailable { last: message, .. })
+                if use_schema && mentions_schema(&message) =>
+            {
                 tracing::warn!("the LLM server does not accept json_schema output ({message}); using JSON mode");
                 self.schema_unsupported.store(true, Ordering::Relaxed);
                 let (b, a) = self.post(&self.body(req, false)).await?;

@@ -5,4 +5,5 @@ mod common;
 mod index_cli;
 mod classify_knn;
 mod classify_llm;
+mod eval;
 mod store;
