@@ -25,7 +25,7 @@ pub struct Ticket {
     pub text: Result<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Neighbor {
     pub id: String,
     pub label: String,
@@ -33,7 +33,7 @@ pub struct Neighbor {
 }
 
 /// The result for one ticket: the JSON object the CLI prints and the API returns.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TicketResult {
     pub id: String,
     pub category: Option<String>,

@@ -60,6 +60,8 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Compare methods, models and k on labeled tickets: accuracy, calibration, coverage, cost, latency
     Eval(EvalArgs),
+    /// Run the HTTP classification API (see /openapi.json once it runs)
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +239,57 @@ pub struct EvalArgs {
     pub llm: LlmArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Collection used when a request names none (checked by /readyz)
+    #[arg(long, env = "TRIAGE_COLLECTION")]
+    pub collection: String,
+    /// Address to listen on; port 0 picks a free port (printed on stderr)
+    #[arg(long, env = "TRIAGE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Examples retrieved per ticket (requests may override)
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// Review threshold [default: the taxonomy's, else 0.85]
+    #[arg(long)]
+    pub min_confidence: Option<f32>,
+    /// Most tickets in one /v1/classify/batch request
+    #[arg(long, default_value_t = 100)]
+    pub max_batch: usize,
+    /// Largest request body in bytes
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// /v1 requests handled at once; beyond it the answer is 429 with Retry-After
+    #[arg(long, default_value_t = 256)]
+    pub max_inflight: usize,
+    /// LLM calls in flight for one batch request
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// POST results that need review here (Slack-compatible JSON with the result under "triage"); retried with backoff
+    #[arg(long, env = "TRIAGE_REVIEW_WEBHOOK")]
+    pub review_webhook: Option<String>,
+    /// POST {ticket_id, result} here for every ticket received on /v1/webhooks/ticket
+    #[arg(long, env = "TRIAGE_TICKET_CALLBACK")]
+    pub ticket_callback: Option<String>,
+    /// Where /v1/webhooks/ticket finds the ticket id (dotted path)
+    #[arg(long, default_value = "ticket.id")]
+    pub webhook_id_field: String,
+    /// Where /v1/webhooks/ticket finds the text (dotted paths, joined in order)
+    #[arg(long, value_delimiter = ',', default_value = "ticket.subject,ticket.description")]
+    pub webhook_text_fields: Vec<String>,
+    /// Attempts per outgoing webhook delivery, the first included
+    #[arg(long, default_value_t = 5)]
+    pub webhook_attempts: u32,
+    /// Delay before retrying a failed webhook delivery, in ms (doubles each time)
+    #[arg(long, default_value_t = 1000)]
+    pub webhook_retry_base_ms: u64,
+    /// Seconds to wait for queued webhook deliveries on shutdown
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_seconds: f64,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
 /// Exit status when the command ran but some tickets failed (their results carry `error`).
 pub const EXIT_SOME_FAILED: u8 = 3;
 
@@ -245,6 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Index(args) => index(&cli.common, args).await,
         Command::Classify(args) => classify(&cli.common, args).await,
         Command::Eval(args) => eval(&cli.common, args).await,
+        Command::Serve(args) => serve(&cli.common, args).await,
     }
 }
 
@@ -514,3 +568,55 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     }
     Ok(0)
 }
+
+async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
+    use crate::serve::{self, AppState, RetrySettings, ServeConfig, WebhookMapping};
+    anyhow::ensure!((1..=100).contains(&args.k), "--k must be between 1 and 100");
+    if let Some(m) = args.min_confidence {
+        anyhow::ensure!((0.0..=1.0).contains(&m), "--min-confidence must be in [0, 1]");
+    }
+    anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
+    anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
+    let api_key = std::env::var("TRIAGE_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    let (llm, note) = config::build_llm(&args.llm.settings()?)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let store = config::open_store(&store_settings(common))?;
+    let models = config::models_dir(common.models_dir.as_deref());
+    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let cfg = ServeConfig {
+        collection: args.collection.clone(),
+        options: ClassifyOptions { k: args.k, min_confidence: args.min_confidence },
+        batch_concurrency: args.concurrency.max(1),
+        max_batch: args.max_batch,
+        max_body: args.max_body,
+        max_inflight: args.max_inflight,
+        api_key: api_key.clone(),
+        webhook: WebhookMapping { id_field: args.webhook_id_field.clone(), text_fields: args.webhook_text_fields.clone() },
+        review_webhook: args.review_webhook.clone().filter(|u| !u.trim().is_empty()),
+        ticket_callback: args.ticket_callback.clone().filter(|u| !u.trim().is_empty()),
+        delivery: RetrySettings {
+            attempts: args.webhook_attempts.max(1),
+            base_delay: Duration::from_millis(args.webhook_retry_base_ms),
+            ..RetrySettings::default()
+        },
+    };
+    let state = AppState::new(cfg, embedder, store, llm)?;
+    if let Err(e) = state.ready().await {
+        eprintln!("warning: {e} (/readyz answers 503 until it is fixed)");
+    }
+    let listener = tokio::net::TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "listening on http://{addr} (collection {}, auth {}); OpenAPI at /openapi.json",
+        args.collection,
+        if api_key.is_some() { "on" } else { "off: set TRIAGE_API_KEY to require a bearer token" }
+    );
+    serve::run(listener, state, serve::shutdown_signal(), Duration::from_secs_f64(args.drain_seconds)).await?;
+    eprintln!("stopped");
+    Ok(0)
+}
+

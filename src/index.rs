@@ -243,6 +243,35 @@ pub async fn index_corpus(
     }
 
     progress.set_length(examples.len() as u64);
+    let (indexed, unchanged) = upsert_examples(&examples, collection, embedder.as_ref(), store.as_ref(), batch_size, progress).await?;
+    if indexed > 0 {
+        store.finish_indexing(collection).await?;
+    }
+    progress.finish_and_clear();
+    rejected.sort_by_key(|r| r.line);
+    Ok(IndexReport {
+        collection: collection.to_string(),
+        rows,
+        indexed,
+        unchanged,
+        rejected,
+        labels: meta.taxonomy.categories.len(),
+        points_in_collection: store.count(collection).await?,
+        seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    })
+}
+
+/// Embed and upsert the examples that are new or changed (same id, other content);
+/// returns (indexed, unchanged). Does not rebuild the vector index: new points are
+/// searchable at once, `finish_indexing` makes search over them fast.
+pub async fn upsert_examples(
+    examples: &[Example],
+    collection: &str,
+    embedder: &dyn Embedder,
+    store: &dyn ExampleStore,
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> Result<(usize, usize), Error> {
     let mut indexed = 0;
     let mut unchanged = 0;
     for chunk in examples.chunks(batch_size.max(1)) {
@@ -260,21 +289,7 @@ pub async fn index_corpus(
         }
         progress.inc(chunk.len() as u64);
     }
-    if indexed > 0 {
-        store.finish_indexing(collection).await?;
-    }
-    progress.finish_and_clear();
-    rejected.sort_by_key(|r| r.line);
-    Ok(IndexReport {
-        collection: collection.to_string(),
-        rows,
-        indexed,
-        unchanged,
-        rejected,
-        labels: meta.taxonomy.categories.len(),
-        points_in_collection: store.count(collection).await?,
-        seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-    })
+    Ok((indexed, unchanged))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - [`guard`]: answer validation and review routing rules
 //! - [`classifier`]: the pipeline that ties them together
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
+//! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 #![deny(clippy::unwrap_used)]
 
@@ -29,6 +30,7 @@ pub mod knn;
 pub mod llm;
 pub mod output;
 pub mod prompt;
+pub mod serve;
 pub mod store;
 pub mod taxonomy;
 

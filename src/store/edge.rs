@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use qdrant_edge::{
     Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, NamedQuery, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, WithPayloadInterface,
+    PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface,
     WithVector, DEFAULT_VECTOR_NAME,
 };
 use tokio::sync::Mutex;
@@ -207,6 +207,52 @@ impl ExampleStore for EdgeStore {
     async fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let shard = self.shard(collection).await?;
         blocking(move || Ok(shard.info().points_count)).await
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        offset: Option<u64>,
+        limit: usize,
+        with_vectors: bool,
+    ) -> Result<(Vec<ExamplePoint>, Option<u64>), StoreError> {
+        let shard = self.shard(collection).await?;
+        blocking(move || {
+            let request = ScrollRequest {
+                offset: offset.map(PointId::from),
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(with_vectors),
+                order_by: None,
+            };
+            let (records, next) = shard.scroll(request).map_err(backend)?;
+            let points = records
+                .into_iter()
+                .map(|r| {
+                    let payload = r.payload.map(|p| p.0).unwrap_or_default();
+                    let example = example_from_payload(payload.into_iter().collect())?;
+                    let vector = match r.vector {
+                        None => Vec::new(),
+                        Some(VectorStructInternal::Single(v)) => v,
+                        Some(VectorStructInternal::Named(mut m)) => match m.remove(DEFAULT_VECTOR_NAME) {
+                            Some(VectorInternal::Dense(v)) => v,
+                            _ => return Err(StoreError::BadPayload("point without a dense vector".into())),
+                        },
+                        Some(VectorStructInternal::MultiDense(_)) => {
+                            return Err(StoreError::BadPayload("unexpected multi-vector point".into()))
+                        }
+                    };
+                    Ok(ExamplePoint { example, vector })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let next = match next {
+                Some(PointId::NumId(n)) => Some(n),
+                _ => None,
+            };
+            Ok((points, next))
+        })
+        .await
     }
 
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {

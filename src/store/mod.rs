@@ -99,6 +99,16 @@ pub trait ExampleStore: Send + Sync {
     /// The `limit` most similar examples, most similar first.
     async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError>;
     async fn count(&self, collection: &str) -> Result<usize, StoreError>;
+    /// One page of stored examples in point-id order, starting at `offset` (a point id;
+    /// `None` for the first page), with their vectors when `with_vectors` (else empty
+    /// vectors). Returns the page and the offset of the next page, `None` after the last.
+    async fn scroll(
+        &self,
+        collection: &str,
+        offset: Option<u64>,
+        limit: usize,
+        with_vectors: bool,
+    ) -> Result<(Vec<ExamplePoint>, Option<u64>), StoreError>;
     /// Called after a bulk load: build the vector index, flush.
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError>;
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError>;
@@ -116,4 +126,23 @@ pub fn example_payload(example: &Example) -> serde_json::Map<String, serde_json:
 
 pub fn example_from_payload(map: serde_json::Map<String, serde_json::Value>) -> Result<Example, StoreError> {
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| StoreError::BadPayload(e.to_string()))
+}
+
+/// Number of stored examples per label, by scrolling the whole collection.
+pub async fn label_counts(
+    store: &dyn ExampleStore,
+    collection: &str,
+) -> Result<std::collections::BTreeMap<String, usize>, StoreError> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store.scroll(collection, offset, 1024, false).await?;
+        for p in page {
+            *counts.entry(p.example.label).or_insert(0) += 1;
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(counts),
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, UpdateCollectionBuilder,
+    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, UpdateCollectionBuilder,
     UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
@@ -169,6 +169,35 @@ impl ExampleStore for ServerStore {
     async fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let resp = self.client.count(CountPointsBuilder::new(collection).exact(true)).await.map_err(backend)?;
         Ok(resp.result.map(|r| r.count as usize).unwrap_or(0))
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        offset: Option<u64>,
+        limit: usize,
+        with_vectors: bool,
+    ) -> Result<(Vec<ExamplePoint>, Option<u64>), StoreError> {
+        let mut request =
+            ScrollPointsBuilder::new(collection).limit(limit.max(1) as u32).with_payload(true).with_vectors(with_vectors);
+        if let Some(o) = offset {
+            request = request.offset(PointId::from(o));
+        }
+        let resp = self.client.scroll(request).await.map_err(backend)?;
+        let points = resp
+            .result
+            .into_iter()
+            .map(|p| {
+                let example = example_from_payload(to_json(p.payload))?;
+                let vector = match p.vectors.and_then(|v| v.get_vector()) {
+                    None => Vec::new(),
+                    Some(qdrant_client::qdrant::vector_output::Vector::Dense(d)) => d.data,
+                    Some(_) => return Err(StoreError::BadPayload("point without a dense vector".into())),
+                };
+                Ok(ExamplePoint { example, vector })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((points, num_id(resp.next_page_offset)))
     }
 
     async fn finish_indexing(&self, _collection: &str) -> Result<(), StoreError> {

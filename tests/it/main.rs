@@ -7,3 +7,4 @@ mod classify_knn;
 mod classify_llm;
 mod eval;
 mod store;
+mod serve;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ticket_triage::example::{Example, ExamplePoint};
-use ticket_triage::store::{now_secs, CollectionMeta, EdgeStore, ExampleStore, ServerStore};
+use ticket_triage::store::{label_counts, now_secs, CollectionMeta, EdgeStore, ExampleStore, ServerStore};
 use ticket_triage::Taxonomy;
 
 fn example(id: &str, text: &str, label: &str) -> Example {
@@ -68,6 +68,33 @@ async fn suite(store: Arc<dyn ExampleStore>, name: &str) {
     let hashes = store.content_hashes(name, &ids).await.unwrap();
     assert_eq!(hashes.len(), 3);
     assert_eq!(hashes[&ids[0]], points[0].example.content_hash());
+
+    // Scrolling pages through everything, vectors included when asked for.
+    let (page, next) = store.scroll(name, None, 2, true).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let (rest, last) = store.scroll(name, next, 2, true).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(last, None);
+    let mut seen: Vec<ExamplePoint> = page.into_iter().chain(rest).collect();
+    seen.sort_by(|a, b| a.example.id.cmp(&b.example.id));
+    for (got, want) in seen.iter().zip(&points) {
+        assert_eq!(got.example, want.example);
+        assert_eq!(got.vector.len(), dim);
+        for (g, w) in got.vector.iter().zip(&want.vector) {
+            assert!((g - w).abs() < 1e-5, "vector round-trips: {:?} vs {:?}", got.vector, want.vector);
+        }
+    }
+    let (bare, _) = store.scroll(name, None, 10, false).await.unwrap();
+    assert!(bare.iter().all(|p| p.vector.is_empty()));
+    let counts = label_counts(store.as_ref(), name).await.unwrap();
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("A".to_string(), 2), ("B".to_string(), 1)]);
+
+    // An example added after the bulk load (no index rebuild) is found at once.
+    let late = ExamplePoint { example: example("b2", "beta two", "B"), vector: unit(dim, &[(3, 1.0)]) };
+    store.upsert(name, vec![late]).await.unwrap();
+    let hits = store.search(name, &unit(dim, &[(3, 1.0)]), 1).await.unwrap();
+    assert_eq!(hits[0].example.id, "b2");
+    store.delete(name, &[example("b2", "", "B").point_id()]).await.unwrap();
 
     store.delete(name, &ids[2..]).await.unwrap();
     assert_eq!(store.count(name).await.unwrap(), 2);

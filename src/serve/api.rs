@@ -1,0 +1,570 @@
+//! Request and response types, the handlers, and the OpenAPI document generated
+//! from them (so the document cannot drift from the code).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::error::{ApiError, ErrorBody, JsonBody};
+use super::AppState;
+use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
+use crate::corpus::Row;
+use crate::example::{hex, point_id_for};
+use crate::index::{self, FieldMap};
+use crate::store::{label_counts, now_secs};
+
+/// Examples one `POST /v1/examples` may carry.
+const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, ticket_webhook, healthz, readyz, metrics),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// The ticket text.
+    pub text: String,
+    /// Echoed in the result [default: a hash of the text].
+    pub id: Option<String>,
+    /// [default: the server's --collection]
+    pub collection: Option<String>,
+    /// Examples retrieved [default: the server's --k].
+    pub k: Option<usize>,
+    /// Review threshold in [0, 1] [default: the server's, else the taxonomy's].
+    pub min_confidence: Option<f32>,
+}
+
+/// Schema only: batch tickets are read one by one so a malformed one cannot sink the batch.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchTicket {
+    pub id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Tickets to classify; a malformed ticket gets a flagged result, the others are classified.
+    #[schema(value_type = Vec<BatchTicket>)]
+    pub tickets: Vec<Value>,
+    pub collection: Option<String>,
+    pub k: Option<usize>,
+    pub min_confidence: Option<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One result per ticket, in input order.
+    pub results: Vec<TicketResult>,
+}
+
+/// Schema only: examples are read one by one and validated against the taxonomy.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NewExample {
+    pub text: String,
+    pub label: String,
+    pub urgency: Option<String>,
+    pub subcategory: Option<String>,
+    /// Re-using an id replaces that example [default: a hash of the text].
+    pub id: Option<String>,
+    pub lang: Option<String>,
+    pub rationale: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddExamplesRequest {
+    #[schema(value_type = Vec<NewExample>)]
+    pub examples: Vec<Value>,
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedExample {
+    /// Position in the request's `examples` array (0-based).
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddExamplesResponse {
+    pub collection: String,
+    /// New or changed examples embedded and stored; used from the next classification on.
+    pub indexed: usize,
+    /// Examples already stored with the same content.
+    pub unchanged: usize,
+    pub rejected: Vec<RejectedExample>,
+    /// Labels this request added to a taxonomy derived from data.
+    pub new_labels: Vec<String>,
+    pub examples_in_collection: usize,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CollectionQuery {
+    /// [default: the server's --collection]
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteResponse {
+    pub deleted: String,
+    pub collection: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionSummary {
+    pub name: String,
+    pub examples: usize,
+    pub labels: usize,
+    pub embedding_model: String,
+    /// `edge` (embedded) or `server`.
+    pub backend: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionsResponse {
+    pub collections: Vec<CollectionSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub backend: String,
+    pub embedding_model: String,
+    pub dim: usize,
+    pub examples: usize,
+    /// Stored examples per label.
+    pub examples_per_label: BTreeMap<String, usize>,
+    /// The taxonomy: categories, subcategories, urgency levels, rules, review threshold.
+    #[schema(value_type = Object)]
+    pub taxonomy: Value,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+}
+
+fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> Result<ClassifyOptions, ApiError> {
+    let mut o = state.cfg.options.clone();
+    if let Some(k) = k {
+        if !(1..=100).contains(&k) {
+            return Err(ApiError::unprocessable("invalid_k", "k must be between 1 and 100"));
+        }
+        o.k = k;
+    }
+    if let Some(m) = min_confidence {
+        if !(0.0..=1.0).contains(&m) {
+            return Err(ApiError::unprocessable("invalid_min_confidence", "min_confidence must be in [0, 1]"));
+        }
+        o.min_confidence = Some(m);
+    }
+    Ok(o)
+}
+
+fn text_id(text: &str) -> String {
+    format!("t-{}", hex(&Sha256::digest(text.as_bytes())[..6]))
+}
+
+/// Count results and queue review messages; never waits for delivery.
+async fn after_classification(state: &AppState, results: &[TicketResult]) {
+    state.metrics.results(results);
+    if let Some(url) = &state.cfg.review_webhook {
+        for r in results.iter().filter(|r| r.needs_review) {
+            state.notifier.review(url, r).await;
+        }
+    }
+}
+
+async fn classify_one(
+    state: &AppState,
+    classifier: &Classifier,
+    ticket: Ticket,
+    options: &ClassifyOptions,
+) -> TicketResult {
+    let result = classifier.classify_with(&ticket, options).await;
+    after_classification(state, std::slice::from_ref(&result)).await;
+    result
+}
+
+/// Classify one ticket.
+#[utoipa::path(post, path = "/v1/classify", request_body = ClassifyRequest,
+    responses(
+        (status = 200, description = "The result; an LLM outage gives a flagged result, not an error", body = TicketResult),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown collection", body = ErrorBody),
+        (status = 413, description = "Body over --max-body", body = ErrorBody),
+        (status = 422, description = "Empty text or invalid fields", body = ErrorBody),
+        (status = 429, description = "At the concurrency limit; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn classify(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<ClassifyRequest>,
+) -> Result<Json<TicketResult>, ApiError> {
+    if req.text.trim().is_empty() {
+        return Err(ApiError::unprocessable("empty_text", "text is empty or only whitespace"));
+    }
+    let options = options(&state, req.k, req.min_confidence)?;
+    let classifier = state.classifier(req.collection.as_deref()).await?;
+    let id = req.id.filter(|i| !i.trim().is_empty()).unwrap_or_else(|| text_id(&req.text));
+    let ticket = Ticket { id, text: Ok(req.text) };
+    Ok(Json(classify_one(&state, &classifier, ticket, &options).await))
+}
+
+fn batch_ticket(i: usize, v: Value) -> Ticket {
+    let id = match v.get("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => (i + 1).to_string(),
+    };
+    let text = match v.get("text") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err("\"text\" is not a string".to_string()),
+        None if v.is_object() => Err("no \"text\" field".to_string()),
+        None => Err("the ticket is not a JSON object".to_string()),
+    };
+    Ticket { id, text }
+}
+
+/// Classify several tickets; one result per ticket, in input order.
+#[utoipa::path(post, path = "/v1/classify/batch", request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Results in input order; unusable tickets come back flagged with `error`", body = BatchResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "No tickets, or more than --max-batch", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn classify_batch(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if req.tickets.is_empty() {
+        return Err(ApiError::unprocessable("empty_batch", "tickets is empty"));
+    }
+    if req.tickets.len() > state.cfg.max_batch {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!("{} tickets; at most {} per request (--max-batch)", req.tickets.len(), state.cfg.max_batch),
+        ));
+    }
+    let options = options(&state, req.k, req.min_confidence)?;
+    let classifier = state.classifier(req.collection.as_deref()).await?;
+    let tickets = req.tickets.into_iter().enumerate().map(|(i, v)| batch_ticket(i, v)).collect();
+    let results = classifier.classify_batch_with(tickets, state.cfg.batch_concurrency, &options).await;
+    after_classification(&state, &results).await;
+    Ok(Json(BatchResponse { results }))
+}
+
+/// Add or replace labeled examples; they are used from the very next classification.
+#[utoipa::path(post, path = "/v1/examples", request_body = AddExamplesRequest,
+    responses(
+        (status = 200, description = "Stored; rows that failed validation are listed in `rejected`", body = AddExamplesResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "Unknown collection", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "No usable example (reasons in the message)", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn add_examples(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<AddExamplesRequest>,
+) -> Result<Json<AddExamplesResponse>, ApiError> {
+    if req.examples.is_empty() {
+        return Err(ApiError::unprocessable("no_examples", "examples is empty"));
+    }
+    if req.examples.len() > MAX_EXAMPLES_PER_REQUEST {
+        return Err(ApiError::unprocessable(
+            "too_many_examples",
+            format!("at most {MAX_EXAMPLES_PER_REQUEST} examples per request; use `triage index` for bulk loads"),
+        ));
+    }
+    let collection = state.collection_name(req.collection.as_deref()).to_string();
+    let mut meta =
+        state.store.get_meta(&collection).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(collection.clone()))?;
+    meta.check_model(state.embedder.model_name(), state.embedder.dim())?;
+    let rows = req
+        .examples
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Row {
+            line: i + 1,
+            fields: match v {
+                Value::Object(m) => Ok(m.into_iter().collect()),
+                _ => Err("the example is not a JSON object".to_string()),
+            },
+        })
+        .collect();
+    let written = (!meta.taxonomy.derived).then_some(&meta.taxonomy);
+    let (examples, rejected) = index::validate_rows(rows, &FieldMap::default(), written);
+    let rejected: Vec<RejectedExample> =
+        rejected.into_iter().map(|r| RejectedExample { index: r.line.saturating_sub(1), reason: r.reason }).collect();
+    if examples.is_empty() {
+        let reasons: Vec<String> = rejected.iter().take(5).map(|r| format!("[{}] {}", r.index, r.reason)).collect();
+        return Err(ApiError::unprocessable("no_valid_examples", format!("no usable example: {}", reasons.join("; "))));
+    }
+    let mut new_labels = Vec::new();
+    if meta.taxonomy.derived {
+        let labels: BTreeSet<String> = examples.iter().map(|e| e.label.clone()).collect();
+        let urgencies: BTreeSet<String> = examples.iter().filter_map(|e| e.urgency.clone()).collect();
+        let known: BTreeSet<String> = meta.taxonomy.labels().into_iter().map(str::to_string).collect();
+        if meta.taxonomy.absorb(&labels, &urgencies) {
+            new_labels = meta.taxonomy.labels().into_iter().filter(|l| !known.contains(*l)).map(str::to_string).collect();
+            meta.updated_at = now_secs();
+            state.store.put_meta(&meta).await?;
+        }
+    }
+    let (indexed, unchanged) = index::upsert_examples(
+        &examples,
+        &collection,
+        state.embedder.as_ref(),
+        state.store.as_ref(),
+        256,
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    state.invalidate(&collection).await;
+    Ok(Json(AddExamplesResponse {
+        examples_in_collection: state.store.count(&collection).await?,
+        collection,
+        indexed,
+        unchanged,
+        rejected,
+        new_labels,
+    }))
+}
+
+/// Remove one example by its id.
+#[utoipa::path(delete, path = "/v1/examples/{id}", params(("id" = String, Path, description = "Example id"), CollectionQuery),
+    responses(
+        (status = 200, body = DeleteResponse),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "Unknown collection or example", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete_example(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<CollectionQuery>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let collection = state.collection_name(q.collection.as_deref()).to_string();
+    if state.store.get_meta(&collection).await?.is_none() {
+        return Err(crate::store::StoreError::NoSuchCollection(collection).into());
+    }
+    let point = point_id_for(&id);
+    if state.store.content_hashes(&collection, &[point]).await?.is_empty() {
+        return Err(ApiError::not_found("unknown_example", format!("no example with id {id:?} in {collection:?}")));
+    }
+    state.store.delete(&collection, &[point]).await?;
+    Ok(Json(DeleteResponse { deleted: id, collection }))
+}
+
+/// The collections in the store.
+#[utoipa::path(get, path = "/v1/collections",
+    responses((status = 200, body = CollectionsResponse), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_collections(State(state): State<Arc<AppState>>) -> Result<Json<CollectionsResponse>, ApiError> {
+    let mut collections = Vec::new();
+    for name in state.store.list_collections().await? {
+        let Some(meta) = state.store.get_meta(&name).await? else { continue };
+        collections.push(CollectionSummary {
+            examples: state.store.count(&name).await?,
+            labels: meta.taxonomy.categories.len(),
+            embedding_model: meta.embedding_model,
+            backend: state.store.backend().to_string(),
+            name,
+        });
+    }
+    Ok(Json(CollectionsResponse { collections }))
+}
+
+/// One collection: taxonomy, examples per label, embedding model.
+#[utoipa::path(get, path = "/v1/collections/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = CollectionInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn collection_info(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionInfo>, ApiError> {
+    let meta = state.store.get_meta(&name).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(name.clone()))?;
+    let examples_per_label = label_counts(state.store.as_ref(), &name).await?;
+    Ok(Json(CollectionInfo {
+        backend: state.store.backend().to_string(),
+        embedding_model: meta.embedding_model,
+        dim: meta.dim,
+        examples: examples_per_label.values().sum(),
+        examples_per_label,
+        taxonomy: serde_json::to_value(&meta.taxonomy).unwrap_or(Value::Null),
+        created_at: meta.created_at,
+        updated_at: meta.updated_at,
+        name,
+    }))
+}
+
+/// A dotted path (`ticket.subject`) into a JSON document.
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, key| match v {
+        Value::Object(m) => m.get(key),
+        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Helpdesk push integration: classify the ticket a webhook carries.
+#[utoipa::path(post, path = "/v1/webhooks/ticket", request_body(content = Object, description = "The helpdesk's webhook JSON; by default Zendesk-style ticket.id, ticket.subject, ticket.description (see --webhook-id-field, --webhook-text-fields)"),
+    params(CollectionQuery),
+    responses(
+        (status = 200, description = "The result (also POSTed to --ticket-callback when set)", body = TicketResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "No ticket text at the configured fields", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn ticket_webhook(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<CollectionQuery>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<TicketResult>, ApiError> {
+    let mapping = &state.cfg.webhook;
+    let parts: Vec<String> = mapping.text_fields.iter().filter_map(|f| lookup(&body, f).and_then(as_text)).collect();
+    if parts.is_empty() {
+        return Err(ApiError::unprocessable(
+            "no_ticket_text",
+            format!("no text at {} (set --webhook-text-fields)", mapping.text_fields.join(", ")),
+        ));
+    }
+    let text = parts.join("\n\n");
+    let id = lookup(&body, &mapping.id_field).and_then(as_text).unwrap_or_else(|| text_id(&text));
+    let classifier = state.classifier(q.collection.as_deref()).await?;
+    let options = state.cfg.options.clone();
+    let result = classify_one(&state, &classifier, Ticket { id: id.clone(), text: Ok(text) }, &options).await;
+    if let Some(url) = &state.cfg.ticket_callback {
+        state.notifier.callback(url, &id, &result).await;
+    }
+    Ok(Json(result))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into(), reason: None, collection: None })
+}
+
+/// Readiness: the embedding model is loaded and the default collection opens with it.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let collection = Some(state.cfg.collection.clone());
+    match state.classifier(None).await {
+        Ok(_) => Json(Health { status: "ready".into(), reason: None, collection }).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "not_ready".into(), reason: Some(e.to_string()), collection }),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let inflight = state.cfg.max_inflight.max(1) - state.inflight.available_permits();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(inflight)).into_response()
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route; see /openapi.json")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route; see /openapi.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_paths_find_webhook_fields() {
+        let v = json!({"ticket": {"id": 42, "subject": "Refund", "tags": ["a", "b"], "empty": " "}});
+        assert_eq!(lookup(&v, "ticket.id").and_then(as_text).as_deref(), Some("42"));
+        assert_eq!(lookup(&v, "ticket.tags.1"), Some(&json!("b")));
+        assert_eq!(lookup(&v, "ticket.empty").and_then(as_text), None);
+        assert_eq!(lookup(&v, "ticket.missing"), None);
+        assert_eq!(lookup(&v, "ticket.subject.x"), None);
+    }
+
+    #[test]
+    fn batch_tickets_keep_their_place_when_malformed() {
+        let t = batch_ticket(0, json!({"id": 7, "text": "hello"}));
+        assert_eq!((t.id.as_str(), t.text.as_deref()), ("7", Ok("hello")));
+        assert!(batch_ticket(1, json!({"text": 3})).text.is_err());
+        assert!(batch_ticket(2, json!("just a string")).text.is_err());
+        assert_eq!(batch_ticket(3, json!({"body": "x"})).id, "4");
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for p in ["/v1/classify", "/v1/classify/batch", "/v1/examples", "/v1/examples/{id}", "/v1/collections",
+            "/v1/collections/{name}", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
+        {
+            assert!(doc["paths"][p].is_object(), "missing {p}");
+        }
+        assert!(doc["components"]["schemas"]["TicketResult"].is_object());
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

@@ -1,0 +1,283 @@
+//! The HTTP classification service (`triage serve`): shared state, the router, auth,
+//! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
+//! `api.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
+//! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
+//! `notify.rs`.
+
+mod api;
+mod error;
+mod metrics;
+mod notify;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use tokio::sync::{RwLock, Semaphore};
+
+use crate::classifier::{Classifier, ClassifyOptions};
+use crate::embed::Embedder;
+use crate::llm::LlmClient;
+use crate::store::{ExampleStore, StoreError};
+
+pub use api::ApiDoc;
+use error::ApiError;
+use metrics::Metrics;
+pub use notify::RetrySettings;
+use notify::Notifier;
+
+/// How long a replica trusts its cached copy of a collection's taxonomy before
+/// reading it again (another replica may have added labels).
+const META_TTL: Duration = Duration::from_secs(30);
+
+/// Where the helpdesk webhook finds the ticket in its JSON body (dotted paths).
+#[derive(Debug, Clone)]
+pub struct WebhookMapping {
+    pub id_field: String,
+    /// Joined with a blank line, in this order; missing or empty fields are skipped.
+    pub text_fields: Vec<String>,
+}
+
+impl Default for WebhookMapping {
+    fn default() -> Self {
+        WebhookMapping {
+            id_field: "ticket.id".into(),
+            text_fields: vec!["ticket.subject".into(), "ticket.description".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Used when a request names no collection; `/readyz` checks it.
+    pub collection: String,
+    pub options: ClassifyOptions,
+    /// LLM calls in flight for one batch request.
+    pub batch_concurrency: usize,
+    pub max_batch: usize,
+    /// Bytes.
+    pub max_body: usize,
+    /// `/v1` requests handled at once; more get 429.
+    pub max_inflight: usize,
+    /// Bearer token every `/v1` route requires, when set.
+    pub api_key: Option<String>,
+    pub webhook: WebhookMapping,
+    /// Results with `needs_review` are POSTed here (Slack-compatible message).
+    pub review_webhook: Option<String>,
+    /// Results of `/v1/webhooks/ticket` are POSTed here too.
+    pub ticket_callback: Option<String>,
+    pub delivery: RetrySettings,
+}
+
+/// Everything the handlers share. Holds no per-client state: replicas behind a load
+/// balancer can answer any request.
+pub struct AppState {
+    cfg: ServeConfig,
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn ExampleStore>,
+    llm: Option<Arc<dyn LlmClient>>,
+    classifiers: RwLock<HashMap<String, (Arc<Classifier>, Instant)>>,
+    inflight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+}
+
+impl AppState {
+    /// Must be called inside a tokio runtime (it starts the webhook delivery task).
+    pub fn new(
+        cfg: ServeConfig,
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn ExampleStore>,
+        llm: Option<Arc<dyn LlmClient>>,
+    ) -> Result<Arc<Self>, crate::Error> {
+        let metrics = Arc::new(Metrics::default());
+        let notifier = Notifier::start(cfg.delivery, metrics.clone())?;
+        Ok(Arc::new(AppState {
+            inflight: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
+            cfg,
+            embedder,
+            store,
+            llm,
+            classifiers: RwLock::new(HashMap::new()),
+            metrics,
+            notifier,
+        }))
+    }
+
+    /// The classifier for `collection` (default: the configured one), opened on
+    /// first use and re-opened when its cached taxonomy is older than `META_TTL`.
+    async fn classifier(&self, collection: Option<&str>) -> Result<Arc<Classifier>, StoreError> {
+        let name = collection.filter(|c| !c.trim().is_empty()).unwrap_or(&self.cfg.collection);
+        if let Some((c, at)) = self.classifiers.read().await.get(name) {
+            if at.elapsed() < META_TTL {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(
+            Classifier::open(
+                self.embedder.clone(),
+                self.store.clone(),
+                self.llm.clone(),
+                name,
+                self.cfg.options.clone(),
+            )
+            .await?,
+        );
+        self.classifiers.write().await.insert(name.to_string(), (c.clone(), Instant::now()));
+        Ok(c)
+    }
+
+    /// Whether the default collection opens with the loaded embedding model.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.classifier(None).await.map(|_| ())
+    }
+
+    /// Forget the cached classifier so the next request reads the taxonomy again.
+    async fn invalidate(&self, collection: &str) {
+        self.classifiers.write().await.remove(collection);
+    }
+
+    fn collection_name<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
+        requested.filter(|c| !c.trim().is_empty()).unwrap_or(&self.cfg.collection)
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/classify", post(api::classify))
+        .route("/v1/classify/batch", post(api::classify_batch))
+        .route("/v1/examples", post(api::add_examples))
+        .route("/v1/examples/{id}", delete(api::delete_example))
+        .route("/v1/collections", get(api::list_collections))
+        .route("/v1/collections/{name}", get(api::collection_info))
+        .route("/v1/webhooks/ticket", post(api::ticket_webhook))
+        // Layers run outside-in from the last added: auth first, so unauthenticated
+        // requests never take a concurrency slot.
+        .route_layer(from_fn_with_state(state.clone(), limit_inflight))
+        .route_layer(from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.cfg.max_body))
+        .layer(from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then stop accepting, let requests in flight
+/// finish, and give queued webhook deliveries up to `drain` to go out.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    state.notifier.close(drain).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining requests in flight");
+}
+
+/// Compare digests so the comparison takes the same time whatever the input.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(expected) = &state.cfg.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        if !given.is_some_and(|g| same_secret(g, expected)) {
+            let mut resp = ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong API key: send Authorization: Bearer <TRIAGE_API_KEY>",
+            )
+            .into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn limit_inflight(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match state.inflight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(_) => {
+            state.metrics.busy();
+            ApiError::busy(state.cfg.max_inflight).into_response()
+        }
+    }
+}
+
+async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| format!("{} {}", req.method(), p.as_str()))
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.http(&endpoint, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content() {
+        assert!(same_secret("k-123", "k-123"));
+        assert!(!same_secret("k-124", "k-123"));
+        assert!(!same_secret("", "k-123"));
+        assert!(!same_secret("k-123 ", "k-123"));
+    }
+}
