@@ -27,8 +27,16 @@ pub struct MethodReport {
     pub runs: usize,
     pub tickets: usize,
     pub accuracy: Option<f64>,
+    /// In-scope tickets with the right label and not flagged out of scope.
     pub in_scope_accuracy: Option<f64>,
+    /// In-scope label accuracy, out-of-scope flags ignored.
+    pub in_scope_accuracy_without_abstention: Option<f64>,
+    /// Out-of-scope tickets flagged for review (any reason).
     pub oos_recall: Option<f64>,
+    /// Out-of-scope tickets flagged `out_of_scope` specifically.
+    pub oos_flag_recall: Option<f64>,
+    /// In-scope tickets flagged `out_of_scope`.
+    pub in_scope_abstention_rate: Option<f64>,
     pub macro_f1: Option<f64>,
     pub urgency_accuracy: Option<f64>,
     pub ece: Option<f64>,
@@ -43,6 +51,11 @@ pub struct MethodReport {
     pub llm_calls_sent: u64,
     pub cache_hits: u64,
     pub llm_calls_per_ticket: f64,
+    /// LLM methods: share of tickets answered by the vote without calling the LLM
+    /// (`method: knn-shortcut`); `None` for knn.
+    pub llm_skip_rate: Option<f64>,
+    /// Whether the collection's calibration (fitted at this k) was applied.
+    pub calibrated: bool,
     pub prompt_tokens_per_ticket: f64,
     pub completion_tokens_per_ticket: f64,
     /// For all `llm_calls` and tokens, at the configured prices.
@@ -75,7 +88,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
     let mut urgency = Vec::new();
     let mut in_top_k = Vec::new();
     let mut latencies = Vec::new();
-    let (mut prompt, mut completion, mut errors, mut fallbacks) = (0u64, 0u64, 0usize, 0usize);
+    let (mut prompt, mut completion, mut errors, mut fallbacks, mut shortcuts) = (0u64, 0u64, 0usize, 0usize, 0usize);
     for results in &run.results {
         for (t, r) in tickets.iter().zip(results) {
             outcomes.push(outcome(t, r));
@@ -90,6 +103,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
             completion += r.usage.completion_tokens;
             errors += usize::from(r.error.is_some());
             fallbacks += usize::from(r.method == "knn-fallback");
+            shortcuts += usize::from(r.method == "knn-shortcut");
         }
     }
     let points: Vec<metrics::Point> = outcomes.iter().map(|o| (o.confidence, o.label_correct())).collect();
@@ -112,7 +126,10 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
         tickets: tickets.len(),
         accuracy: r4(metrics::accuracy(&outcomes)),
         in_scope_accuracy: r4(metrics::in_scope_accuracy(&outcomes)),
+        in_scope_accuracy_without_abstention: r4(metrics::in_scope_accuracy_without_abstention(&outcomes)),
         oos_recall: r4(metrics::oos_recall(&outcomes)),
+        oos_flag_recall: r4(metrics::oos_flag_recall(&outcomes)),
+        in_scope_abstention_rate: r4(metrics::in_scope_abstention_rate(&outcomes)),
         macro_f1: r4(metrics::macro_f1(&metrics::per_class(&outcomes))),
         urgency_accuracy: r4(metrics::share(urgency)),
         ece: r4(metrics::ece(&points, BINS)),
@@ -125,6 +142,8 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
         llm_calls_sent: run.llm_calls_sent,
         cache_hits: run.cache_hits,
         llm_calls_per_ticket: round4(llm_calls as f64 / n),
+        llm_skip_rate: run.method.needs_llm().then(|| round4(shortcuts as f64 / n)),
+        calibrated: run.calibrated,
         prompt_tokens_per_ticket: round4(prompt as f64 / n),
         completion_tokens_per_ticket: round4(completion as f64 / n),
         cost: round4(cost * 100.0) / 100.0,
@@ -177,6 +196,7 @@ pub fn report_json(eval: &Evaluation, rows: &[MethodReport]) -> Value {
         "timestamp": timestamp(crate::store::now_secs()),
         "embed_seconds": eval.embed_seconds,
         "skipped": eval.skipped,
+        "calibrations": eval.calibrations,
         "methods": rows,
     })
 }
@@ -189,13 +209,13 @@ fn f1(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into())
 }
 
-const COLUMNS: [&str; 20] = [
-    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "oos recall", "urgency acc", "review rate",
-    "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "prompt tok/ticket",
+const COLUMNS: [&str; 22] = [
+    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "in-scope acc w/o abstention", "oos recall", "urgency acc", "review rate",
+    "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "LLM skip rate", "prompt tok/ticket",
     "completion tok/ticket", "cost", "p50 ms", "p95 ms",
 ];
 
-fn cells(r: &MethodReport) -> [String; 20] {
+fn cells(r: &MethodReport) -> [String; 22] {
     [
         r.method.to_string(),
         r.model.clone().unwrap_or_else(|| "–".into()),
@@ -203,6 +223,7 @@ fn cells(r: &MethodReport) -> [String; 20] {
         f3(r.accuracy),
         f3(r.macro_f1),
         f3(r.in_scope_accuracy),
+        f3(r.in_scope_accuracy_without_abstention),
         f3(r.oos_recall),
         f3(r.urgency_accuracy),
         f3(r.needs_review_rate),
@@ -212,6 +233,7 @@ fn cells(r: &MethodReport) -> [String; 20] {
         f3(r.consistency),
         f3(r.gold_in_top_k),
         format!("{:.2}", r.llm_calls_per_ticket),
+        f3(r.llm_skip_rate),
         format!("{:.0}", r.prompt_tokens_per_ticket),
         format!("{:.0}", r.completion_tokens_per_ticket),
         format!("{:.4}", r.cost),
@@ -508,7 +530,7 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
                 let line = json!({
                     "method": run.method.name(), "model": run.model, "k": run.k, "repeat": rep,
                     "id": t.id, "text": t.text, "gold": t.label, "is_oos": t.is_oos, "gold_urgency": t.urgency,
-                    "predicted": r.category, "urgency": r.urgency, "confidence": r.confidence,
+                    "predicted": r.category, "urgency": r.urgency, "confidence": r.confidence, "raw_confidence": r.raw_confidence,
                     "needs_review": r.needs_review, "review_reason": r.review_reason,
                     "correct": o.correct(), "label_correct": o.label_correct(),
                     "gold_in_top_k": !t.is_oos && r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)),
