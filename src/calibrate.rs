@@ -222,7 +222,7 @@ impl Settings {
         if !(0.0..0.5).contains(&self.oos_quantile) {
             return Err(CalibrateError::Settings("the out-of-scope quantile must be in [0, 0.5)".into()));
         }
-        if !(self.shortcut_target > 0.0) {
+        if self.shortcut_target.is_nan() || self.shortcut_target <= 0.0 {
             return Err(CalibrateError::Settings("the shortcut accuracy target must be positive".into()));
         }
         Ok(())
@@ -391,7 +391,7 @@ pub async fn leave_one_out(
             out.push(h);
         }
         done += 1;
-        if done % 256 == 0 || done == n {
+        if done.is_multiple_of(256) || done == n {
             progress(done, n);
         }
     }
@@ -424,6 +424,7 @@ pub async fn calibrate_collection(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -13,7 +13,7 @@ use crate::embed::Embedder;
 use crate::example::ScoredExample;
 use crate::guard::{extractive_summary, parse_answer};
 use crate::knn::{select_diverse, vote, Vote};
-use crate::llm::{LlmClient, LlmError, Usage};
+use crate::llm::{field_probability, LlmClient, LlmError, LlmResponse, Usage};
 use crate::prompt::{build_request, repair_request};
 use crate::store::{CollectionMeta, ExampleStore, StoreError};
 use crate::taxonomy::label_key;
@@ -49,6 +49,10 @@ pub struct TicketResult {
     /// `confidence` was calibrated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_confidence: Option<f32>,
+    /// The LLM's own probability for its label, from token log-probabilities, when
+    /// the provider returned them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_label_probability: Option<f32>,
     pub needs_review: bool,
     pub review_reason: Option<String>,
     /// `rag` (LLM with retrieved examples), `knn` (neighbours' vote, no LLM),
@@ -76,6 +80,7 @@ impl TicketResult {
             reasoning: String::new(),
             confidence: 0.0,
             raw_confidence: None,
+            llm_label_probability: None,
             needs_review: true,
             review_reason: Some(format!("error: {error}")),
             method: "none".into(),
@@ -361,6 +366,7 @@ impl Classifier {
             ),
             confidence: round3(confidence),
             raw_confidence: calibration.map(|_| round3(vote.share)),
+            llm_label_probability: None,
             needs_review: review_reason.is_some(),
             review_reason,
             method: "knn".into(),
@@ -378,6 +384,7 @@ impl Classifier {
 
     /// Ask the LLM; keep the vote as the answer if the LLM fails, and flag
     /// disagreement between the LLM and the neighbours.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_llm(
         &self,
         result: &mut TicketResult,
@@ -397,20 +404,21 @@ impl Classifier {
             let first = llm.complete(&request).await.map_err(llm_error)?;
             usage += first.usage;
             match parse_answer(&first.text, taxonomy, false) {
-                Ok(a) => Ok(a),
+                Ok(a) => Ok((a, label_probability(&first))),
                 Err(problems) => {
                     tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
                     let repair = repair_request(&request, &first.text, &problems);
                     let second = llm.complete(&repair).await.map_err(llm_error)?;
                     usage += second.usage;
                     parse_answer(&second.text, taxonomy, true)
+                        .map(|a| (a, label_probability(&second)))
                         .map_err(|p| format!("invalid_answer: after one repair attempt: {}", p.join("; ")))
                 }
             }
         }
         .await;
         result.usage = usage;
-        let answer = match outcome {
+        let (answer, label_prob) = match outcome {
             Ok(a) => a,
             Err(reason) => {
                 // Keep the neighbours' vote as the suggestion; a person decides.
@@ -424,9 +432,13 @@ impl Classifier {
             }
         };
         let share = vote.share_of(&answer.category);
-        // The model's own confidence is capped by how much of the neighbours' vote
-        // backs its label: a label no neighbour has cannot exceed 0.5.
-        let capped = answer.confidence.min(0.5 + 0.5 * share);
+        // The model's signal: its self-report, and its token probability for the
+        // label when the provider returned log-probabilities (the lower of the two).
+        // It is capped by how much of the neighbours' vote backs its label: a label
+        // no neighbour has cannot exceed 0.5.
+        let model_signal = label_prob.map_or(answer.confidence, |p| p.min(answer.confidence));
+        let capped = model_signal.min(0.5 + 0.5 * share);
+        result.llm_label_probability = label_prob.map(round3);
         let agrees = label_key(&answer.category) == label_key(&vote.label);
         // With a calibration, an answer that agrees with the vote gets the vote's
         // calibrated probability (the held-out evidence there is); a dissenting answer
@@ -459,7 +471,7 @@ impl Classifier {
             result.needs_review = true;
             result.review_reason = Some(format!(
                 "low_confidence: {:.2} is below {threshold:.2} (model {:.2}, neighbour support {:.2})",
-                confidence, answer.confidence, share
+                confidence, model_signal, share
             ));
         }
     }
@@ -476,6 +488,11 @@ fn out_of_scope_reason(calibration: Option<&Calibration>, vote: &Vote) -> Option
             c.oos_similarity.unwrap_or(0.0)
         )
     })
+}
+
+/// The probability the model gave the label it wrote, from its token log-probabilities.
+fn label_probability(response: &LlmResponse) -> Option<f32> {
+    response.logprobs.as_deref().and_then(|t| field_probability(&response.text, t, "category"))
 }
 
 fn llm_error(e: LlmError) -> String {

@@ -110,6 +110,8 @@ async fn knn_shortcut_skips_calls_without_losing_accuracy() {
     assert!((calls - (1.0 - skip) * tickets).abs() < 0.5, "one call per ticket not skipped");
     let (a, b) = (rag["accuracy"].as_f64().unwrap(), always["accuracy"].as_f64().unwrap());
     assert!(a >= b - 0.005, "accuracy with shortcut {a} vs always calling {b}");
+    assert!((rag["accuracy_delta_vs_always"].as_f64().unwrap() - (a - b)).abs() < 1e-4);
+    assert!(always["accuracy_delta_vs_always"].is_null());
     assert!(rag["prompt_tokens_per_ticket"].as_f64().unwrap() < always["prompt_tokens_per_ticket"].as_f64().unwrap());
     // Shortcut results carry the vote, no model, no usage.
     let preds: Vec<Value> = std::fs::read_to_string(report_dir.join("predictions.jsonl"))
