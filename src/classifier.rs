@@ -13,8 +13,8 @@ use crate::embed::Embedder;
 use crate::example::ScoredExample;
 use crate::guard::{extractive_summary, parse_answer};
 use crate::knn::{select_diverse, vote, Vote};
-use crate::llm::{field_probability, LlmClient, LlmError, LlmResponse, Usage};
-use crate::prompt::{build_request, repair_request};
+use crate::llm::{field_probability, LlmClient, LlmError, LlmRequest, LlmResponse, Usage};
+use crate::prompt::{build_request, repair_request, shortlist};
 use crate::store::{CollectionMeta, ExampleStore, StoreError};
 use crate::taxonomy::label_key;
 
@@ -103,6 +103,9 @@ fn ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
 }
 
+/// Default of [`ClassifyOptions::max_prompt_labels`].
+pub const DEFAULT_MAX_PROMPT_LABELS: usize = 20;
+
 #[derive(Debug, Clone)]
 pub struct ClassifyOptions {
     /// Examples retrieved for the vote and shown to the LLM.
@@ -112,11 +115,14 @@ pub struct ClassifyOptions {
     /// Answer with the vote, without calling the LLM, when the collection's
     /// calibration says the neighbours are decisive (`method: knn-shortcut`).
     pub shortcut: bool,
+    /// With more categories than this, the prompt lists only the categories of the
+    /// retrieved candidates (at most this many); 0 lists them all.
+    pub max_prompt_labels: usize,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        ClassifyOptions { k: 8, min_confidence: None, shortcut: true }
+        ClassifyOptions { k: 8, min_confidence: None, shortcut: true, max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS }
     }
 }
 
@@ -315,12 +321,16 @@ impl Classifier {
                     calibration.and_then(|c| c.shortcut_confidence).unwrap_or(1.0)
                 ));
             } else {
-                let demos = match &self.demonstrations {
-                    Demonstrations::Retrieved => select_diverse(&candidates, k),
-                    Demonstrations::None => Vec::new(),
-                    Demonstrations::Fixed(d) => d.clone(),
+                let taxonomy = &self.meta.taxonomy;
+                let request = match &self.demonstrations {
+                    Demonstrations::Retrieved => {
+                        let short = shortlist(taxonomy, &candidates, options.max_prompt_labels);
+                        build_request(short.as_ref().unwrap_or(taxonomy), &select_diverse(&candidates, k), text)
+                    }
+                    Demonstrations::None => build_request(taxonomy, &[], text),
+                    Demonstrations::Fixed(d) => build_request(taxonomy, d, text),
                 };
-                self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote, threshold, calibration).await;
+                self.apply_llm(&mut result, llm.as_ref(), text, request, &vote, threshold, calibration).await;
             }
         }
         result.latency_ms = ms(started);
@@ -390,14 +400,13 @@ impl Classifier {
         result: &mut TicketResult,
         llm: &dyn LlmClient,
         text: &str,
-        demos: &[ScoredExample],
+        request: LlmRequest,
         vote: &Vote,
         threshold: f32,
         calibration: Option<&Calibration>,
     ) {
         let taxonomy = &self.meta.taxonomy;
         result.model = Some(llm.model().to_string());
-        let request = build_request(taxonomy, demos, text);
         tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
         let mut usage = Usage::default();
         let outcome: Result<_, String> = async {

@@ -214,6 +214,9 @@ pub struct ClassifyArgs {
     /// Tickets classified at once
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// With more categories than this, the prompt lists only those of the retrieved examples (at most this many); 0: all
+    #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
+    pub max_prompt_labels: usize,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -287,6 +290,9 @@ pub struct EvalArgs {
     /// Fit the collection's calibration (leave-one-out, at each --k) before evaluating, as `triage calibrate` does
     #[arg(long)]
     pub calibrate: bool,
+    /// With more categories than this, rag prompts list only those of the retrieved examples (at most this many); 0: all
+    #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
+    pub max_prompt_labels: usize,
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
@@ -455,7 +461,7 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
     let store = config::open_store(&store_settings(common))?;
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
-    let options = ClassifyOptions::new(args.k, args.min_confidence);
+    let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, ..ClassifyOptions::new(args.k, args.min_confidence) };
     let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
 
     let format = args.format.unwrap_or(if args.output.is_none() && std::io::stdout().is_terminal() {
@@ -590,6 +596,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         cache_dir: (!args.no_cache).then(|| common.data_dir.join("llm-cache")),
         llm_note,
         calibrate: args.calibrate.then(|| args.fit.settings(8)),
+        max_prompt_labels: args.max_prompt_labels,
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;

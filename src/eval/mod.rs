@@ -138,6 +138,8 @@ pub struct EvalConfig {
     /// Fit the collection's calibration (leave-one-out, at each k) before the runs
     /// (`--calibrate`); `k` is overridden per run.
     pub calibrate: Option<crate::calibrate::Settings>,
+    /// Candidate pre-selection for rag prompts (see `ClassifyOptions::max_prompt_labels`).
+    pub max_prompt_labels: usize,
 }
 
 /// A labeled test ticket.
@@ -622,6 +624,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
         let llm = cached.clone().map(|c| c as Arc<dyn LlmClient>);
         let options = ClassifyOptions {
             shortcut: s.method != Method::RagAlways,
+            max_prompt_labels: s.config.max_prompt_labels,
             ..ClassifyOptions::new(s.k, s.config.min_confidence)
         };
         let classifier = Classifier::open(s.embedder.clone(), s.store.clone(), llm, s.collection, options)
