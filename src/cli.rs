@@ -392,7 +392,15 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
     let bar = progress_bar("indexing");
-    let report = index::index_corpus(corpus, &args.collection, embedder, store, args.batch_size, &bar).await?;
+    let report = index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &bar).await?;
+    if report.indexed > 0 {
+        if let Some(c) = store.get_meta(&args.collection).await?.and_then(|m| m.calibration) {
+            eprintln!(
+                "note: the collection's calibration was fitted on {} examples; it now has {}: re-run triage calibrate --collection {} --k {}",
+                c.collection_examples, report.points_in_collection, args.collection, c.k
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -62,6 +62,13 @@ async fn calibrate_stores_a_map_that_classify_uses() {
     assert!(r[0].get("raw_confidence").is_none());
     assert!(r[0]["warnings"][0].as_str().unwrap().contains("fitted at k=8"), "{}", r[0]);
 
+    // Indexing new examples keeps the fit but says it is stale.
+    let extra = data.path().join("extra.jsonl");
+    std::fs::write(&extra, "{\"id\": \"new-1\", \"text\": \"Please send me a copy of last month's invoice as a PDF.\", \"label\": \"Billing\"}\n").unwrap();
+    let out = run(triage(data.path()).args(["index"]).arg(&extra).args(["--collection", "saas"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("re-run triage calibrate --collection saas --k 8"), "{}", stderr(&out));
+
     // Human-readable summary, and --clear removes the calibration.
     let out = run(triage(data.path()).args(["calibrate", "--collection", "saas"])).await;
     assert!(out.status.success());
