@@ -8,12 +8,13 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::calibrate::Calibration;
 use crate::embed::Embedder;
 use crate::example::ScoredExample;
 use crate::guard::{extractive_summary, parse_answer};
 use crate::knn::{select_diverse, vote, Vote};
-use crate::llm::{LlmClient, LlmError, Usage};
-use crate::prompt::{build_request, repair_request};
+use crate::llm::{field_probability, LlmClient, LlmError, LlmRequest, LlmResponse, Usage};
+use crate::prompt::{build_request, repair_request, shortlist};
 use crate::store::{CollectionMeta, ExampleStore, StoreError};
 use crate::taxonomy::label_key;
 
@@ -41,11 +42,23 @@ pub struct TicketResult {
     pub urgency: Option<String>,
     pub summary: String,
     pub reasoning: String,
+    /// Probability that `category` is right: calibrated for the collection when it has
+    /// a calibration fitted at this k (`triage calibrate`), else the raw figure.
     pub confidence: f32,
+    /// The uncalibrated figure (vote share, or the LLM's capped self-report) when
+    /// `confidence` was calibrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_confidence: Option<f32>,
+    /// The LLM's own probability for its label, from token log-probabilities, when
+    /// the provider returned them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_label_probability: Option<f32>,
     pub needs_review: bool,
     pub review_reason: Option<String>,
     /// `rag` (LLM with retrieved examples), `knn` (neighbours' vote, no LLM),
-    /// `knn-fallback` (the LLM failed; the vote is the suggestion), `none` (no input to classify).
+    /// `knn-shortcut` (an LLM is configured but the calibrated vote was decisive, so
+    /// it was not called), `knn-fallback` (the LLM failed; the vote is the
+    /// suggestion), `none` (no input to classify).
     pub method: String,
     pub neighbors: Vec<Neighbor>,
     pub model: Option<String>,
@@ -66,6 +79,8 @@ impl TicketResult {
             summary: String::new(),
             reasoning: String::new(),
             confidence: 0.0,
+            raw_confidence: None,
+            llm_label_probability: None,
             needs_review: true,
             review_reason: Some(format!("error: {error}")),
             method: "none".into(),
@@ -88,17 +103,32 @@ fn ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
 }
 
+/// Default of [`ClassifyOptions::max_prompt_labels`].
+pub const DEFAULT_MAX_PROMPT_LABELS: usize = 20;
+
 #[derive(Debug, Clone)]
 pub struct ClassifyOptions {
     /// Examples retrieved for the vote and shown to the LLM.
     pub k: usize,
     /// Review threshold; `None` uses the taxonomy's (else 0.85).
     pub min_confidence: Option<f32>,
+    /// Answer with the vote, without calling the LLM, when the collection's
+    /// calibration says the neighbours are decisive (`method: knn-shortcut`).
+    pub shortcut: bool,
+    /// With more categories than this, the prompt lists only the categories of the
+    /// retrieved candidates (at most this many); 0 lists them all.
+    pub max_prompt_labels: usize,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        ClassifyOptions { k: 8, min_confidence: None }
+        ClassifyOptions { k: 8, min_confidence: None, shortcut: true, max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS }
+    }
+}
+
+impl ClassifyOptions {
+    pub fn new(k: usize, min_confidence: Option<f32>) -> Self {
+        ClassifyOptions { k, min_confidence, ..ClassifyOptions::default() }
     }
 }
 
@@ -264,22 +294,73 @@ impl Classifier {
             return TicketResult::failed(&ticket.id, "the collection has no examples".into(), started);
         };
         let threshold = self.threshold(options);
-        let mut result = self.knn_result(ticket, text, &vote, nearest, threshold);
+        let calibration = self.meta.calibration.as_ref().filter(|c| c.k == k);
+        let mut result = self.knn_result(ticket, text, &vote, nearest, threshold, calibration);
+        if let Some(c) = &self.meta.calibration {
+            if c.k != k {
+                result.warnings.push(format!(
+                    "the collection's calibration was fitted at k={}; not applied at k={k} (run triage calibrate --k {k})",
+                    c.k
+                ));
+            }
+        }
         if let Some(llm) = &self.llm {
-            let demos = match &self.demonstrations {
-                Demonstrations::Retrieved => select_diverse(&candidates, k),
-                Demonstrations::None => Vec::new(),
-                Demonstrations::Fixed(d) => d.clone(),
-            };
-            self.apply_llm(&mut result, llm.as_ref(), text, &demos, &vote, threshold).await;
+            let shortcut = options.shortcut
+                && self.demonstrations == Demonstrations::Retrieved
+                && !result.needs_review
+                && nearest.first().is_some_and(|n| label_key(&n.example.label) == label_key(&vote.label))
+                && calibration.is_some_and(|c| c.decisive(result.confidence));
+            if shortcut {
+                // Decisive neighbours (calibrated confidence at or above the fitted
+                // threshold, and the nearest example has the vote's label): the LLM
+                // would only be asked to confirm them.
+                result.method = "knn-shortcut".into();
+                result.reasoning.push_str(&format!(
+                    "; calibrated confidence {:.3} is at or above the collection's shortcut threshold {:.3}: the LLM was not called",
+                    result.confidence,
+                    calibration.and_then(|c| c.shortcut_confidence).unwrap_or(1.0)
+                ));
+            } else {
+                let taxonomy = &self.meta.taxonomy;
+                let request = match &self.demonstrations {
+                    Demonstrations::Retrieved => {
+                        let short = shortlist(taxonomy, &candidates, options.max_prompt_labels);
+                        build_request(short.as_ref().unwrap_or(taxonomy), &select_diverse(&candidates, k), text)
+                    }
+                    Demonstrations::None => build_request(taxonomy, &[], text),
+                    Demonstrations::Fixed(d) => build_request(taxonomy, d, text),
+                };
+                self.apply_llm(&mut result, llm.as_ref(), text, request, &vote, threshold, calibration).await;
+            }
         }
         result.latency_ms = ms(started);
         result
     }
 
-    fn knn_result(&self, ticket: &Ticket, text: &str, vote: &Vote, nearest: &[ScoredExample], threshold: f32) -> TicketResult {
+    fn knn_result(
+        &self,
+        ticket: &Ticket,
+        text: &str,
+        vote: &Vote,
+        nearest: &[ScoredExample],
+        threshold: f32,
+        calibration: Option<&Calibration>,
+    ) -> TicketResult {
         let n_same = nearest.iter().filter(|n| label_key(&n.example.label) == label_key(&vote.label)).count();
-        let needs_review = vote.share < threshold;
+        let confidence = calibration.map(|c| c.confidence(vote.share, vote.top_score)).unwrap_or(vote.share);
+        let review_reason = if let Some(reason) = out_of_scope_reason(calibration, vote) {
+            Some(reason)
+        } else if confidence < threshold {
+            Some(match calibration {
+                Some(_) => format!(
+                    "low_confidence: calibrated confidence {confidence:.2} (neighbour vote share {:.2}) is below {threshold:.2}",
+                    vote.share
+                ),
+                None => format!("low_confidence: neighbour vote share {:.2} is below {threshold:.2}", vote.share),
+            })
+        } else {
+            None
+        };
         TicketResult {
             id: ticket.id.clone(),
             category: Some(vote.label.clone()),
@@ -293,10 +374,11 @@ impl Classifier {
                 vote.share,
                 vote.top_score
             ),
-            confidence: round3(vote.share),
-            needs_review,
-            review_reason: needs_review
-                .then(|| format!("low_confidence: neighbour vote share {:.2} is below {threshold:.2}", vote.share)),
+            confidence: round3(confidence),
+            raw_confidence: calibration.map(|_| round3(vote.share)),
+            llm_label_probability: None,
+            needs_review: review_reason.is_some(),
+            review_reason,
             method: "knn".into(),
             neighbors: nearest
                 .iter()
@@ -312,38 +394,40 @@ impl Classifier {
 
     /// Ask the LLM; keep the vote as the answer if the LLM fails, and flag
     /// disagreement between the LLM and the neighbours.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_llm(
         &self,
         result: &mut TicketResult,
         llm: &dyn LlmClient,
         text: &str,
-        demos: &[ScoredExample],
+        request: LlmRequest,
         vote: &Vote,
         threshold: f32,
+        calibration: Option<&Calibration>,
     ) {
         let taxonomy = &self.meta.taxonomy;
         result.model = Some(llm.model().to_string());
-        let request = build_request(taxonomy, demos, text);
         tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
         let mut usage = Usage::default();
         let outcome: Result<_, String> = async {
             let first = llm.complete(&request).await.map_err(llm_error)?;
             usage += first.usage;
             match parse_answer(&first.text, taxonomy, false) {
-                Ok(a) => Ok(a),
+                Ok(a) => Ok((a, label_probability(&first))),
                 Err(problems) => {
                     tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
                     let repair = repair_request(&request, &first.text, &problems);
                     let second = llm.complete(&repair).await.map_err(llm_error)?;
                     usage += second.usage;
                     parse_answer(&second.text, taxonomy, true)
+                        .map(|a| (a, label_probability(&second)))
                         .map_err(|p| format!("invalid_answer: after one repair attempt: {}", p.join("; ")))
                 }
             }
         }
         .await;
         result.usage = usage;
-        let answer = match outcome {
+        let (answer, label_prob) = match outcome {
             Ok(a) => a,
             Err(reason) => {
                 // Keep the neighbours' vote as the suggestion; a person decides.
@@ -357,10 +441,21 @@ impl Classifier {
             }
         };
         let share = vote.share_of(&answer.category);
-        // The model's own confidence is capped by how much of the neighbours' vote
-        // backs its label: a label no neighbour has cannot exceed 0.5.
-        let confidence = answer.confidence.min(0.5 + 0.5 * share);
+        // The model's signal: its self-report, and its token probability for the
+        // label when the provider returned log-probabilities (the lower of the two).
+        // It is capped by how much of the neighbours' vote backs its label: a label
+        // no neighbour has cannot exceed 0.5.
+        let model_signal = label_prob.map_or(answer.confidence, |p| p.min(answer.confidence));
+        let capped = model_signal.min(0.5 + 0.5 * share);
+        result.llm_label_probability = label_prob.map(round3);
         let agrees = label_key(&answer.category) == label_key(&vote.label);
+        // With a calibration, an answer that agrees with the vote gets the vote's
+        // calibrated probability (the held-out evidence there is); a dissenting answer
+        // keeps the capped self-report, which no held-out data has calibrated.
+        let confidence = match calibration {
+            Some(_) if agrees => result.confidence,
+            _ => capped,
+        };
         result.method = self.demonstrations.method().into();
         result.category = Some(answer.category.clone());
         result.subcategory = answer.subcategory;
@@ -368,10 +463,14 @@ impl Classifier {
         result.summary = if answer.summary.is_empty() { extractive_summary(text) } else { answer.summary };
         result.reasoning = answer.reasoning;
         result.confidence = round3(confidence);
-        result.warnings = answer.warnings;
+        result.raw_confidence = calibration.map(|_| round3(capped));
+        result.warnings.extend(answer.warnings);
         result.needs_review = false;
         result.review_reason = None;
-        if !agrees && vote.share >= 0.5 {
+        if let Some(reason) = out_of_scope_reason(calibration, vote) {
+            result.needs_review = true;
+            result.review_reason = Some(reason);
+        } else if !agrees && vote.share >= 0.5 {
             result.needs_review = true;
             result.review_reason = Some(format!(
                 "disagreement: the model chose {} but the neighbours vote {} (share {:.2})",
@@ -381,10 +480,28 @@ impl Classifier {
             result.needs_review = true;
             result.review_reason = Some(format!(
                 "low_confidence: {:.2} is below {threshold:.2} (model {:.2}, neighbour support {:.2})",
-                confidence, answer.confidence, share
+                confidence, model_signal, share
             ));
         }
     }
+}
+
+/// `out_of_scope: ...` when the nearest example is less similar than the
+/// collection's fitted threshold: the ticket is unlike every example.
+fn out_of_scope_reason(calibration: Option<&Calibration>, vote: &Vote) -> Option<String> {
+    let c = calibration?;
+    c.out_of_scope(vote.top_score).then(|| {
+        format!(
+            "out_of_scope: the nearest example's similarity {:.3} is below the collection's threshold {:.3}",
+            vote.top_score,
+            c.oos_similarity.unwrap_or(0.0)
+        )
+    })
+}
+
+/// The probability the model gave the label it wrote, from its token log-probabilities.
+fn label_probability(response: &LlmResponse) -> Option<f32> {
+    response.logprobs.as_deref().and_then(|t| field_probability(&response.text, t, "category"))
 }
 
 fn llm_error(e: LlmError) -> String {

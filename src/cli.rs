@@ -62,6 +62,55 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run the HTTP classification API (see /openapi.json once it runs)
     Serve(ServeArgs),
+    /// Fit a collection's confidence map, out-of-scope and knn-shortcut thresholds by leave-one-out over its examples
+    Calibrate(CalibrateArgs),
+}
+
+/// Settings of a calibration fit (shared by `calibrate` and `eval --calibrate`).
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Quantile of the examples' own nearest-neighbour similarity below which a ticket is out of scope (0: off)
+    #[arg(long, default_value_t = 0.01)]
+    pub oos_quantile: f64,
+    /// Held-out vote accuracy required above the knn-shortcut threshold (above 1: never skip the LLM)
+    #[arg(long, default_value_t = 0.99)]
+    pub shortcut_accuracy: f64,
+    /// Bands of nearest similarity, each with its own confidence map (fewer when a band would hold under 500 examples)
+    #[arg(long, default_value_t = 3)]
+    pub similarity_bands: usize,
+}
+
+impl FitArgs {
+    fn settings(&self, k: usize) -> crate::calibrate::Settings {
+        crate::calibrate::Settings {
+            k,
+            oos_quantile: self.oos_quantile,
+            shortcut_target: self.shortcut_accuracy,
+            bands: self.similarity_bands.max(1),
+            ..crate::calibrate::Settings::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Collection to calibrate (the fitted map is stored with it)
+    #[arg(long)]
+    pub collection: String,
+    /// Neighbours per vote; classification uses the calibration only at this k
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// Hold out at most this many examples (every n-th), for speed on large collections [default: all]
+    #[arg(long)]
+    pub max_examples: Option<usize>,
+    /// Remove the collection's calibration instead
+    #[arg(long)]
+    pub clear: bool,
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Print the fitted calibration as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +214,9 @@ pub struct ClassifyArgs {
     /// Tickets classified at once
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// With more categories than this, the prompt lists only those of the retrieved examples (at most this many); 0: all
+    #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
+    pub max_prompt_labels: usize,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -235,6 +287,14 @@ pub struct EvalArgs {
     /// Neither read nor write the LLM answer cache (<data-dir>/llm-cache)
     #[arg(long)]
     pub no_cache: bool,
+    /// Fit the collection's calibration (leave-one-out, at each --k) before evaluating, as `triage calibrate` does
+    #[arg(long)]
+    pub calibrate: bool,
+    /// With more categories than this, rag prompts list only those of the retrieved examples (at most this many); 0: all
+    #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
+    pub max_prompt_labels: usize,
+    #[command(flatten)]
+    pub fit: FitArgs,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -299,6 +359,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Classify(args) => classify(&cli.common, args).await,
         Command::Eval(args) => eval(&cli.common, args).await,
         Command::Serve(args) => serve(&cli.common, args).await,
+        Command::Calibrate(args) => calibrate(&cli.common, args).await,
     }
 }
 
@@ -331,7 +392,15 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
     let bar = progress_bar("indexing");
-    let report = index::index_corpus(corpus, &args.collection, embedder, store, args.batch_size, &bar).await?;
+    let report = index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &bar).await?;
+    if report.indexed > 0 {
+        if let Some(c) = store.get_meta(&args.collection).await?.and_then(|m| m.calibration) {
+            eprintln!(
+                "note: the collection's calibration was fitted on {} examples; it now has {}: re-run triage calibrate --collection {} --k {}",
+                c.collection_examples, report.points_in_collection, args.collection, c.k
+            );
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -400,7 +469,7 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
     let store = config::open_store(&store_settings(common))?;
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
-    let options = ClassifyOptions { k: args.k, min_confidence: args.min_confidence };
+    let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, ..ClassifyOptions::new(args.k, args.min_confidence) };
     let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
 
     let format = args.format.unwrap_or(if args.output.is_none() && std::io::stdout().is_terminal() {
@@ -534,6 +603,8 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         report_dir: args.report_dir.clone(),
         cache_dir: (!args.no_cache).then(|| common.data_dir.join("llm-cache")),
         llm_note,
+        calibrate: args.calibrate.then(|| args.fit.settings(8)),
+        max_prompt_labels: args.max_prompt_labels,
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
@@ -569,6 +640,73 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+async fn calibrate(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8> {
+    let store = config::open_store(&store_settings(common))?;
+    if args.clear {
+        let mut meta = store
+            .get_meta(&args.collection)
+            .await?
+            .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
+        let had = meta.calibration.take().is_some();
+        meta.updated_at = crate::store::now_secs();
+        store.put_meta(&meta).await?;
+        println!("collection {}: calibration {}", args.collection, if had { "removed" } else { "was not set" });
+        return Ok(0);
+    }
+    let settings = args.fit.settings(args.k);
+    let bar = progress_bar("leave-one-out");
+    let progress = |done: usize, n: usize| {
+        bar.set_length(n as u64);
+        bar.set_position(done as u64);
+    };
+    let started = std::time::Instant::now();
+    let c = crate::calibrate::calibrate_collection(store.as_ref(), &args.collection, &settings, args.max_examples, &progress)
+        .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(0);
+    }
+    let st = &c.stats;
+    println!(
+        "collection {}: calibrated at k={} by leave-one-out over {} of {} examples ({:.1} s)",
+        args.collection,
+        c.k,
+        c.examples,
+        c.collection_examples,
+        started.elapsed().as_secs_f64()
+    );
+    println!("  held-out vote accuracy      {:.3}", st.loo_accuracy);
+    println!("  ECE raw vote share          {:.3}", st.raw_ece);
+    println!("  ECE calibrated (cross-fit)  {:.3}", st.calibrated_ece);
+    println!(
+        "  confidence map              {} similarity band(s), {} blocks",
+        c.bands.len(),
+        c.bands.iter().map(|b| b.map.x.len()).sum::<usize>()
+    );
+    match c.oos_similarity {
+        Some(t) => println!(
+            "  out of scope below          nearest similarity {t:.3} (quantile {}; flags {:.1}% of held-out examples)",
+            c.oos_quantile,
+            st.oos_flag_rate.unwrap_or(0.0) * 100.0
+        ),
+        None => println!("  out of scope                off"),
+    }
+    match c.shortcut_confidence {
+        Some(t) => println!(
+            "  knn-shortcut at or above    confidence {t:.3} ({:.1}% of held-out examples, vote accuracy {:.4}; target {})",
+            st.shortcut_coverage.unwrap_or(0.0) * 100.0,
+            st.shortcut_accuracy.unwrap_or(0.0),
+            c.shortcut_target
+        ),
+        None => println!(
+            "  knn-shortcut                off (no confidence level reaches vote accuracy {} on held-out examples)",
+            c.shortcut_target
+        ),
+    }
+    Ok(0)
+}
+
 async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     use crate::serve::{self, AppState, RetrySettings, ServeConfig, WebhookMapping};
     anyhow::ensure!((1..=100).contains(&args.k), "--k must be between 1 and 100");
@@ -587,7 +725,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
-        options: ClassifyOptions { k: args.k, min_confidence: args.min_confidence },
+        options: ClassifyOptions::new(args.k, args.min_confidence),
         batch_concurrency: args.concurrency.max(1),
         max_batch: args.max_batch,
         max_body: args.max_body,

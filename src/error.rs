@@ -15,6 +15,8 @@ pub enum Error {
     Llm(#[from] LlmError),
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
+    #[error(transparent)]
+    Calibrate(#[from] crate::calibrate::CalibrateError),
     /// Unusable input files or arguments.
     #[error("{0}")]
     Input(String),

@@ -222,6 +222,7 @@ pub async fn index_corpus(
                 dim: embedder.dim(),
                 created_at: now_secs(),
                 updated_at: now_secs(),
+                calibration: None,
             };
             store.put_meta(&meta).await?;
             meta

@@ -10,12 +10,14 @@
 //! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
+//! - [`calibrate`]: per-collection confidence map, out-of-scope and knn-shortcut thresholds
 //! - [`classifier`]: the pipeline that ties them together
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 #![deny(clippy::unwrap_used)]
 
+pub mod calibrate;
 pub mod classifier;
 pub mod cli;
 pub mod config;

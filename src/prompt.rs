@@ -197,6 +197,41 @@ pub fn user_prompt(t: &Taxonomy, examples: &[ScoredExample], ticket: &str) -> St
     s
 }
 
+/// Candidate pre-selection for large taxonomies: when `t` has more than `max`
+/// categories (and `max > 0`), a copy that keeps only the categories of the retrieved
+/// `candidates` (at most `max`, nearest first; listed in taxonomy order), so that the
+/// system prompt and the schema's enum stay short with 50 to 150 labels. `None`:
+/// the whole taxonomy goes into the prompt. Answers are still validated against the
+/// whole taxonomy.
+pub fn shortlist(t: &Taxonomy, candidates: &[ScoredExample], max: usize) -> Option<Taxonomy> {
+    if max == 0 || t.categories.len() <= max {
+        return None;
+    }
+    let mut keep: Vec<String> = Vec::new();
+    for c in candidates {
+        if keep.len() == max {
+            break;
+        }
+        if let Some(cat) = t.category(&c.example.label) {
+            if !keep.contains(&cat.name) {
+                keep.push(cat.name.clone());
+            }
+        }
+    }
+    if keep.is_empty() {
+        return None;
+    }
+    let mut short = t.clone();
+    short.categories.retain(|c| keep.contains(&c.name));
+    let note = format!(
+        "Only the {} categories of the examples most similar to this ticket are listed (of {} in the taxonomy).",
+        short.categories.len(),
+        t.categories.len()
+    );
+    short.description = if t.description.is_empty() { note } else { format!("{}\n{note}", t.description) };
+    Some(short)
+}
+
 pub fn build_request(t: &Taxonomy, examples: &[ScoredExample], ticket: &str) -> LlmRequest {
     LlmRequest {
         system: system_prompt(t),
@@ -234,6 +269,35 @@ pub fn template_hash(t: &Taxonomy) -> String {
 mod tests {
     use super::*;
     use crate::example::Example;
+
+    #[test]
+    fn shortlist_keeps_the_candidates_categories_in_taxonomy_order() {
+        let labels: std::collections::BTreeSet<String> = (0..30).map(|i| format!("L{i:02}")).collect();
+        let t = Taxonomy::derived("big", &labels, &Default::default());
+        let cand = |l: &str, s: f32| ScoredExample {
+            score: s,
+            example: Example {
+                id: format!("{l}-{s}"),
+                text: "x".into(),
+                label: l.into(),
+                subcategory: None,
+                urgency: None,
+                rationale: None,
+                lang: None,
+            },
+        };
+        let c = vec![cand("L07", 0.9), cand("L03", 0.8), cand("L07", 0.7), cand("l25", 0.6), cand("nope", 0.5), cand("L11", 0.4)];
+        let s = shortlist(&t, &c, 3).expect("30 labels > 3");
+        let names: Vec<&str> = s.categories.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["L03", "L07", "L25"], "nearest three distinct, in taxonomy order");
+        assert!(s.description.contains("Only the 3 categories") && s.description.contains("of 30"));
+        let req = build_request(&s, &c[..1], "ticket");
+        assert_eq!(req.schema["properties"]["category"]["enum"].as_array().map(Vec::len), Some(3));
+        assert!(!req.system.contains("- L11"));
+        assert!(shortlist(&t, &c, 0).is_none(), "0: off");
+        assert!(shortlist(&t, &c, 30).is_none(), "small taxonomies are listed whole");
+        assert!(shortlist(&t, &[], 3).is_none());
+    }
 
     fn taxonomy() -> Taxonomy {
         Taxonomy::parse(

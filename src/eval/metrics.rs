@@ -31,13 +31,16 @@ pub struct Outcome {
     pub predicted: Option<String>,
     pub confidence: f64,
     pub needs_review: bool,
+    /// Flagged as out of scope (`review_reason: out_of_scope: ...`): the classifier
+    /// declined to give the label as an answer.
+    pub abstained: bool,
 }
 
 impl Outcome {
-    /// The counting rule: the right label in scope, a review flag out of scope.
+    /// The counting rule: the right label (not abstained) in scope, a review flag out of scope.
     pub fn correct(&self) -> bool {
         if self.in_scope {
-            self.label_correct()
+            self.label_correct() && !self.abstained
         } else {
             self.needs_review
         }
@@ -63,14 +66,29 @@ pub fn accuracy(outcomes: &[Outcome]) -> Option<f64> {
     share(outcomes.iter().map(Outcome::correct))
 }
 
-/// Accuracy over in-scope tickets only.
+/// Accuracy over in-scope tickets only; a ticket flagged out of scope counts as wrong.
 pub fn in_scope_accuracy(outcomes: &[Outcome]) -> Option<f64> {
+    share(outcomes.iter().filter(|o| o.in_scope).map(Outcome::correct))
+}
+
+/// Label accuracy over in-scope tickets, out-of-scope flags ignored.
+pub fn in_scope_accuracy_without_abstention(outcomes: &[Outcome]) -> Option<f64> {
     share(outcomes.iter().filter(|o| o.in_scope).map(Outcome::label_correct))
 }
 
-/// Share of out-of-scope tickets flagged for review.
+/// Share of out-of-scope tickets flagged for review (for any reason).
 pub fn oos_recall(outcomes: &[Outcome]) -> Option<f64> {
     share(outcomes.iter().filter(|o| !o.in_scope).map(|o| o.needs_review))
+}
+
+/// Share of out-of-scope tickets flagged out of scope specifically.
+pub fn oos_flag_recall(outcomes: &[Outcome]) -> Option<f64> {
+    share(outcomes.iter().filter(|o| !o.in_scope).map(|o| o.abstained))
+}
+
+/// Share of in-scope tickets flagged out of scope.
+pub fn in_scope_abstention_rate(outcomes: &[Outcome]) -> Option<f64> {
+    share(outcomes.iter().filter(|o| o.in_scope).map(|o| o.abstained))
 }
 
 pub fn needs_review_rate(outcomes: &[Outcome]) -> Option<f64> {
@@ -260,7 +278,30 @@ mod tests {
             predicted: pred.map(String::from),
             confidence: conf,
             needs_review: review,
+            abstained: false,
         }
+    }
+
+    #[test]
+    fn abstention_counts_against_in_scope_accuracy_by_hand() {
+        let abst = |mut x: Outcome| {
+            x.abstained = true;
+            x.needs_review = true;
+            x
+        };
+        let v = vec![
+            o("A", Some("A"), 0.9, false),       // right
+            abst(o("A", Some("A"), 0.9, false)), // right label, but flagged out of scope
+            o("B", Some("A"), 0.9, false),       // wrong
+            abst(o("oos", Some("A"), 0.9, false)),
+            o("oos", Some("B"), 0.4, true), // low confidence review
+        ];
+        close(in_scope_accuracy(&v), 1.0 / 3.0);
+        close(in_scope_accuracy_without_abstention(&v), 2.0 / 3.0);
+        close(oos_recall(&v), 1.0);
+        close(oos_flag_recall(&v), 0.5);
+        close(in_scope_abstention_rate(&v), 1.0 / 3.0);
+        close(accuracy(&v), 3.0 / 5.0);
     }
 
     /// Six tickets: four in scope (A, A, B, B), two out of scope.

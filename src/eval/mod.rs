@@ -42,8 +42,12 @@ pub enum Method {
     ZeroShot,
     /// The LLM with the same k examples for every ticket (the first example of the k most frequent labels).
     FixedFewShot,
-    /// The LLM with the k retrieved, label-diverse nearest examples.
+    /// The LLM with the k retrieved, label-diverse nearest examples; decisive tickets
+    /// (calibrated collections) are answered by the vote without calling it (knn-shortcut).
     Rag,
+    /// `rag` with the LLM called for every ticket (no knn-shortcut): the baseline
+    /// that shows what the shortcut costs in accuracy.
+    RagAlways,
     /// The neighbours' similarity-weighted vote; no LLM.
     Knn,
 }
@@ -54,6 +58,7 @@ impl Method {
             Method::ZeroShot => "zero-shot",
             Method::FixedFewShot => "fixed-few-shot",
             Method::Rag => "rag",
+            Method::RagAlways => "rag-always",
             Method::Knn => "knn",
         }
     }
@@ -130,6 +135,11 @@ pub struct EvalConfig {
     pub cache_dir: Option<PathBuf>,
     /// Why LLM methods cannot run (no LLM configured), if so.
     pub llm_note: Option<String>,
+    /// Fit the collection's calibration (leave-one-out, at each k) before the runs
+    /// (`--calibrate`); `k` is overridden per run.
+    pub calibrate: Option<crate::calibrate::Settings>,
+    /// Candidate pre-selection for rag prompts (see `ClassifyOptions::max_prompt_labels`).
+    pub max_prompt_labels: usize,
 }
 
 /// A labeled test ticket.
@@ -282,6 +292,8 @@ pub struct Run {
     pub cache_hits: u64,
     pub llm_calls_sent: u64,
     pub seconds: f64,
+    /// The collection's calibration was fitted at this k and applied.
+    pub calibrated: bool,
 }
 
 /// A method that could not run, and why.
@@ -303,6 +315,9 @@ pub struct Evaluation {
     pub runs: Vec<Run>,
     pub skipped: Vec<Skipped>,
     pub embed_seconds: f64,
+    /// The calibrations in use (one per k fitted with `--calibrate`, else the
+    /// collection's own, if any).
+    pub calibrations: Vec<crate::calibrate::Calibration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -397,6 +412,7 @@ pub async fn run(
     let meta = store.get_meta(&collection).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(collection.clone()))?;
     meta.check_model(embedder.model_name(), embedder.dim())?;
     let taxonomy = meta.taxonomy.clone();
+    let stored_calibration = meta.calibration.clone();
     for t in tickets.iter_mut() {
         match taxonomy.category(&t.label) {
             Some(c) if !t.is_oos => t.label = c.name.clone(),
@@ -435,6 +451,7 @@ pub async fn run(
             _ => m,
         })
         .collect();
+    let mut calibrations: HashMap<usize, crate::calibrate::Calibration> = HashMap::new();
     for &method in &config.methods {
         if method.needs_llm() && throttled.is_empty() {
             skipped.push(Skipped {
@@ -461,8 +478,11 @@ pub async fn run(
                     Method::FixedFewShot => {
                         Demonstrations::Fixed(fixed_demonstrations(train_examples.as_deref().unwrap_or(&[]), k))
                     }
-                    Method::Rag | Method::Knn => Demonstrations::Retrieved,
+                    Method::Rag | Method::RagAlways | Method::Knn => Demonstrations::Retrieved,
                 };
+                if let Some(settings) = &config.calibrate {
+                    use_calibration(&store, &collection, settings, k, &mut calibrations, bar).await?;
+                }
                 let run = run_one(RunSpec {
                     config: &config,
                     method,
@@ -490,7 +510,47 @@ pub async fn run(
         runs,
         skipped,
         embed_seconds,
+        calibrations: if calibrations.is_empty() {
+            stored_calibration.into_iter().collect()
+        } else {
+            let mut v: Vec<_> = calibrations.into_values().collect();
+            v.sort_by_key(|c| c.k);
+            v
+        },
     })
+}
+
+/// Store the collection's calibration for `k`, fitting it (leave-one-out) the first time.
+async fn use_calibration(
+    store: &Arc<dyn ExampleStore>,
+    collection: &str,
+    settings: &crate::calibrate::Settings,
+    k: usize,
+    fitted: &mut HashMap<usize, crate::calibrate::Calibration>,
+    bar: &(dyn Fn(&str) -> ProgressBar + Sync),
+) -> Result<(), Error> {
+    let mut meta = store
+        .get_meta(collection)
+        .await?
+        .ok_or_else(|| crate::store::StoreError::NoSuchCollection(collection.to_string()))?;
+    if let Some(c) = fitted.get(&k) {
+        if meta.calibration.as_ref() != Some(c) {
+            meta.calibration = Some(c.clone());
+            store.put_meta(&meta).await?;
+        }
+        return Ok(());
+    }
+    let b = bar(&format!("calibrating k={k}"));
+    let progress = |done: usize, n: usize| {
+        b.set_length(n as u64);
+        b.set_position(done as u64);
+    };
+    let s = crate::calibrate::Settings { k, ..settings.clone() };
+    let c = crate::calibrate::calibrate_collection(store.as_ref(), collection, &s, None, &progress).await?;
+    b.finish_and_clear();
+    tracing::info!(collection, k, ece = c.stats.calibrated_ece, "calibration fitted");
+    fitted.insert(k, c);
+    Ok(())
 }
 
 /// `eval-` + a hash of the embedding model and the examples (ids and content).
@@ -546,6 +606,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
     let model = s.client.map(|c| c.model().to_string());
     let mut results = Vec::with_capacity(s.config.repeat);
     let (mut hits, mut sent) = (0, 0);
+    let mut calibrated = false;
     for r in 0..s.config.repeat.max(1) {
         let label = format!(
             "{} {}k={}{}",
@@ -561,10 +622,15 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
             Arc::new(CachedLlm::new(c.clone(), dir, salt, s.config.cache_dir.is_some()))
         });
         let llm = cached.clone().map(|c| c as Arc<dyn LlmClient>);
-        let options = ClassifyOptions { k: s.k, min_confidence: s.config.min_confidence };
+        let options = ClassifyOptions {
+            shortcut: s.method != Method::RagAlways,
+            max_prompt_labels: s.config.max_prompt_labels,
+            ..ClassifyOptions::new(s.k, s.config.min_confidence)
+        };
         let classifier = Classifier::open(s.embedder.clone(), s.store.clone(), llm, s.collection, options)
             .await?
             .with_demonstrations(s.demonstrations.clone());
+        calibrated = classifier.meta().calibration.as_ref().is_some_and(|c| c.k == s.k);
         let bar = (s.bar)(&label);
         bar.set_length(s.tickets.len() as u64);
         let chunk_size = (s.config.concurrency.max(1) * 4).max(16);
@@ -595,6 +661,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
         cache_hits: hits,
         llm_calls_sent: sent,
         seconds: round2(started.elapsed().as_secs_f64()),
+        calibrated,
     })
 }
 
@@ -606,6 +673,7 @@ pub fn outcome(t: &LabeledTicket, r: &TicketResult) -> Outcome {
         predicted: r.category.clone(),
         confidence: f64::from(r.confidence),
         needs_review: r.needs_review,
+        abstained: r.review_reason.as_deref().is_some_and(|x| x.starts_with("out_of_scope")),
     }
 }
 

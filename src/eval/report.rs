@@ -27,11 +27,22 @@ pub struct MethodReport {
     pub runs: usize,
     pub tickets: usize,
     pub accuracy: Option<f64>,
+    /// In-scope tickets with the right label and not flagged out of scope.
     pub in_scope_accuracy: Option<f64>,
+    /// In-scope label accuracy, out-of-scope flags ignored.
+    pub in_scope_accuracy_without_abstention: Option<f64>,
+    /// Out-of-scope tickets flagged for review (any reason).
     pub oos_recall: Option<f64>,
+    /// Out-of-scope tickets flagged `out_of_scope` specifically.
+    pub oos_flag_recall: Option<f64>,
+    /// In-scope tickets flagged `out_of_scope`.
+    pub in_scope_abstention_rate: Option<f64>,
     pub macro_f1: Option<f64>,
     pub urgency_accuracy: Option<f64>,
     pub ece: Option<f64>,
+    /// ECE over in-scope tickets only (out-of-scope tickets have no right label, so
+    /// any confidence they get counts against `ece`).
+    pub in_scope_ece: Option<f64>,
     pub brier: Option<f64>,
     pub needs_review_rate: Option<f64>,
     pub selective_accuracy: Option<f64>,
@@ -43,6 +54,14 @@ pub struct MethodReport {
     pub llm_calls_sent: u64,
     pub cache_hits: u64,
     pub llm_calls_per_ticket: f64,
+    /// LLM methods: share of tickets answered by the vote without calling the LLM
+    /// (`method: knn-shortcut`); `None` for knn.
+    pub llm_skip_rate: Option<f64>,
+    /// Whether the collection's calibration (fitted at this k) was applied.
+    pub calibrated: bool,
+    /// `rag` rows when a `rag-always` row with the same model and k exists: this
+    /// row's accuracy minus that row's, the accuracy effect of the knn-shortcut.
+    pub accuracy_delta_vs_always: Option<f64>,
     pub prompt_tokens_per_ticket: f64,
     pub completion_tokens_per_ticket: f64,
     /// For all `llm_calls` and tokens, at the configured prices.
@@ -75,7 +94,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
     let mut urgency = Vec::new();
     let mut in_top_k = Vec::new();
     let mut latencies = Vec::new();
-    let (mut prompt, mut completion, mut errors, mut fallbacks) = (0u64, 0u64, 0usize, 0usize);
+    let (mut prompt, mut completion, mut errors, mut fallbacks, mut shortcuts) = (0u64, 0u64, 0usize, 0usize, 0usize);
     for results in &run.results {
         for (t, r) in tickets.iter().zip(results) {
             outcomes.push(outcome(t, r));
@@ -90,6 +109,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
             completion += r.usage.completion_tokens;
             errors += usize::from(r.error.is_some());
             fallbacks += usize::from(r.method == "knn-fallback");
+            shortcuts += usize::from(r.method == "knn-shortcut");
         }
     }
     let points: Vec<metrics::Point> = outcomes.iter().map(|o| (o.confidence, o.label_correct())).collect();
@@ -112,10 +132,17 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
         tickets: tickets.len(),
         accuracy: r4(metrics::accuracy(&outcomes)),
         in_scope_accuracy: r4(metrics::in_scope_accuracy(&outcomes)),
+        in_scope_accuracy_without_abstention: r4(metrics::in_scope_accuracy_without_abstention(&outcomes)),
         oos_recall: r4(metrics::oos_recall(&outcomes)),
+        oos_flag_recall: r4(metrics::oos_flag_recall(&outcomes)),
+        in_scope_abstention_rate: r4(metrics::in_scope_abstention_rate(&outcomes)),
         macro_f1: r4(metrics::macro_f1(&metrics::per_class(&outcomes))),
         urgency_accuracy: r4(metrics::share(urgency)),
         ece: r4(metrics::ece(&points, BINS)),
+        in_scope_ece: r4(metrics::ece(
+            &outcomes.iter().filter(|o| o.in_scope).map(|o| (o.confidence, o.label_correct())).collect::<Vec<_>>(),
+            BINS,
+        )),
         brier: r4(metrics::brier(&points)),
         needs_review_rate: r4(metrics::needs_review_rate(&outcomes)),
         selective_accuracy: r4(metrics::selective_accuracy(&outcomes)),
@@ -125,6 +152,9 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
         llm_calls_sent: run.llm_calls_sent,
         cache_hits: run.cache_hits,
         llm_calls_per_ticket: round4(llm_calls as f64 / n),
+        llm_skip_rate: run.method.needs_llm().then(|| round4(shortcuts as f64 / n)),
+        calibrated: run.calibrated,
+        accuracy_delta_vs_always: None,
         prompt_tokens_per_ticket: round4(prompt as f64 / n),
         completion_tokens_per_ticket: round4(completion as f64 / n),
         cost: round4(cost * 100.0) / 100.0,
@@ -177,6 +207,7 @@ pub fn report_json(eval: &Evaluation, rows: &[MethodReport]) -> Value {
         "timestamp": timestamp(crate::store::now_secs()),
         "embed_seconds": eval.embed_seconds,
         "skipped": eval.skipped,
+        "calibrations": eval.calibrations,
         "methods": rows,
     })
 }
@@ -189,13 +220,13 @@ fn f1(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into())
 }
 
-const COLUMNS: [&str; 20] = [
-    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "oos recall", "urgency acc", "review rate",
-    "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "prompt tok/ticket",
+const COLUMNS: [&str; 22] = [
+    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "in-scope acc w/o abstention", "oos recall", "urgency acc", "review rate",
+    "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "LLM skip rate", "prompt tok/ticket",
     "completion tok/ticket", "cost", "p50 ms", "p95 ms",
 ];
 
-fn cells(r: &MethodReport) -> [String; 20] {
+fn cells(r: &MethodReport) -> [String; 22] {
     [
         r.method.to_string(),
         r.model.clone().unwrap_or_else(|| "–".into()),
@@ -203,6 +234,7 @@ fn cells(r: &MethodReport) -> [String; 20] {
         f3(r.accuracy),
         f3(r.macro_f1),
         f3(r.in_scope_accuracy),
+        f3(r.in_scope_accuracy_without_abstention),
         f3(r.oos_recall),
         f3(r.urgency_accuracy),
         f3(r.needs_review_rate),
@@ -212,6 +244,7 @@ fn cells(r: &MethodReport) -> [String; 20] {
         f3(r.consistency),
         f3(r.gold_in_top_k),
         format!("{:.2}", r.llm_calls_per_ticket),
+        f3(r.llm_skip_rate),
         format!("{:.0}", r.prompt_tokens_per_ticket),
         format!("{:.0}", r.completion_tokens_per_ticket),
         format!("{:.4}", r.cost),
@@ -260,7 +293,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "\n## {} {} k={}\n\n{} LLM calls ({} sent, {} from cache), {} errors, {} LLM fallbacks, {:.1} s.\n",
+            "\n## {} {} k={}\n\n{} LLM calls ({} sent, {} from cache), {} errors, {} LLM fallbacks, {:.1} s.{}{}\n",
             r.method,
             r.model.as_deref().unwrap_or(""),
             r.k,
@@ -269,7 +302,14 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
             r.cache_hits,
             r.errors,
             r.llm_fallbacks,
-            r.seconds
+            r.seconds,
+            r.llm_skip_rate
+                .filter(|s| *s > 0.0)
+                .map(|s| format!(" knn-shortcut: {:.1}% of tickets answered without calling the LLM.", s * 100.0))
+                .unwrap_or_default(),
+            r.accuracy_delta_vs_always
+                .map(|d| format!(" Accuracy vs rag-always (LLM called for every ticket): {:+.2} points.", d * 100.0))
+                .unwrap_or_default()
         );
         let mut worst: Vec<(&String, &ClassStats)> = r.per_class.iter().filter(|(_, c)| c.support > 0).collect();
         worst.sort_by(|a, b| a.1.f1.total_cmp(&b.1.f1).then(a.0.cmp(b.0)));
@@ -508,7 +548,8 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
                 let line = json!({
                     "method": run.method.name(), "model": run.model, "k": run.k, "repeat": rep,
                     "id": t.id, "text": t.text, "gold": t.label, "is_oos": t.is_oos, "gold_urgency": t.urgency,
-                    "predicted": r.category, "urgency": r.urgency, "confidence": r.confidence,
+                    "predicted": r.category, "urgency": r.urgency, "confidence": r.confidence, "raw_confidence": r.raw_confidence,
+                    "llm_label_probability": r.llm_label_probability,
                     "needs_review": r.needs_review, "review_reason": r.review_reason,
                     "correct": o.correct(), "label_correct": o.label_correct(),
                     "gold_in_top_k": !t.is_oos && r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)),
@@ -524,10 +565,22 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
 }
 
 /// Write every report file into `dir`; returns the figures and the paths written.
+/// Fill `accuracy_delta_vs_always` of `rag` rows from the matching `rag-always` rows.
+pub fn with_shortcut_effect(mut rows: Vec<MethodReport>) -> Vec<MethodReport> {
+    let always: Vec<(Option<String>, usize, Option<f64>)> =
+        rows.iter().filter(|r| r.method == "rag-always").map(|r| (r.model.clone(), r.k, r.accuracy)).collect();
+    for r in rows.iter_mut().filter(|r| r.method == "rag") {
+        if let Some((_, _, Some(a))) = always.iter().find(|(m, k, _)| *m == r.model && *k == r.k) {
+            r.accuracy_delta_vs_always = r.accuracy.map(|x| round4(x - a));
+        }
+    }
+    rows
+}
+
 pub fn write_all(eval: &Evaluation, dir: &Path) -> Result<(Vec<MethodReport>, Vec<PathBuf>), Error> {
     let io = |p: &Path, e: std::io::Error| Error::Input(format!("cannot write {}: {e}", p.display()));
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let rows: Vec<MethodReport> = eval.runs.iter().map(|r| method_report(eval, r)).collect();
+    let rows = with_shortcut_effect(eval.runs.iter().map(|r| method_report(eval, r)).collect());
     let json_path = dir.join("report.json");
     let json = serde_json::to_string_pretty(&report_json(eval, &rows)).map_err(|e| Error::Input(e.to_string()))?;
     std::fs::write(&json_path, json + "\n").map_err(|e| io(&json_path, e))?;

@@ -100,6 +100,12 @@ impl LlmClient for AnthropicClient {
             .usage
             .map(|u| Usage { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens })
             .unwrap_or_default();
-        Ok(LlmResponse { text, usage, model: wire.model.unwrap_or_else(|| self.settings.model.clone()), attempts })
+        Ok(LlmResponse {
+            text,
+            usage,
+            model: wire.model.unwrap_or_else(|| self.settings.model.clone()),
+            attempts,
+            logprobs: None,
+        })
     }
 }

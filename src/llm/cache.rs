@@ -23,6 +23,8 @@ struct Entry {
     text: String,
     usage: Usage,
     model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Vec<super::TokenLogprob>>,
 }
 
 /// Counts of what went through a [`CachedLlm`].
@@ -117,11 +119,16 @@ impl LlmClient for CachedLlm {
         let path = self.path(&self.key(request));
         if let Some(e) = self.read(&path) {
             self.hits.fetch_add(1, Ordering::SeqCst);
-            return Ok(LlmResponse { text: e.text, usage: e.usage, model: e.model, attempts: 0 });
+            return Ok(LlmResponse { text: e.text, usage: e.usage, model: e.model, attempts: 0, logprobs: e.logprobs });
         }
         self.calls.fetch_add(1, Ordering::SeqCst);
         let response = self.inner.complete(request).await?;
-        let entry = Entry { text: response.text.clone(), usage: response.usage, model: response.model.clone() };
+        let entry = Entry {
+            text: response.text.clone(),
+            usage: response.usage,
+            model: response.model.clone(),
+            logprobs: response.logprobs.clone(),
+        };
         if let Err(e) = self.write(&path, &entry) {
             tracing::warn!("cannot write LLM cache entry {}: {e}", path.display());
         }
@@ -189,6 +196,7 @@ mod tests {
                 usage: Usage { prompt_tokens: 10 * n, completion_tokens: n },
                 model: "m".into(),
                 attempts: 1,
+                logprobs: None,
             })
         }
     }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod anthropic;
 pub mod cache;
@@ -77,6 +77,56 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// One generated token and its log-probability, as OpenAI-compatible servers
+/// return them with `logprobs: true`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+}
+
+/// Probability the model gave the string value of `key` in its JSON answer: the
+/// product of the probabilities of the tokens that overlap the value (the joint
+/// probability of writing that value, given everything before it). `None` when the
+/// tokens do not spell `text` or the key has no string value.
+pub fn field_probability(text: &str, tokens: &[TokenLogprob], key: &str) -> Option<f32> {
+    let joined: String = tokens.iter().map(|t| t.token.as_str()).collect();
+    if joined != text || tokens.is_empty() {
+        return None;
+    }
+    let needle = format!("\"{key}\"");
+    let at = text.find(&needle)? + needle.len();
+    let rest = &text[at..];
+    let colon = rest.find(|c: char| !c.is_whitespace())?;
+    if !rest[colon..].starts_with(':') {
+        return None;
+    }
+    let after = &rest[colon + 1..];
+    let quote = after.find(|c: char| !c.is_whitespace())?;
+    if !after[quote..].starts_with('"') {
+        return None;
+    }
+    let start = at + colon + 1 + quote + 1;
+    let bytes = text.as_bytes();
+    let mut end = start;
+    while end < bytes.len() && bytes[end] != b'"' {
+        end += if bytes[end] == b'\\' { 2 } else { 1 };
+    }
+    if end >= bytes.len() || end == start {
+        return None;
+    }
+    let mut pos = 0usize;
+    let mut sum = 0.0f32;
+    for t in tokens {
+        let (a, b) = (pos, pos + t.token.len());
+        pos = b;
+        if a < end && b > start {
+            sum += t.logprob;
+        }
+    }
+    Some(sum.exp().clamp(0.0, 1.0))
+}
+
 #[derive(Debug, Clone)]
 pub struct LlmResponse {
     /// The answer text (for tool-use providers: the tool input as JSON).
@@ -86,6 +136,8 @@ pub struct LlmResponse {
     pub model: String,
     /// HTTP attempts made, retries included.
     pub attempts: u32,
+    /// Per-token log-probabilities of `text`, when the provider returned them.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 /// Errors grouped by what the caller should do about them.
@@ -146,8 +198,38 @@ pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, LlmError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn toks(parts: &[(&str, f32)]) -> Vec<TokenLogprob> {
+        parts.iter().map(|(t, l)| TokenLogprob { token: t.to_string(), logprob: *l }).collect()
+    }
+
+    #[test]
+    fn field_probability_multiplies_the_value_tokens() {
+        // {"reasoning": "x", "category": "Billing", ...}: "Bill" and "ing" make up the value.
+        let t = toks(&[
+            ("{\"reasoning\": \"x\", ", -0.5),
+            ("\"category\": \"", -0.1),
+            ("Bill", -0.2),
+            ("ing", -0.05),
+            ("\", \"confidence\": 0.9}", -0.3),
+        ]);
+        let text: String = t.iter().map(|x| x.token.as_str()).collect();
+        let p = field_probability(&text, &t, "category").unwrap();
+        assert!((p - (-0.25f32).exp()).abs() < 1e-6, "{p}");
+        // A token that straddles the opening quote counts (it commits to the value).
+        let t2 = toks(&[("{\"category\":\"Te", -0.7), ("chnical\"}", -0.1)]);
+        let text2: String = t2.iter().map(|x| x.token.as_str()).collect();
+        let p2 = field_probability(&text2, &t2, "category").unwrap();
+        assert!((p2 - (-0.8f32).exp()).abs() < 1e-6);
+        // Tokens that do not spell the text, a missing key, a non-string value: none.
+        assert!(field_probability("{}", &t, "category").is_none());
+        assert!(field_probability(&text, &t, "urgency").is_none());
+        let t3 = toks(&[("{\"category\": 3}", -0.1)]);
+        assert!(field_probability("{\"category\": 3}", &t3, "category").is_none());
+    }
 
     #[test]
     fn api_key_is_never_printed() {

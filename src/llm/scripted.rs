@@ -47,9 +47,11 @@ impl LlmClient for ScriptedClient {
         }
         Ok(LlmResponse {
             text: answer.to_string(),
-            usage: Usage { prompt_tokens: (prompt.len() / 4) as u64, completion_tokens: 30 },
+            // About 4 characters per token, system prompt (taxonomy) included.
+            usage: Usage { prompt_tokens: ((req.system.len() + prompt.len()) / 4) as u64, completion_tokens: 30 },
             model: "scripted".into(),
             attempts: 1,
+            logprobs: None,
         })
     }
 }

@@ -50,6 +50,9 @@ pub struct CollectionMeta {
     /// Unix seconds.
     pub created_at: u64,
     pub updated_at: u64,
+    /// Fitted by `triage calibrate`; absent in collections that were never calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Calibration>,
 }
 
 impl CollectionMeta {

@@ -348,3 +348,61 @@ async fn provider_openai_without_key_or_url_is_a_config_error() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("needs an API key"), "{}", stderr(&out));
 }
+
+/// The reply's content split into tokens with log-probabilities: the category value
+/// ("Billing") is two tokens of log-probability -0.1 each.
+fn reply_with_logprobs(category: &str) -> Value {
+    let content = answer(category, "High", 0.97);
+    let at = content.find(&format!("\"{category}\"")).unwrap() + 1;
+    let (head, rest) = content.split_at(at);
+    let half = category.len() / 2;
+    let (v1, v2) = (&rest[..half], &rest[half..category.len()]);
+    let tail = &rest[category.len()..];
+    let tokens: Vec<Value> = [(head, -0.01), (v1, -0.1), (v2, -0.1), (tail, -0.01)]
+        .iter()
+        .map(|(t, l)| json!({"token": t, "logprob": l, "bytes": null, "top_logprobs": []}))
+        .collect();
+    let mut reply = openai_reply(&content);
+    reply["choices"][0]["logprobs"] = json!({"content": tokens});
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_probability_comes_from_logprobs_and_servers_without_them_still_work() {
+    let dir = indexed_data_dir().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Script(|_r: &Request| ResponseTemplate::new(200).set_body_json(reply_with_logprobs("Billing"))))
+        .mount(&server)
+        .await;
+    let out = run(openai_cmd(dir.path(), &server).arg("I was charged twice on March 1st and I need a refund.")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = &results(&out)[0];
+    let p = r["llm_label_probability"].as_f64().expect("label probability from logprobs");
+    assert!((p - (-0.2f64).exp()).abs() < 2e-3, "{r}");
+    // The model's signal is the lower of self-report (0.97) and token probability (0.819).
+    assert!(r["confidence"].as_f64().unwrap() <= p + 1e-3, "{r}");
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(bodies(&reqs)[0]["logprobs"], true);
+
+    // A server that rejects logprobs is asked again without them, once, then never again.
+    let strict = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Script(|r: &Request| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            if body.get("logprobs").is_some() {
+                ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "logprobs is not supported"}}))
+            } else {
+                follow_nearest(r)
+            }
+        }))
+        .mount(&strict)
+        .await;
+    let out = run(openai_cmd(dir.path(), &strict).args(["--concurrency", "1", "refund please, charged twice", "the API returns 500 errors"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rs = results(&out);
+    assert!(rs.iter().all(|r| r["method"] == "rag" && r.get("llm_label_probability").is_none()), "{rs:?}");
+    let sent = bodies(&strict.received_requests().await.unwrap());
+    assert_eq!(sent.len(), 3, "one rejected request, then one per ticket");
+    assert!(sent[1].get("logprobs").is_none() && sent[2].get("logprobs").is_none());
+}

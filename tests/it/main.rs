@@ -6,5 +6,6 @@ mod index_cli;
 mod classify_knn;
 mod classify_llm;
 mod eval;
+mod calibrate;
 mod store;
 mod serve;

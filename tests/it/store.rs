@@ -40,6 +40,7 @@ async fn suite(store: Arc<dyn ExampleStore>, name: &str) {
         dim,
         created_at: now_secs(),
         updated_at: now_secs(),
+        calibration: None,
     };
     store.put_meta(&meta).await.unwrap();
     assert_eq!(store.get_meta(name).await.unwrap().unwrap(), meta);
@@ -121,6 +122,7 @@ async fn edge_store_survives_reopen() {
             dim,
             created_at: 0,
             updated_at: 0,
+            calibration: None,
         };
         store.put_meta(&meta).await.unwrap();
         store

@@ -1,0 +1,131 @@
+//! `triage calibrate` and what it changes: calibrated confidence, out-of-scope
+//! review, and the knn-shortcut that skips the LLM for decisive tickets.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calibrate_stores_a_map_that_classify_uses() {
+    let data = indexed_data_dir().await;
+    let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--json", "--oos-quantile", "0.05"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(c["k"], 8);
+    assert_eq!(c["method"], "leave-one-out");
+    assert_eq!(c["examples"], 194);
+    assert_eq!(c["bands"].as_array().unwrap().len(), 1, "194 examples: one similarity band");
+    let ys: Vec<f64> = c["bands"][0]["map"]["y"].as_array().unwrap().iter().map(|y| y.as_f64().unwrap()).collect();
+    assert!(ys.windows(2).all(|w| w[0] <= w[1]), "monotone map: {ys:?}");
+    assert!(ys.iter().all(|y| *y > 0.0 && *y < 1.0));
+    let oos = c["oos_similarity"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&oos));
+    let acc = c["stats"]["loo_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "held-out accuracy {acc}");
+
+    // The fit is stored with the collection: classify now reports calibrated confidence.
+    let out = run(triage(data.path()).args([
+        "classify",
+        "--collection",
+        "saas",
+        "--format",
+        "jsonl",
+        "I was charged twice for my subscription this month, please refund one of the payments.",
+        "What is the capital of Mongolia and how many people live there?",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = results(&out);
+    assert_eq!(r[0]["category"], "Billing");
+    assert_eq!(r[0]["method"], "knn");
+    let raw = r[0]["raw_confidence"].as_f64().expect("raw_confidence when calibrated");
+    let conf = r[0]["confidence"].as_f64().unwrap();
+    let map = &c["bands"][0]["map"];
+    let i = map["x"].as_array().unwrap().iter().filter(|x| x.as_f64().unwrap() as f32 <= raw as f32 + 1e-4).count();
+    let expected = map["y"][i.max(1) - 1].as_f64().unwrap();
+    assert!((conf - expected).abs() < 2e-3, "confidence {conf} is the map's value {expected} at share {raw}");
+    // Unlike every example: out of scope, whatever the vote says.
+    assert_eq!(r[1]["needs_review"], true);
+    let reason = r[1]["review_reason"].as_str().unwrap();
+    assert!(reason.starts_with("out_of_scope:"), "{reason}");
+    assert!(r[1]["neighbors"][0]["score"].as_f64().unwrap() < oos);
+
+    // At another k the map is not applied, and the result says so.
+    let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "--k", "3"]).arg("refund please, charged twice")).await;
+    let r = results(&out);
+    assert!(r[0].get("raw_confidence").is_none());
+    assert!(r[0]["warnings"][0].as_str().unwrap().contains("fitted at k=8"), "{}", r[0]);
+
+    // Indexing new examples keeps the fit but says it is stale.
+    let extra = data.path().join("extra.jsonl");
+    std::fs::write(&extra, "{\"id\": \"new-1\", \"text\": \"Please send me a copy of last month's invoice as a PDF.\", \"label\": \"Billing\"}\n").unwrap();
+    let out = run(triage(data.path()).args(["index"]).arg(&extra).args(["--collection", "saas"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("re-run triage calibrate --collection saas --k 8"), "{}", stderr(&out));
+
+    // Human-readable summary, and --clear removes the calibration.
+    let out = run(triage(data.path()).args(["calibrate", "--collection", "saas"])).await;
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("ECE calibrated (cross-fit)") && text.contains("out of scope below"), "{text}");
+    let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--clear"])).await;
+    assert!(stdout(&out).contains("calibration removed"));
+    let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "refund please"])).await;
+    assert!(results(&out)[0].get("raw_confidence").is_none());
+    let out = run(triage(data.path()).args(["calibrate", "--collection", "nope"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+/// With the scripted LLM (answers the label of the most similar demonstration), the
+/// shortcut skips at least 40% of calls with accuracy within 0.5 points of calling
+/// for every ticket. Data: a 20-label BANKING77 subset (tests/fixtures/banking77-subset).
+#[tokio::test(flavor = "multi_thread")]
+async fn knn_shortcut_skips_calls_without_losing_accuracy() {
+    let work = tempfile::tempdir().unwrap();
+    let report_dir = work.path().join("report");
+    let fixture = repo().join("tests").join("fixtures").join("banking77-subset");
+    let out = run(triage(&work.path().join("data"))
+        .args(["eval", "--test"])
+        .arg(fixture.join("test.jsonl"))
+        .arg("--train")
+        .arg(fixture.join("train.jsonl"))
+        .args(["--methods", "knn,rag,rag-always", "--k", "8", "--calibrate", "--provider", "scripted"])
+        .arg("--report-dir")
+        .arg(&report_dir))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = read_json(&report_dir.join("report.json"));
+    let row = |m: &str| report["methods"].as_array().unwrap().iter().find(|r| r["method"] == m).unwrap().clone();
+    let (knn, rag, always) = (row("knn"), row("rag"), row("rag-always"));
+    assert_eq!(report["calibrations"].as_array().unwrap().len(), 1);
+    for r in [&knn, &rag, &always] {
+        assert_eq!(r["calibrated"], true);
+    }
+    assert!(knn["llm_skip_rate"].is_null());
+    assert_eq!(always["llm_skip_rate"], 0.0);
+    let skip = rag["llm_skip_rate"].as_f64().unwrap();
+    let tickets = rag["tickets"].as_f64().unwrap();
+    assert!(skip >= 0.4, "skip rate {skip}");
+    let calls = rag["llm_calls"].as_f64().unwrap();
+    assert!((calls - (1.0 - skip) * tickets).abs() < 0.5, "one call per ticket not skipped");
+    let (a, b) = (rag["accuracy"].as_f64().unwrap(), always["accuracy"].as_f64().unwrap());
+    assert!(a >= b - 0.005, "accuracy with shortcut {a} vs always calling {b}");
+    assert!((rag["accuracy_delta_vs_always"].as_f64().unwrap() - (a - b)).abs() < 1e-4);
+    assert!(always["accuracy_delta_vs_always"].is_null());
+    assert!(rag["prompt_tokens_per_ticket"].as_f64().unwrap() < always["prompt_tokens_per_ticket"].as_f64().unwrap());
+    // Shortcut results carry the vote, no model, no usage.
+    let preds: Vec<Value> = std::fs::read_to_string(report_dir.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let short: Vec<&Value> = preds.iter().filter(|p| p["method"] == "rag" && p["result_method"] == "knn-shortcut").collect();
+    assert_eq!(short.len() as f64, (skip * tickets).round());
+}
