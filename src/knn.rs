@@ -133,6 +133,7 @@ mod tests {
                 urgency: urgency.map(String::from),
                 rationale: None,
                 lang: None,
+                meta: Default::default(),
             },
         }
     }

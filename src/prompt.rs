@@ -269,6 +269,7 @@ description = "Blocked"
                 urgency: Some("High".into()),
                 rationale: None,
                 lang: None,
+                meta: Default::default(),
             },
         }
     }

@@ -561,7 +561,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
             Arc::new(CachedLlm::new(c.clone(), dir, salt, s.config.cache_dir.is_some()))
         });
         let llm = cached.clone().map(|c| c as Arc<dyn LlmClient>);
-        let options = ClassifyOptions { k: s.k, min_confidence: s.config.min_confidence };
+        let options = ClassifyOptions { k: s.k, min_confidence: s.config.min_confidence, ..ClassifyOptions::default() };
         let classifier = Classifier::open(s.embedder.clone(), s.store.clone(), llm, s.collection, options)
             .await?
             .with_demonstrations(s.demonstrations.clone());
@@ -626,6 +626,7 @@ mod tests {
             urgency: None,
             rationale: None,
             lang: None,
+            meta: Default::default(),
         }
     }
 

@@ -7,4 +7,5 @@ mod classify_knn;
 mod classify_llm;
 mod eval;
 mod store;
+mod collections;
 mod serve;
