@@ -372,7 +372,7 @@ pub async fn leave_one_out(
     let mut done = 0usize;
     let mut out = Vec::with_capacity(n);
     let mut stream = futures::stream::iter(chosen.into_iter().map(|p| async move {
-        let mut hits = store.search(collection, &p.vector, k + 1).await?;
+        let mut hits = store.search(collection, &p.vector, k + 1, None).await?;
         match hits.iter().position(|h| h.example.id == p.example.id) {
             Some(i) => {
                 hits.remove(i);

@@ -15,7 +15,7 @@ use crate::guard::{extractive_summary, parse_answer};
 use crate::knn::{select_diverse, vote, Vote};
 use crate::llm::{field_probability, LlmClient, LlmError, LlmRequest, LlmResponse, Usage};
 use crate::prompt::{build_request, repair_request, shortlist};
-use crate::store::{CollectionMeta, ExampleStore, StoreError};
+use crate::store::{CollectionMeta, ExampleStore, PayloadFilter, StoreError};
 use crate::taxonomy::label_key;
 
 /// One ticket to classify. `text` is `Err` when the input row itself was unusable
@@ -118,11 +118,14 @@ pub struct ClassifyOptions {
     /// With more categories than this, the prompt lists only the categories of the
     /// retrieved candidates (at most this many); 0 lists them all.
     pub max_prompt_labels: usize,
+    /// Retrieve only examples whose payload fields have these values (e.g. `lang=en`,
+    /// `tier=gold`); empty: all. Check it with [`CollectionMeta::check_filter`].
+    pub filter: PayloadFilter,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        ClassifyOptions { k: 8, min_confidence: None, shortcut: true, max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS }
+        ClassifyOptions { k: 8, min_confidence: None, shortcut: true, max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS, filter: PayloadFilter::new() }
     }
 }
 
@@ -285,13 +288,21 @@ impl Classifier {
             None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
         };
         let k = options.k.max(1);
-        let candidates = match self.store.search(&self.meta.name, &vector, k * 3).await {
+        let filter = (!options.filter.is_empty()).then_some(&options.filter);
+        let candidates = match self.store.search(&self.meta.name, &vector, k * 3, filter).await {
             Ok(c) => c,
             Err(e) => return TicketResult::failed(&ticket.id, format!("retrieval failed: {e}"), started),
         };
         let nearest = &candidates[..candidates.len().min(k)];
         let Some(vote) = vote(nearest) else {
-            return TicketResult::failed(&ticket.id, "the collection has no examples".into(), started);
+            let why = match filter {
+                Some(f) => format!(
+                    "no example matches the filter {}",
+                    f.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                ),
+                None => "the collection has no examples".into(),
+            };
+            return TicketResult::failed(&ticket.id, why, started);
         };
         let threshold = self.threshold(options);
         let calibration = self.meta.calibration.as_ref().filter(|c| c.k == k);

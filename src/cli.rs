@@ -64,6 +64,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Fit a collection's confidence map, out-of-scope and knn-shortcut thresholds by leave-one-out over its examples
     Calibrate(CalibrateArgs),
+    /// List, inspect or delete collections
+    #[command(subcommand)]
+    Collections(CollectionsCommand),
+    /// Write a collection (examples, vectors, taxonomy, model) as JSON lines, for `triage import`
+    Export(ExportArgs),
+    /// Load a `triage export` file into a collection of this store, without re-embedding
+    Import(ImportArgs),
+    /// Time retrieval alone: embed N tickets once, then search each (for scripts/bench-store.sh)
+    #[command(hide = true)]
+    BenchSearch(BenchSearchArgs),
 }
 
 /// Settings of a calibration fit (shared by `calibrate` and `eval --calibrate`).
@@ -113,6 +123,67 @@ pub struct CalibrateArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CollectionsCommand {
+    /// Collections with their embedding model and size
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// One collection: model, dimensions, examples per label, filterable fields, payload indexes, taxonomy
+    Info {
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a collection and its examples
+    Delete {
+        name: String,
+        /// Confirm the deletion
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Collection to export
+    #[arg(long)]
+    pub collection: String,
+    /// Write here instead of stdout
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A file written by `triage export`
+    pub file: PathBuf,
+    /// Collection to import into [default: the exported collection's name]; created if missing
+    #[arg(long)]
+    pub collection: Option<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSearchArgs {
+    #[arg(long)]
+    pub collection: String,
+    /// Tickets, one per line (JSONL/CSV with a text field, or plain lines)
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Examples retrieved per search (the classifier asks for 3k candidates)
+    #[arg(long, default_value_t = 24)]
+    pub limit: usize,
+    /// Searches before timing starts
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct IndexArgs {
     /// Corpus folder or file
@@ -132,6 +203,9 @@ pub struct IndexArgs {
     /// Field holding the urgency
     #[arg(long, default_value = "urgency")]
     pub urgency_field: String,
+    /// Extra fields kept with each example for filtered retrieval (e.g. product,tier): `classify --filter tier=gold`
+    #[arg(long, value_delimiter = ',')]
+    pub meta_fields: Vec<String>,
     /// Examples embedded and upserted per batch
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -217,8 +291,18 @@ pub struct ClassifyArgs {
     /// With more categories than this, the prompt lists only those of the retrieved examples (at most this many); 0: all
     #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
     pub max_prompt_labels: usize,
+    /// Retrieve only examples with this field value, e.g. lang=en or tier=gold (repeat: all must match)
+    #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter_entry)]
+    pub filters: Vec<(String, String)>,
     #[command(flatten)]
     pub llm: LlmArgs,
+}
+
+fn parse_filter_entry(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected FIELD=VALUE, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +444,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Eval(args) => eval(&cli.common, args).await,
         Command::Serve(args) => serve(&cli.common, args).await,
         Command::Calibrate(args) => calibrate(&cli.common, args).await,
+        Command::Collections(cmd) => collections(&cli.common, cmd).await,
+        Command::Export(args) => export(&cli.common, args).await,
+        Command::Import(args) => import(&cli.common, args).await,
+        Command::BenchSearch(args) => bench_search(&cli.common, args).await,
     }
 }
 
@@ -385,10 +473,16 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
         text: args.text_field.clone(),
         label: args.label_field.clone(),
         urgency: args.urgency_field.clone(),
+        meta: args.meta_fields.iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
         ..FieldMap::default()
     };
+    for f in &fields.meta {
+        crate::store::validate_meta_field(f).map_err(|e| anyhow::anyhow!("--meta-fields: {e}"))?;
+    }
     let corpus = index::load_corpus(&args.path, &fields, args.taxonomy.as_deref())?;
     let store = config::open_store(&store_settings(common))?;
+    // Fail before loading the model if another process owns the embedded store.
+    store.claim()?;
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
     let bar = progress_bar("indexing");
@@ -467,10 +561,15 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
         eprintln!("{note}");
     }
     let store = config::open_store(&store_settings(common))?;
+    // Searching opens the shard: fail now, not once per ticket, if another process owns the store.
+    store.claim()?;
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
-    let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, ..ClassifyOptions::new(args.k, args.min_confidence) };
+    let filter: crate::store::PayloadFilter = args.filters.iter().cloned().collect();
+    anyhow::ensure!(filter.len() == args.filters.len(), "--filter names the same field twice");
+    let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, filter, ..ClassifyOptions::new(args.k, args.min_confidence) };
     let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
+    classifier.meta().check_filter(&classifier.options().filter)?;
 
     let format = args.format.unwrap_or(if args.output.is_none() && std::io::stdout().is_terminal() {
         OutputFormat::Table
@@ -578,6 +677,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         }
     }
     let store = config::open_store(&store_settings(common))?;
+    store.claim()?;
     let embedder = config::load_embedder(
         &common.embedding_model,
         &config::models_dir(common.models_dir.as_deref()),
@@ -721,6 +821,8 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         eprintln!("{note}");
     }
     let store = config::open_store(&store_settings(common))?;
+    // The embedded store is single-process: own it for as long as the server runs.
+    store.claim()?;
     let models = config::models_dir(common.models_dir.as_deref());
     let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
     let cfg = ServeConfig {
@@ -758,3 +860,210 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+
+#[derive(serde::Serialize)]
+struct CollectionRow {
+    name: String,
+    backend: String,
+    embedding_model: String,
+    dim: usize,
+    /// `None` when the embedded store is held by another process.
+    examples: Option<usize>,
+}
+
+async fn collections(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Result<u8> {
+    use crate::store::{label_counts, StoreError};
+    let store = config::open_store(&store_settings(common))?;
+    match cmd {
+        CollectionsCommand::List { json } => {
+            let mut rows = Vec::new();
+            let mut locked = None;
+            for name in store.list_collections().await? {
+                let Some(meta) = store.get_meta(&name).await? else { continue };
+                // Names and models come from metadata; counting opens the store, which
+                // another process may hold.
+                let examples = match store.count(&name).await {
+                    Ok(n) => Some(n),
+                    Err(StoreError::Locked(msg)) => {
+                        locked = Some(msg);
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                rows.push(CollectionRow {
+                    name,
+                    backend: store.backend().into(),
+                    embedding_model: meta.embedding_model,
+                    dim: meta.dim,
+                    examples,
+                });
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no collections (index some: triage index PATH --collection NAME)");
+            } else {
+                println!("{:<24} {:<8} {:>9} {:>5}  {}", "collection", "backend", "examples", "dim", "embedding model");
+                for r in &rows {
+                    let n = r.examples.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+                    println!("{:<24} {:<8} {:>9} {:>5}  {}", r.name, r.backend, n, r.dim, r.embedding_model);
+                }
+            }
+            if let Some(msg) = locked {
+                eprintln!("note: example counts unknown ({msg})");
+            }
+            Ok(0)
+        }
+        CollectionsCommand::Info { name, json } => {
+            let meta = store.get_meta(&name).await?.ok_or_else(|| StoreError::NoSuchCollection(name.clone()))?;
+            let examples = store.count(&name).await?;
+            let per_label = label_counts(store.as_ref(), &name).await?;
+            let indexes = store.payload_indexes(&name).await?;
+            if json {
+                let v = serde_json::json!({
+                    "name": meta.name,
+                    "backend": store.backend(),
+                    "embedding_model": meta.embedding_model,
+                    "dim": meta.dim,
+                    "examples": examples,
+                    "examples_per_label": per_label,
+                    "filter_fields": meta.filter_fields(),
+                    "payload_indexes": indexes,
+                    "taxonomy": meta.taxonomy,
+                    "created_at": meta.created_at,
+                    "updated_at": meta.updated_at,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("collection:      {}", meta.name);
+                println!("backend:         {}", store.backend());
+                println!("embedding model: {} ({} dims)", meta.embedding_model, meta.dim);
+                println!("examples:        {examples}");
+                println!("filter fields:   {}", meta.filter_fields().join(", "));
+                println!("payload indexes: {}", if indexes.is_empty() { "-".into() } else { indexes.join(", ") });
+                println!("taxonomy:        {} ({} categories)", meta.taxonomy.name, meta.taxonomy.categories.len());
+                for (label, n) in &per_label {
+                    println!("  {label:<30} {n:>7}");
+                }
+            }
+            Ok(0)
+        }
+        CollectionsCommand::Delete { name, yes } => {
+            crate::store::validate_name(&name)?;
+            anyhow::ensure!(
+                store.get_meta(&name).await?.is_some(),
+                "collection {name:?} does not exist (see triage collections list)"
+            );
+            anyhow::ensure!(yes, "this deletes collection {name:?} and all its examples: pass --yes to confirm");
+            store.claim()?;
+            store.delete_collection(&name).await?;
+            println!("deleted collection {name}");
+            Ok(0)
+        }
+    }
+}
+
+async fn export(common: &CommonArgs, args: ExportArgs) -> anyhow::Result<u8> {
+    let store = config::open_store(&store_settings(common))?;
+    let report = match &args.output {
+        Some(path) => {
+            // Written next to the target and renamed, so a failed export leaves no partial file.
+            let tmp = path.with_extension("export-tmp");
+            let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let report = crate::store::transfer::export(store.as_ref(), &args.collection, &mut out).await;
+            drop(out);
+            match report {
+                Ok(r) => {
+                    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+                    r
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::store::transfer::export(store.as_ref(), &args.collection, &mut out).await?
+        }
+    };
+    eprintln!(
+        "exported {} examples of collection {} ({}, {} dims){}",
+        report.examples,
+        report.collection,
+        report.embedding_model,
+        report.dim,
+        args.output.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default()
+    );
+    Ok(0)
+}
+
+async fn import(common: &CommonArgs, args: ImportArgs) -> anyhow::Result<u8> {
+    let store = config::open_store(&store_settings(common))?;
+    store.claim()?;
+    let report = crate::store::transfer::import_file(store.as_ref(), &args.file, args.collection.as_deref()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "imported {} examples into {} collection {} ({}, {} dims); {} examples in it",
+            report.examples,
+            if report.created { "new" } else { "existing" },
+            report.collection,
+            report.embedding_model,
+            report.dim,
+            report.examples_in_collection.unwrap_or(0)
+        );
+    }
+    Ok(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn bench_search(common: &CommonArgs, args: BenchSearchArgs) -> anyhow::Result<u8> {
+    let store = config::open_store(&store_settings(common))?;
+    let meta = store
+        .get_meta(&args.collection)
+        .await?
+        .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
+    let models = config::models_dir(common.models_dir.as_deref());
+    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    meta.check_model(embedder.model_name(), embedder.dim())?;
+    let (_, rows) = corpus::read_path(&args.input, None).with_context(|| format!("cannot read {}", args.input.display()))?;
+    let texts: Vec<String> = rows.iter().filter_map(|r| r.get("text")).filter(|t| !t.trim().is_empty()).collect();
+    anyhow::ensure!(!texts.is_empty(), "no tickets in {}", args.input.display());
+    let started = std::time::Instant::now();
+    let vectors = embedder.embed(texts.clone()).await?;
+    let embed_ms_per_ticket = started.elapsed().as_secs_f64() * 1000.0 / texts.len() as f64;
+    for v in vectors.iter().cycle().take(args.warmup) {
+        store.search(&args.collection, v, args.limit, None).await?;
+    }
+    let mut ms = Vec::with_capacity(vectors.len());
+    for v in &vectors {
+        let t = std::time::Instant::now();
+        store.search(&args.collection, v, args.limit, None).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let report = serde_json::json!({
+        "collection": args.collection,
+        "backend": store.backend(),
+        "examples": store.count(&args.collection).await?,
+        "queries": ms.len(),
+        "limit": args.limit,
+        "search_ms_p50": (percentile(&ms, 50.0) * 1000.0).round() / 1000.0,
+        "search_ms_p99": (percentile(&ms, 99.0) * 1000.0).round() / 1000.0,
+        "search_ms_mean": ((ms.iter().sum::<f64>() / ms.len() as f64) * 1000.0).round() / 1000.0,
+        "embed_ms_per_ticket_batched": (embed_ms_per_ticket * 1000.0).round() / 1000.0,
+    });
+    println!("{report}");
+    Ok(0)
+}

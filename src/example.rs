@@ -1,5 +1,7 @@
 //! Labeled example tickets and what retrieval returns for them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,9 +19,27 @@ pub struct Example {
     pub rationale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
+    /// Metadata for filtered retrieval (e.g. `product`, `tier`), stored as top-level
+    /// payload fields next to the fixed ones; chosen with `triage index --meta-fields`.
+    #[serde(flatten, default)]
+    pub meta: BTreeMap<String, String>,
 }
 
 impl Example {
+    /// An example with only the required fields; set the others with struct update syntax.
+    pub fn new(id: impl Into<String>, text: impl Into<String>, label: impl Into<String>) -> Self {
+        Example {
+            id: id.into(),
+            text: text.into(),
+            label: label.into(),
+            subcategory: None,
+            urgency: None,
+            rationale: None,
+            lang: None,
+            meta: BTreeMap::new(),
+        }
+    }
+
     /// Deterministic point id derived from the example id, so indexing the same
     /// corpus twice overwrites instead of duplicating.
     pub fn point_id(&self) -> u64 {
@@ -70,15 +90,7 @@ mod tests {
     use super::*;
 
     fn ex(id: &str, label: &str) -> Example {
-        Example {
-            id: id.into(),
-            text: "t".into(),
-            label: label.into(),
-            subcategory: None,
-            urgency: None,
-            rationale: None,
-            lang: None,
-        }
+        Example::new(id, "t", label)
     }
 
     #[test]
@@ -93,5 +105,23 @@ mod tests {
     fn content_hash_tracks_every_field() {
         assert_eq!(ex("a", "x").content_hash(), ex("a", "x").content_hash());
         assert_ne!(ex("a", "x").content_hash(), ex("a", "y").content_hash());
+        let mut tagged = ex("a", "x");
+        tagged.meta.insert("tier".into(), "gold".into());
+        assert_ne!(tagged.content_hash(), ex("a", "x").content_hash());
+    }
+
+    #[test]
+    fn metadata_is_flattened_into_the_payload_and_back() {
+        let mut e = ex("a", "x");
+        e.meta.insert("product".into(), "mobile".into());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["product"], "mobile");
+        let back: Example = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+        // Without metadata the JSON (and so every stored content hash) is as before.
+        assert_eq!(
+            serde_json::to_string(&ex("a", "x")).unwrap(),
+            r#"{"id":"a","text":"t","label":"x"}"#
+        );
     }
 }

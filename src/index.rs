@@ -27,6 +27,8 @@ pub struct FieldMap {
     pub id: String,
     pub rationale: String,
     pub lang: String,
+    /// Extra columns kept as metadata for filtered retrieval (payload fields of the same name).
+    pub meta: Vec<String>,
 }
 
 impl Default for FieldMap {
@@ -39,6 +41,7 @@ impl Default for FieldMap {
             id: "id".into(),
             rationale: "rationale".into(),
             lang: "lang".into(),
+            meta: Vec::new(),
         }
     }
 }
@@ -166,7 +169,8 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
         }
     };
     let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
-    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang) })
+    let meta = f.meta.iter().filter_map(|name| Some((name.clone(), opt(name)?))).collect();
+    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), meta })
 }
 
 /// Upsert a corpus into `collection`, creating it if needed. Unchanged examples
@@ -183,10 +187,12 @@ pub async fn index_corpus(
     let labels: BTreeSet<String> = corpus.examples.iter().map(|e| e.label.clone()).collect();
     let urgencies: BTreeSet<String> = corpus.examples.iter().filter_map(|e| e.urgency.clone()).collect();
     let rows = corpus.examples.len() + corpus.rejected.len();
+    let meta_fields: BTreeSet<String> = corpus.examples.iter().flat_map(|e| e.meta.keys().cloned()).collect();
 
     let meta = match store.get_meta(collection).await? {
         Some(mut meta) => {
             meta.check_model(embedder.model_name(), embedder.dim())?;
+            let new_fields = add_meta_fields(&mut meta, &meta_fields);
             let changed = match &corpus.taxonomy {
                 Some(t) if *t != meta.taxonomy => {
                     tracing::info!(collection, "taxonomy replaced by {}", corpus.source.display());
@@ -200,7 +206,7 @@ pub async fn index_corpus(
                     false
                 }
             };
-            if changed {
+            if changed || new_fields {
                 meta.updated_at = now_secs();
                 store.put_meta(&meta).await?;
             }
@@ -223,6 +229,7 @@ pub async fn index_corpus(
                 created_at: now_secs(),
                 updated_at: now_secs(),
                 calibration: None,
+                meta_fields: meta_fields.iter().cloned().collect(),
             };
             store.put_meta(&meta).await?;
             meta
@@ -260,6 +267,19 @@ pub async fn index_corpus(
         points_in_collection: store.count(collection).await?,
         seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     })
+}
+
+/// Add metadata field names the collection does not list yet; true if any was new.
+pub fn add_meta_fields(meta: &mut CollectionMeta, fields: &BTreeSet<String>) -> bool {
+    let mut changed = false;
+    for f in fields {
+        if !meta.meta_fields.contains(f) {
+            meta.meta_fields.push(f.clone());
+            changed = true;
+        }
+    }
+    meta.meta_fields.sort();
+    changed
 }
 
 /// Embed and upsert the examples that are new or changed (same id, other content);
@@ -333,5 +353,17 @@ mod tests {
         assert!(rej.is_empty());
         assert_eq!(ex[0].label, "greet");
         assert!(ex[0].id.starts_with("auto-"));
+        assert!(ex[0].meta.is_empty());
+    }
+
+    #[test]
+    fn metadata_columns_are_kept_when_asked_for() {
+        let data = b"text,label,tier,product\nhello,greet,gold,\nbye,leave,silver,app\n";
+        let fields = FieldMap { meta: vec!["tier".into(), "product".into()], ..FieldMap::default() };
+        let (ex, rej) = validate_rows(parse(data, Format::Csv), &fields, None);
+        assert!(rej.is_empty());
+        assert_eq!(ex[0].meta.iter().collect::<Vec<_>>(), [(&"tier".to_string(), &"gold".to_string())]);
+        assert_eq!(ex[1].meta.len(), 2);
+        assert_eq!(ex[1].meta["product"], "app");
     }
 }

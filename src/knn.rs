@@ -125,15 +125,7 @@ mod tests {
     fn n(label: &str, score: f32, urgency: Option<&str>) -> ScoredExample {
         ScoredExample {
             score,
-            example: Example {
-                id: format!("{label}-{score}"),
-                text: String::new(),
-                label: label.into(),
-                subcategory: None,
-                urgency: urgency.map(String::from),
-                rationale: None,
-                lang: None,
-            },
+            example: Example { urgency: urgency.map(String::from), ..Example::new(format!("{label}-{score}"), "", label) },
         }
     }
 

@@ -276,15 +276,7 @@ mod tests {
         let t = Taxonomy::derived("big", &labels, &Default::default());
         let cand = |l: &str, s: f32| ScoredExample {
             score: s,
-            example: Example {
-                id: format!("{l}-{s}"),
-                text: "x".into(),
-                label: l.into(),
-                subcategory: None,
-                urgency: None,
-                rationale: None,
-                lang: None,
-            },
+            example: Example::new(format!("{l}-{s}"), "x", l),
         };
         let c = vec![cand("L07", 0.9), cand("L03", 0.8), cand("L07", 0.7), cand("l25", 0.6), cand("nope", 0.5), cand("L11", 0.4)];
         let s = shortlist(&t, &c, 3).expect("30 labels > 3");
@@ -325,15 +317,7 @@ description = "Blocked"
     fn scored(id: &str, text: &str, label: &str, score: f32) -> ScoredExample {
         ScoredExample {
             score,
-            example: Example {
-                id: id.into(),
-                text: text.into(),
-                label: label.into(),
-                subcategory: None,
-                urgency: Some("High".into()),
-                rationale: None,
-                lang: None,
-            },
+            example: Example { urgency: Some("High".into()), ..Example::new(id, text, label) },
         }
     }
 

@@ -686,15 +686,7 @@ mod tests {
     use super::*;
 
     fn ex(id: &str, label: &str) -> Example {
-        Example {
-            id: id.into(),
-            text: format!("text {id}"),
-            label: label.into(),
-            subcategory: None,
-            urgency: None,
-            rationale: None,
-            lang: None,
-        }
+        Example::new(id, format!("text {id}"), label)
     }
 
     #[test]

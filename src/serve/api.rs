@@ -60,6 +60,9 @@ pub struct ClassifyRequest {
     pub k: Option<usize>,
     /// Review threshold in [0, 1] [default: the server's, else the taxonomy's].
     pub min_confidence: Option<f32>,
+    /// Retrieve only examples whose fields have these values, e.g. {"lang": "en", "tier": "gold"}
+    /// (all must match; fields: label, subcategory, urgency, lang and the collection's metadata fields).
+    pub filter: Option<BTreeMap<String, String>>,
 }
 
 /// Schema only: batch tickets are read one by one so a malformed one cannot sink the batch.
@@ -79,6 +82,8 @@ pub struct BatchRequest {
     pub collection: Option<String>,
     pub k: Option<usize>,
     pub min_confidence: Option<f32>,
+    /// As in /v1/classify: applies to every ticket of the batch.
+    pub filter: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -198,6 +203,21 @@ fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> R
     Ok(o)
 }
 
+/// Add a request's filter to the options, once the collection says it can be filtered so.
+fn with_filter(
+    options: &mut ClassifyOptions,
+    classifier: &Classifier,
+    filter: Option<BTreeMap<String, String>>,
+) -> Result<(), ApiError> {
+    let Some(filter) = filter.filter(|f| !f.is_empty()) else { return Ok(()) };
+    if filter.values().any(|v| v.trim().is_empty()) {
+        return Err(ApiError::unprocessable("invalid_filter", "filter values must not be empty"));
+    }
+    classifier.meta().check_filter(&filter)?;
+    options.filter = filter;
+    Ok(())
+}
+
 fn text_id(text: &str) -> String {
     format!("t-{}", hex(&Sha256::digest(text.as_bytes())[..6]))
 }
@@ -242,8 +262,9 @@ pub async fn classify(
     if req.text.trim().is_empty() {
         return Err(ApiError::unprocessable("empty_text", "text is empty or only whitespace"));
     }
-    let options = options(&state, req.k, req.min_confidence)?;
+    let mut options = options(&state, req.k, req.min_confidence)?;
     let classifier = state.classifier(req.collection.as_deref()).await?;
+    with_filter(&mut options, &classifier, req.filter)?;
     let id = req.id.filter(|i| !i.trim().is_empty()).unwrap_or_else(|| text_id(&req.text));
     let ticket = Ticket { id, text: Ok(req.text) };
     Ok(Json(classify_one(&state, &classifier, ticket, &options).await))
@@ -287,8 +308,9 @@ pub async fn classify_batch(
             format!("{} tickets; at most {} per request (--max-batch)", req.tickets.len(), state.cfg.max_batch),
         ));
     }
-    let options = options(&state, req.k, req.min_confidence)?;
+    let mut options = options(&state, req.k, req.min_confidence)?;
     let classifier = state.classifier(req.collection.as_deref()).await?;
+    with_filter(&mut options, &classifier, req.filter)?;
     let tickets = req.tickets.into_iter().enumerate().map(|(i, v)| batch_ticket(i, v)).collect();
     let results = classifier.classify_batch_with(tickets, state.cfg.batch_concurrency, &options).await;
     after_classification(&state, &results).await;

@@ -83,6 +83,8 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
             }
             StoreError::BadPayload(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", message),
+            StoreError::BadFilter(_) => Self::unprocessable("invalid_filter", message),
+            StoreError::BadImport(_) => Self::unprocessable("invalid_import", message),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Qdrant Edge: the embedded, in-process store. Layout under the data dir:
-//! `collections/<name>/meta.json` and `collections/<name>/shard/` (Qdrant segments + WAL).
+//! `collections/<name>/meta.json` and `collections/<name>/shard/` (Qdrant segments + WAL),
+//! and `.lock`: one process at a time opens shards or writes (see [`super::lock`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,18 +8,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, NamedQuery, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface,
-    WithVector, DEFAULT_VECTOR_NAME,
+    Condition, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldCondition,
+    FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
+    UpdateOperation, ValueVariants, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    DEFAULT_VECTOR_NAME,
 };
 use tokio::sync::Mutex;
 
-use super::{example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, StoreError, HASH_KEY};
+use super::lock::DataDirLock;
+use super::{
+    example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
+    HASH_KEY,
+};
 use crate::example::{ExamplePoint, ScoredExample};
 
 pub struct EdgeStore {
+    data_dir: PathBuf,
     root: PathBuf,
     shards: Mutex<HashMap<String, Arc<EdgeShard>>>,
+    /// Taken on the first shard open or write, kept until the store is dropped.
+    lock: std::sync::Mutex<Option<DataDirLock>>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -40,7 +50,20 @@ impl EdgeStore {
         let root = data_dir.join("collections");
         std::fs::create_dir_all(&root)
             .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", root.display())))?;
-        Ok(EdgeStore { root, shards: Mutex::new(HashMap::new()) })
+        Ok(EdgeStore {
+            data_dir: data_dir.to_path_buf(),
+            root,
+            shards: Mutex::new(HashMap::new()),
+            lock: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn take_lock(&self) -> Result<(), StoreError> {
+        let mut held = self.lock.lock().map_err(|_| StoreError::Io("lock state poisoned".into()))?;
+        if held.is_none() {
+            *held = Some(DataDirLock::acquire(&self.data_dir)?);
+        }
+        Ok(())
     }
 
     fn dir(&self, collection: &str) -> PathBuf {
@@ -66,6 +89,7 @@ impl EdgeStore {
             return Ok(s.clone());
         }
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+        self.take_lock()?;
         let path = self.dir(collection).join("shard");
         let shard = blocking(move || open_shard(&path, meta.dim)).await?;
         let shard = Arc::new(shard);
@@ -88,10 +112,33 @@ fn open_shard(path: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
     }
 }
 
+fn json_path(field: &str) -> Result<JsonPath, StoreError> {
+    field.parse().map_err(|_| StoreError::BadFilter(format!("invalid payload field name {field:?}")))
+}
+
+/// Every entry must match (keyword equality).
+fn edge_filter(filter: Option<&PayloadFilter>) -> Result<Option<Filter>, StoreError> {
+    let Some(f) = filter.filter(|f| !f.is_empty()) else { return Ok(None) };
+    let must = f
+        .iter()
+        .map(|(k, v)| {
+            Ok(Condition::Field(FieldCondition::new_match(
+                json_path(k)?,
+                Match::new_value(ValueVariants::String(v.clone())),
+            )))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Filter { must: Some(must), ..Filter::default() }))
+}
+
 #[async_trait]
 impl ExampleStore for EdgeStore {
     fn backend(&self) -> &'static str {
         "edge"
+    }
+
+    fn claim(&self) -> Result<(), StoreError> {
+        self.take_lock()
     }
 
     async fn list_collections(&self) -> Result<Vec<String>, StoreError> {
@@ -112,6 +159,7 @@ impl ExampleStore for EdgeStore {
 
     async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError> {
         validate_name(&meta.name)?;
+        self.take_lock()?;
         let dir = self.dir(&meta.name);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let tmp = dir.join("meta.json.tmp");
@@ -176,14 +224,21 @@ impl ExampleStore for EdgeStore {
         .await
     }
 
-    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError> {
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: Option<&PayloadFilter>,
+    ) -> Result<Vec<ScoredExample>, StoreError> {
+        let filter = edge_filter(filter)?;
         let shard = self.shard(collection).await?;
         let vector = vector.to_vec();
         blocking(move || {
             let request = QueryRequest {
                 prefetches: vec![],
                 query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(vector)))),
-                filter: None,
+                filter,
                 score_threshold: None,
                 limit,
                 offset: 0,
@@ -256,8 +311,22 @@ impl ExampleStore for EdgeStore {
     }
 
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
+        let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
         let shard = self.shard(collection).await?;
         blocking(move || {
+            let indexed = shard.info().payload_schema;
+            for field in meta.filter_fields() {
+                let path = json_path(&field)?;
+                if indexed.contains_key(&path) {
+                    continue;
+                }
+                shard
+                    .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                        field_name: path,
+                        field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+                    })))
+                    .map_err(backend)?;
+            }
             shard.optimize().map_err(backend)?;
             shard.flush();
             Ok(())
@@ -267,6 +336,7 @@ impl ExampleStore for EdgeStore {
 
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {
         validate_name(collection)?;
+        self.take_lock()?;
         let shard = self.shards.lock().await.remove(collection);
         drop(shard);
         let dir = self.dir(collection);
@@ -275,5 +345,15 @@ impl ExampleStore for EdgeStore {
         }
         std::fs::remove_dir_all(&dir).map_err(io)?;
         Ok(true)
+    }
+
+    async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError> {
+        let shard = self.shard(collection).await?;
+        blocking(move || {
+            let mut fields: Vec<String> = shard.info().payload_schema.keys().map(|k| k.to_string()).collect();
+            fields.sort();
+            Ok(fields)
+        })
+        .await
     }
 }

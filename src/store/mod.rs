@@ -2,7 +2,7 @@
 //! implementations: Qdrant Edge in-process (the default) and a Qdrant server through
 //! qdrant-client. The store never embeds: callers hand it vectors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -11,9 +11,12 @@ use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
 mod edge;
+mod lock;
 mod server;
+pub mod transfer;
 
 pub use edge::EdgeStore;
+pub use lock::DataDirLock;
 pub use server::ServerStore;
 
 /// Payload key holding the example's content hash (for "unchanged" detection).
@@ -32,6 +35,10 @@ pub enum StoreError {
     ModelMismatch { collection: String, stored: String, stored_dim: usize, requested: String, requested_dim: usize },
     #[error("{0}")]
     Locked(String),
+    #[error("{0}")]
+    BadFilter(String),
+    #[error("{0}")]
+    BadImport(String),
     #[error("store I/O error: {0}")]
     Io(String),
     #[error("Qdrant error: {0}")]
@@ -53,6 +60,34 @@ pub struct CollectionMeta {
     /// Fitted by `triage calibrate`; absent in collections that were never calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::calibrate::Calibration>,
+    /// Metadata fields the examples carry beyond the fixed ones (e.g. `product`,
+    /// `tier`): filterable, with a keyword payload index like [`FIXED_FILTER_FIELDS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meta_fields: Vec<String>,
+}
+
+/// Example fields every collection can be filtered on (keyword payload indexes).
+pub const FIXED_FILTER_FIELDS: [&str; 4] = ["label", "subcategory", "urgency", "lang"];
+
+/// Payload names that metadata fields may not take.
+pub const RESERVED_FIELDS: [&str; 8] = ["id", "text", "label", "subcategory", "urgency", "rationale", "lang", HASH_KEY];
+
+/// Retrieval restricted to examples whose payload field equals the value, for every
+/// entry (AND). Empty: no restriction.
+pub type PayloadFilter = BTreeMap<String, String>;
+
+/// Error unless `name` can be a metadata field: a short identifier, not a fixed field.
+pub fn validate_meta_field(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!("invalid metadata field {name:?}: use 1-64 letters, digits or '_'"));
+    }
+    if RESERVED_FIELDS.contains(&name) {
+        return Err(format!("{name:?} is a built-in example field, not a metadata field"));
+    }
+    Ok(())
 }
 
 impl CollectionMeta {
@@ -66,6 +101,26 @@ impl CollectionMeta {
                 requested: model.to_string(),
                 requested_dim: dim,
             });
+        }
+        Ok(())
+    }
+
+    /// The payload fields retrieval can be filtered on (each has a keyword index).
+    pub fn filter_fields(&self) -> Vec<String> {
+        FIXED_FILTER_FIELDS.iter().map(|f| f.to_string()).chain(self.meta_fields.iter().cloned()).collect()
+    }
+
+    /// Error unless every key of `filter` is a filterable field of this collection.
+    pub fn check_filter(&self, filter: &PayloadFilter) -> Result<(), StoreError> {
+        let fields = self.filter_fields();
+        for key in filter.keys() {
+            if !fields.contains(key) {
+                return Err(StoreError::BadFilter(format!(
+                    "collection {:?} cannot be filtered on {key:?}; filterable fields: {}",
+                    self.name,
+                    fields.join(", ")
+                )));
+            }
         }
         Ok(())
     }
@@ -91,6 +146,13 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
 pub trait ExampleStore: Send + Sync {
     /// "edge" or "server", for logs and `collections info`.
     fn backend(&self) -> &'static str;
+    /// Take exclusive use of the store for this process, where the backend needs it
+    /// (the embedded store is single-process: see [`DataDirLock`]). Every access that
+    /// opens a shard or writes claims it anyway; long-running processes call this at
+    /// start so that a second process fails at once. Idempotent.
+    fn claim(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn list_collections(&self) -> Result<Vec<String>, StoreError>;
     async fn get_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError>;
     /// Create the collection if it does not exist, and store `meta` with it.
@@ -99,8 +161,15 @@ pub trait ExampleStore: Send + Sync {
     async fn content_hashes(&self, collection: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError>;
     async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError>;
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError>;
-    /// The `limit` most similar examples, most similar first.
-    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError>;
+    /// The `limit` most similar examples, most similar first, among those matching
+    /// `filter` (`None` or empty: all).
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: Option<&PayloadFilter>,
+    ) -> Result<Vec<ScoredExample>, StoreError>;
     async fn count(&self, collection: &str) -> Result<usize, StoreError>;
     /// One page of stored examples in point-id order, starting at `offset` (a point id;
     /// `None` for the first page), with their vectors when `with_vectors` (else empty
@@ -112,9 +181,12 @@ pub trait ExampleStore: Send + Sync {
         limit: usize,
         with_vectors: bool,
     ) -> Result<(Vec<ExamplePoint>, Option<u64>), StoreError>;
-    /// Called after a bulk load: build the vector index, flush.
+    /// Called after a bulk load: create the keyword payload indexes of the meta's
+    /// [`CollectionMeta::filter_fields`] that are missing, build the vector index, flush.
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError>;
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError>;
+    /// Payload fields that have an index, sorted.
+    async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// The payload stored for an example: its fields plus the content hash.
@@ -127,7 +199,9 @@ pub fn example_payload(example: &Example) -> serde_json::Map<String, serde_json:
     map
 }
 
-pub fn example_from_payload(map: serde_json::Map<String, serde_json::Value>) -> Result<Example, StoreError> {
+pub fn example_from_payload(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Example, StoreError> {
+    // Not an example field: it would land among the metadata.
+    map.remove(HASH_KEY);
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| StoreError::BadPayload(e.to_string()))
 }
 

@@ -5,13 +5,16 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance,
-    GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, UpdateCollectionBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder,
+    point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList,
+    QueryPointsBuilder, ScrollPointsBuilder, UpdateCollectionBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 
-use super::{example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, StoreError, HASH_KEY};
+use super::{
+    example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
+    HASH_KEY,
+};
 use crate::example::{ExamplePoint, ScoredExample};
 
 const META_KEY: &str = "triage_meta";
@@ -41,6 +44,19 @@ impl ServerStore {
         validate_name(collection)?;
         self.client.collection_exists(collection).await.map_err(backend)
     }
+
+    async fn indexed_fields(&self, collection: &str) -> Result<Vec<String>, StoreError> {
+        let info = self.client.collection_info(collection).await.map_err(backend)?;
+        let mut fields: Vec<String> = info.result.map(|r| r.payload_schema.into_keys().collect()).unwrap_or_default();
+        fields.sort();
+        Ok(fields)
+    }
+}
+
+/// Every entry must match (keyword equality).
+fn server_filter(filter: Option<&PayloadFilter>) -> Option<Filter> {
+    let f = filter.filter(|f| !f.is_empty())?;
+    Some(Filter::must(f.iter().map(|(k, v)| Condition::matches(k.clone(), v.clone()))))
 }
 
 fn num_id(id: Option<PointId>) -> Option<u64> {
@@ -154,12 +170,18 @@ impl ExampleStore for ServerStore {
         Ok(())
     }
 
-    async fn search(&self, collection: &str, vector: &[f32], limit: usize) -> Result<Vec<ScoredExample>, StoreError> {
-        let resp = self
-            .client
-            .query(QueryPointsBuilder::new(collection).query(vector.to_vec()).limit(limit as u64).with_payload(true))
-            .await
-            .map_err(backend)?;
+    async fn search(
+        &self,
+        collection: &str,
+        vector: &[f32],
+        limit: usize,
+        filter: Option<&PayloadFilter>,
+    ) -> Result<Vec<ScoredExample>, StoreError> {
+        let mut request = QueryPointsBuilder::new(collection).query(vector.to_vec()).limit(limit as u64).with_payload(true);
+        if let Some(f) = server_filter(filter) {
+            request = request.filter(f);
+        }
+        let resp = self.client.query(request).await.map_err(backend)?;
         resp.result
             .into_iter()
             .map(|p| Ok(ScoredExample { score: p.score, example: example_from_payload(to_json(p.payload))? }))
@@ -200,9 +222,28 @@ impl ExampleStore for ServerStore {
         Ok((points, num_id(resp.next_page_offset)))
     }
 
-    async fn finish_indexing(&self, _collection: &str) -> Result<(), StoreError> {
-        // The server builds its HNSW index in the background.
+    async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
+        // The server builds its HNSW index in the background; payload indexes are
+        // created here, for the fields the meta lists that have none yet.
+        let meta = self.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
+        let indexed = self.indexed_fields(collection).await?;
+        for field in meta.filter_fields() {
+            if indexed.contains(&field) {
+                continue;
+            }
+            self.client
+                .create_field_index(CreateFieldIndexCollectionBuilder::new(collection, &field, FieldType::Keyword).wait(true))
+                .await
+                .map_err(backend)?;
+        }
         Ok(())
+    }
+
+    async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError> {
+        if !self.exists(collection).await? {
+            return Err(StoreError::NoSuchCollection(collection.into()));
+        }
+        self.indexed_fields(collection).await
     }
 
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {

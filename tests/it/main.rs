@@ -8,4 +8,5 @@ mod classify_llm;
 mod eval;
 mod calibrate;
 mod store;
+mod collections;
 mod serve;
