@@ -711,13 +711,13 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>9}",
-        "method", "model", "k", "accuracy", "macro-F1", "review", "selective", "ECE", "gold@k", "calls", "p50 ms"
+        "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>6} {:>9}",
+        "method", "model", "k", "accuracy", "macro-F1", "review", "selective", "ECE", "gold@k", "calls", "skip", "p50 ms"
     )?;
     for r in &rows {
         writeln!(
             out,
-            "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>9}",
+            "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>6} {:>9}",
             r.method,
             r.model.as_deref().unwrap_or("-"),
             r.k,
@@ -728,6 +728,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
             pct(r.ece),
             pct(r.gold_in_top_k),
             r.llm_calls_sent,
+            r.llm_skip_rate.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
             r.latency_ms_p50.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
         )?;
     }
