@@ -827,6 +827,8 @@ async fn collections(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Re
 
 async fn export(common: &CommonArgs, args: ExportArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
+    // Before the header is written: a refused export leaves nothing on stdout.
+    store.claim()?;
     let report = match &args.output {
         Some(path) => {
             // Written next to the target and renamed, so a failed export leaves no partial file.

@@ -104,6 +104,7 @@ pub struct NewExample {
     pub id: Option<String>,
     pub lang: Option<String>,
     pub rationale: Option<String>,
+    // Values of the collection's metadata fields (see `triage collections info`) are kept too.
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -358,7 +359,10 @@ pub async fn add_examples(
         })
         .collect();
     let written = (!meta.taxonomy.derived).then_some(&meta.taxonomy);
-    let (examples, rejected) = index::validate_rows(rows, &FieldMap::default(), written);
+    // The collection's metadata fields (index --meta-fields) are kept, so posted
+    // examples can be found by filtered retrieval like indexed ones.
+    let fields = FieldMap { meta: meta.meta_fields.clone(), ..FieldMap::default() };
+    let (examples, rejected) = index::validate_rows(rows, &fields, written);
     let rejected: Vec<RejectedExample> =
         rejected.into_iter().map(|r| RejectedExample { index: r.line.saturating_sub(1), reason: r.reason }).collect();
     if examples.is_empty() {
