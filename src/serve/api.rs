@@ -171,6 +171,8 @@ pub struct CollectionInfo {
     pub examples: usize,
     /// Stored examples per label.
     pub examples_per_label: BTreeMap<String, usize>,
+    /// Fields a classify `filter` may name: label, subcategory, urgency, lang and the metadata fields.
+    pub filter_fields: Vec<String>,
     /// The taxonomy: categories, subcategories, urgency levels, rules, review threshold.
     #[schema(value_type = Object)]
     pub taxonomy: Value,
@@ -455,6 +457,7 @@ pub async fn collection_info(
     let meta = state.store.get_meta(&name).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(name.clone()))?;
     let examples_per_label = label_counts(state.store.as_ref(), &name).await?;
     Ok(Json(CollectionInfo {
+        filter_fields: meta.filter_fields(),
         backend: state.store.backend().to_string(),
         embedding_model: meta.embedding_model,
         dim: meta.dim,

@@ -293,6 +293,8 @@ async fn filtered_retrieval_in_the_api() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
+    let info: Value = http.get(format!("{base}/v1/collections/t")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["filter_fields"], json!(["label", "subcategory", "urgency", "lang", "tier"]), "{info}");
     let (status, r) = post(json!({"text": TICKETS[0], "k": 6, "filter": {"tier": "silver"}})).await;
     assert_eq!(status, 200, "{r}");
     let ids: Vec<&str> = r["neighbors"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
