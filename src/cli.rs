@@ -904,7 +904,7 @@ async fn collections(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Re
             } else if rows.is_empty() {
                 println!("no collections (index some: triage index PATH --collection NAME)");
             } else {
-                println!("{:<24} {:<8} {:>9} {:>5}  {}", "collection", "backend", "examples", "dim", "embedding model");
+                println!("{:<24} {:<8} {:>9} {:>5}  embedding model", "collection", "backend", "examples", "dim");
                 for r in &rows {
                     let n = r.examples.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
                     println!("{:<24} {:<8} {:>9} {:>5}  {}", r.name, r.backend, n, r.dim, r.embedding_model);
@@ -966,6 +966,8 @@ async fn collections(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Re
 
 async fn export(common: &CommonArgs, args: ExportArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
+    // Before the header is written: a refused export leaves nothing on stdout.
+    store.claim()?;
     let report = match &args.output {
         Some(path) => {
             // Written next to the target and renamed, so a failed export leaves no partial file.

@@ -21,8 +21,24 @@ pub struct Example {
     pub lang: Option<String>,
     /// Metadata for filtered retrieval (e.g. `product`, `tier`), stored as top-level
     /// payload fields next to the fixed ones; chosen with `triage index --meta-fields`.
-    #[serde(flatten, default)]
+    #[serde(flatten, default, deserialize_with = "lenient_meta")]
     pub meta: BTreeMap<String, String>,
+}
+
+/// Metadata values are text. Numbers and booleans (a payload written by another tool)
+/// are kept as text; other values (null, arrays, objects) are skipped rather than
+/// making the whole example unreadable.
+fn lenient_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) => Some((k, s)),
+            serde_json::Value::Number(n) => Some((k, n.to_string())),
+            serde_json::Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect())
 }
 
 impl Example {
@@ -118,6 +134,13 @@ mod tests {
         assert_eq!(json["product"], "mobile");
         let back: Example = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
+        // Foreign payload fields do not make an example unreadable.
+        let odd: Example = serde_json::from_str(
+            r#"{"id":"a","text":"t","label":"x","seats":12,"vip":true,"tags":["a"],"note":null,"plan":"pro"}"#,
+        )
+        .unwrap();
+        let kept: Vec<(&str, &str)> = odd.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(kept, [("plan", "pro"), ("seats", "12"), ("vip", "true")]);
         // Without metadata the JSON (and so every stored content hash) is as before.
         assert_eq!(
             serde_json::to_string(&ex("a", "x")).unwrap(),

@@ -104,6 +104,7 @@ pub struct NewExample {
     pub id: Option<String>,
     pub lang: Option<String>,
     pub rationale: Option<String>,
+    // Values of the collection's metadata fields (see `triage collections info`) are kept too.
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -170,6 +171,8 @@ pub struct CollectionInfo {
     pub examples: usize,
     /// Stored examples per label.
     pub examples_per_label: BTreeMap<String, usize>,
+    /// Fields a classify `filter` may name: label, subcategory, urgency, lang and the metadata fields.
+    pub filter_fields: Vec<String>,
     /// The taxonomy: categories, subcategories, urgency levels, rules, review threshold.
     #[schema(value_type = Object)]
     pub taxonomy: Value,
@@ -358,7 +361,10 @@ pub async fn add_examples(
         })
         .collect();
     let written = (!meta.taxonomy.derived).then_some(&meta.taxonomy);
-    let (examples, rejected) = index::validate_rows(rows, &FieldMap::default(), written);
+    // The collection's metadata fields (index --meta-fields) are kept, so posted
+    // examples can be found by filtered retrieval like indexed ones.
+    let fields = FieldMap { meta: meta.meta_fields.clone(), ..FieldMap::default() };
+    let (examples, rejected) = index::validate_rows(rows, &fields, written);
     let rejected: Vec<RejectedExample> =
         rejected.into_iter().map(|r| RejectedExample { index: r.line.saturating_sub(1), reason: r.reason }).collect();
     if examples.is_empty() {
@@ -451,6 +457,7 @@ pub async fn collection_info(
     let meta = state.store.get_meta(&name).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(name.clone()))?;
     let examples_per_label = label_counts(state.store.as_ref(), &name).await?;
     Ok(Json(CollectionInfo {
+        filter_fields: meta.filter_fields(),
         backend: state.store.backend().to_string(),
         embedding_model: meta.embedding_model,
         dim: meta.dim,

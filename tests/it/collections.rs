@@ -293,6 +293,8 @@ async fn filtered_retrieval_in_the_api() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
+    let info: Value = http.get(format!("{base}/v1/collections/t")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["filter_fields"], json!(["label", "subcategory", "urgency", "lang", "tier"]), "{info}");
     let (status, r) = post(json!({"text": TICKETS[0], "k": 6, "filter": {"tier": "silver"}})).await;
     assert_eq!(status, 200, "{r}");
     let ids: Vec<&str> = r["neighbors"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
@@ -316,6 +318,19 @@ async fn filtered_retrieval_in_the_api() {
         body["results"][0]["neighbors"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.iter().all(|i| i.starts_with('g')), "{ids:?}");
+
+    // An example posted through the API keeps its metadata and is found by the filter.
+    let r = http
+        .post(format!("{base}/v1/examples"))
+        .json(&json!({"examples": [{"id": "p1", "text": "Refund my annual plan, I cancelled", "label": "Billing", "tier": "bronze"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let (status, r) = post(json!({"text": TICKETS[0], "filter": {"tier": "bronze"}})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["neighbors"][0]["id"], "p1", "{r}");
+    assert_eq!(r["neighbors"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
