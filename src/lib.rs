@@ -14,8 +14,10 @@
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+//! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod config;
