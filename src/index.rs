@@ -317,6 +317,9 @@ pub async fn upsert_examples(
     upsert_examples_timed(examples, collection, embedder, store, batch_size, progress, &mut IndexTimings::default()).await
 }
 
+/// A store write in flight; resolves to its own duration in seconds.
+type PendingWrite<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<f64, Error>> + Send + 'a>>;
+
 /// `upsert_examples`, adding the time of each step to `timings`. The store write of
 /// one batch runs while the next batch is being embedded (the embedder has its own
 /// thread, the store runs on the blocking pool).
@@ -332,7 +335,7 @@ async fn upsert_examples_timed(
     let mut indexed = 0;
     let mut unchanged = 0;
     // The previous batch's write, still running.
-    let mut pending: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<f64, Error>> + Send + '_>>> = None;
+    let mut pending: Option<PendingWrite<'_>> = None;
     for chunk in examples.chunks(batch_size.max(1)) {
         let t = std::time::Instant::now();
         let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
