@@ -8,3 +8,4 @@ mod classify_llm;
 mod eval;
 mod store;
 mod serve;
+mod bench;
