@@ -72,6 +72,26 @@ pub struct IndexReport {
     pub labels: usize,
     pub points_in_collection: usize,
     pub seconds: f64,
+    /// Where the time went (seconds per step; embedding counters of this run).
+    pub timings: IndexTimings,
+}
+
+/// Seconds spent per indexing step. `embed` is the wall time waiting for vectors;
+/// `embedding` breaks the embedder's own work down (model time, tokens).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexTimings {
+    /// Reading stored content hashes (which examples are new or changed).
+    pub check_seconds: f64,
+    pub embed_seconds: f64,
+    /// Writing points (vectors + payloads) into the store.
+    pub upsert_seconds: f64,
+    /// `finish_indexing`: building the HNSW graph, flushing.
+    pub optimize_seconds: f64,
+    pub embedding: crate::embed::EmbedStats,
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn find_examples_file(dir: &Path) -> Option<PathBuf> {
@@ -250,12 +270,33 @@ pub async fn index_corpus(
         }
     }
 
+    // Similar lengths in one batch: the embedder pads each batch to its longest text.
+    examples.sort_by_key(|e| e.text.len());
     progress.set_length(examples.len() as u64);
-    let (indexed, unchanged) = upsert_examples(&examples, collection, embedder.as_ref(), store.as_ref(), batch_size, progress).await?;
+    let stats_before = crate::embed::embed_stats();
+    let mut timings = IndexTimings::default();
+    let (indexed, unchanged) =
+        upsert_examples_timed(&examples, collection, embedder.as_ref(), store.as_ref(), batch_size, progress, &mut timings)
+            .await?;
     if indexed > 0 {
+        let t = std::time::Instant::now();
         store.finish_indexing(collection).await?;
+        timings.optimize_seconds = t.elapsed().as_secs_f64();
     }
     progress.finish_and_clear();
+    let s = crate::embed::embed_stats();
+    timings.embedding = crate::embed::EmbedStats {
+        texts: s.texts - stats_before.texts,
+        batches: s.batches - stats_before.batches,
+        tokens: s.tokens - stats_before.tokens,
+        padded_tokens: s.padded_tokens - stats_before.padded_tokens,
+        sort_seconds: round2(s.sort_seconds - stats_before.sort_seconds),
+        model_seconds: round2(s.model_seconds - stats_before.model_seconds),
+    };
+    for x in [&mut timings.check_seconds, &mut timings.embed_seconds, &mut timings.upsert_seconds, &mut timings.optimize_seconds] {
+        *x = round2(*x);
+    }
+    tracing::info!(collection, ?timings, "indexing time by step");
     rejected.sort_by_key(|r| r.line);
     Ok(IndexReport {
         collection: collection.to_string(),
@@ -265,7 +306,8 @@ pub async fn index_corpus(
         rejected,
         labels: meta.taxonomy.categories.len(),
         points_in_collection: store.count(collection).await?,
-        seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        seconds: round2(started.elapsed().as_secs_f64()),
+        timings,
     })
 }
 
@@ -293,22 +335,61 @@ pub async fn upsert_examples(
     batch_size: usize,
     progress: &ProgressBar,
 ) -> Result<(usize, usize), Error> {
+    upsert_examples_timed(examples, collection, embedder, store, batch_size, progress, &mut IndexTimings::default()).await
+}
+
+/// A store write in flight; resolves to its own duration in seconds.
+type PendingWrite<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<f64, Error>> + Send + 'a>>;
+
+/// `upsert_examples`, adding the time of each step to `timings`. The store write of
+/// one batch runs while the next batch is being embedded (the embedder has its own
+/// thread, the store runs on the blocking pool).
+async fn upsert_examples_timed(
+    examples: &[Example],
+    collection: &str,
+    embedder: &dyn Embedder,
+    store: &dyn ExampleStore,
+    batch_size: usize,
+    progress: &ProgressBar,
+    timings: &mut IndexTimings,
+) -> Result<(usize, usize), Error> {
     let mut indexed = 0;
     let mut unchanged = 0;
+    // The previous batch's write, still running.
+    let mut pending: Option<PendingWrite<'_>> = None;
     for chunk in examples.chunks(batch_size.max(1)) {
+        let t = std::time::Instant::now();
         let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
         let stored = store.content_hashes(collection, &ids).await?;
+        timings.check_seconds += t.elapsed().as_secs_f64();
         let todo: Vec<&Example> =
             chunk.iter().filter(|e| stored.get(&e.point_id()) != Some(&e.content_hash())).collect();
         unchanged += chunk.len() - todo.len();
         if !todo.is_empty() {
-            let vectors = embedder.embed(todo.iter().map(|e| e.text.clone()).collect()).await?;
-            let points =
+            let t = std::time::Instant::now();
+            let embedding = embedder.embed(todo.iter().map(|e| e.text.clone()).collect());
+            let vectors = match pending.take() {
+                Some(write) => {
+                    let (vectors, written) = futures::join!(embedding, write);
+                    timings.upsert_seconds += written?;
+                    vectors?
+                }
+                None => embedding.await?,
+            };
+            timings.embed_seconds += t.elapsed().as_secs_f64();
+            let points: Vec<ExamplePoint> =
                 todo.iter().zip(vectors).map(|(e, vector)| ExamplePoint { example: (*e).clone(), vector }).collect();
-            store.upsert(collection, points).await?;
             indexed += todo.len();
+            pending = Some(Box::pin(async move {
+                let t = std::time::Instant::now();
+                store.upsert(collection, points).await?;
+                Ok(t.elapsed().as_secs_f64())
+            }));
         }
         progress.inc(chunk.len() as u64);
+    }
+    if let Some(write) = pending {
+        timings.upsert_seconds += write.await?;
     }
     Ok((indexed, unchanged))
 }

@@ -15,9 +15,11 @@
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+//! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
 
 pub mod calibrate;
+pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod config;

@@ -10,3 +10,4 @@ mod calibrate;
 mod store;
 mod collections;
 mod serve;
+mod bench;

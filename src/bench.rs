@@ -1,0 +1,137 @@
+//! `triage bench-latency` (hidden): single-ticket classification latency measured
+//! in-process, so process start and model load are paid once and not per ticket.
+//! Used by `scripts/bench.sh`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::classifier::{Classifier, Ticket};
+use crate::embed::Embedder;
+use crate::store::ExampleStore;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (milliseconds).
+    pub fn of(samples: &[f64]) -> Self {
+        let mut s = samples.to_vec();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let rank = |p: f64| {
+            if s.is_empty() {
+                return 0.0;
+            }
+            let i = ((p / 100.0) * s.len() as f64).ceil() as usize;
+            s[i.clamp(1, s.len()) - 1]
+        };
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Percentiles {
+            p50_ms: round(rank(50.0)),
+            p90_ms: round(rank(90.0)),
+            p99_ms: round(rank(99.0)),
+            mean_ms: round(if s.is_empty() { 0.0 } else { s.iter().sum::<f64>() / s.len() as f64 }),
+            max_ms: round(s.last().copied().unwrap_or(0.0)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    pub tickets: usize,
+    pub warmup: usize,
+    /// Seconds from the start of the command to a loaded model and open collection.
+    pub load_seconds: f64,
+    /// The first ticket after loading (cold caches), in ms.
+    pub first_ticket_ms: f64,
+    /// `Classifier::classify` on one ticket at a time: embed, retrieve, vote (no LLM).
+    pub classify: Percentiles,
+    /// The embedding step alone, one ticket per call.
+    pub embed: Percentiles,
+    /// The retrieval step alone (k * 3 candidates with payloads), one query per call.
+    pub search: Percentiles,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Classify `texts` one at a time after `warmup` untimed tickets; then time the
+/// embedding and retrieval steps alone on the same tickets.
+pub async fn latency(
+    classifier: &Classifier,
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn ExampleStore>,
+    texts: &[String],
+    warmup: usize,
+    load_seconds: f64,
+) -> anyhow::Result<LatencyReport> {
+    anyhow::ensure!(!texts.is_empty(), "no tickets to time");
+    let ticket = |i: usize| Ticket { id: i.to_string(), text: Ok(texts[i % texts.len()].clone()) };
+
+    let t = Instant::now();
+    let first = classifier.classify(&ticket(0)).await;
+    let first_ticket_ms = ms(t);
+    anyhow::ensure!(first.error.is_none(), "classification failed: {:?}", first.error);
+    for i in 0..warmup {
+        classifier.classify(&ticket(i)).await;
+    }
+
+    let mut classify = Vec::with_capacity(texts.len());
+    for i in 0..texts.len() {
+        let tk = ticket(i);
+        let t = Instant::now();
+        let r = classifier.classify(&tk).await;
+        classify.push(ms(t));
+        anyhow::ensure!(r.error.is_none(), "ticket {i}: {:?}", r.error);
+    }
+
+    let mut embed = Vec::with_capacity(texts.len());
+    let mut vectors = Vec::with_capacity(texts.len());
+    for text in texts {
+        let t = Instant::now();
+        let mut v = embedder.embed(vec![text.clone()]).await?;
+        embed.push(ms(t));
+        vectors.push(v.pop().unwrap_or_default());
+    }
+
+    let collection = classifier.meta().name.clone();
+    let limit = classifier.options().k.max(1) * 3;
+    let mut search = Vec::with_capacity(texts.len());
+    for v in &vectors {
+        let t = Instant::now();
+        store.search(&collection, v, limit, None).await?;
+        search.push(ms(t));
+    }
+
+    Ok(LatencyReport {
+        tickets: texts.len(),
+        warmup,
+        load_seconds: (load_seconds * 1000.0).round() / 1000.0,
+        first_ticket_ms: (first_ticket_ms * 1000.0).round() / 1000.0,
+        classify: Percentiles::of(&classify),
+        embed: Percentiles::of(&embed),
+        search: Percentiles::of(&search),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of(&s);
+        assert_eq!((p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(p.mean_ms, 50.5);
+        assert_eq!(Percentiles::of(&[7.0]).p99_ms, 7.0);
+    }
+}
