@@ -52,6 +52,14 @@ pub struct CommonArgs {
     pub verbose: u8,
 }
 
+impl CommonArgs {
+    /// The embedding model named by `--embedding-model`, from `--models-dir`.
+    pub fn embedder(&self) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
+        let models = config::models_dir(self.models_dir.as_deref());
+        Ok(config::load_embedder(&self.embedding_model, &models, self.embed_threads)?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Index a corpus (folder with taxonomy.toml + examples.jsonl, or a JSONL/CSV/TSV file) into a collection
@@ -262,6 +270,15 @@ pub struct LlmArgs {
 }
 
 impl LlmArgs {
+    /// The configured LLM, or `None` for knn mode (saying so on stderr when that was the default).
+    pub fn client(&self) -> anyhow::Result<Option<Arc<dyn crate::llm::LlmClient>>> {
+        let (llm, note) = config::build_llm(&self.settings()?)?;
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        Ok(llm)
+    }
+
     pub fn settings(&self) -> anyhow::Result<LlmSettings> {
         anyhow::ensure!(
             self.llm_timeout.is_finite() && self.llm_timeout > 0.0,
@@ -506,8 +523,7 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
     // Fail before loading the model if another process owns the embedded store.
     store.claim()?;
-    let models = config::models_dir(common.models_dir.as_deref());
-    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let embedder = common.embedder()?;
     let bar = progress_bar("indexing");
     let report = index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &bar).await?;
     if report.indexed > 0 {
@@ -550,8 +566,7 @@ async fn bench_latency(common: &CommonArgs, args: BenchLatencyArgs) -> anyhow::R
     let texts: Vec<String> =
         rows.iter().filter_map(|r| r.get("text")).filter(|t| !t.trim().is_empty()).take(args.n).collect();
     let store = config::open_store(&store_settings(common))?;
-    let models = config::models_dir(common.models_dir.as_deref());
-    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let embedder = common.embedder()?;
     let options = ClassifyOptions::new(args.k.max(1), None);
     let classifier = Classifier::open(embedder.clone(), store.clone(), None, &args.collection, options).await?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -597,15 +612,11 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
         anyhow::ensure!((0.0..=1.0).contains(&m), "--min-confidence must be in [0, 1]");
     }
     let tickets = read_tickets(&args)?;
-    let (llm, note) = config::build_llm(&args.llm.settings()?)?;
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
+    let llm = args.llm.client()?;
     let store = config::open_store(&store_settings(common))?;
     // Searching opens the shard: fail now, not once per ticket, if another process owns the store.
     store.claim()?;
-    let models = config::models_dir(common.models_dir.as_deref());
-    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let embedder = common.embedder()?;
     let filter: crate::store::PayloadFilter = args.filters.iter().cloned().collect();
     anyhow::ensure!(filter.len() == args.filters.len(), "--filter names the same field twice");
     let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, filter, ..ClassifyOptions::new(args.k, args.min_confidence) };
@@ -728,11 +739,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     }
     let store = config::open_store(&store_settings(common))?;
     store.claim()?;
-    let embedder = config::load_embedder(
-        &common.embedding_model,
-        &config::models_dir(common.models_dir.as_deref()),
-        common.embed_threads,
-    )?;
+    let embedder = common.embedder()?;
     let cfg = EvalConfig {
         test: args.test.clone(),
         source,
@@ -867,15 +874,11 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
     let api_key = std::env::var("TRIAGE_API_KEY").ok().filter(|k| !k.trim().is_empty());
-    let (llm, note) = config::build_llm(&args.llm.settings()?)?;
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
+    let llm = args.llm.client()?;
     let store = config::open_store(&store_settings(common))?;
     // The embedded store is single-process: own it for as long as the server runs.
     store.claim()?;
-    let models = config::models_dir(common.models_dir.as_deref());
-    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let embedder = common.embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
         options: ClassifyOptions::new(args.k, args.min_confidence),
@@ -1087,8 +1090,7 @@ async fn bench_search(common: &CommonArgs, args: BenchSearchArgs) -> anyhow::Res
         .get_meta(&args.collection)
         .await?
         .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
-    let models = config::models_dir(common.models_dir.as_deref());
-    let embedder = config::load_embedder(&common.embedding_model, &models, common.embed_threads)?;
+    let embedder = common.embedder()?;
     meta.check_model(embedder.model_name(), embedder.dim())?;
     let (_, rows) = corpus::read_path(&args.input, None).with_context(|| format!("cannot read {}", args.input.display()))?;
     let texts: Vec<String> = rows.iter().filter_map(|r| r.get("text")).filter(|t| !t.trim().is_empty()).collect();

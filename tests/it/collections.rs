@@ -3,11 +3,8 @@
 //! set), model-mismatch refusal, filtered retrieval, and the single-process lock.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::*;
 
@@ -259,21 +256,7 @@ async fn filtered_retrieval_by_metadata_in_classify() {
 async fn serve(dir: &Path, collection: &str) -> (tokio::process::Child, String) {
     let mut cmd = triage(dir);
     cmd.args(["serve", "--collection", collection, "--addr", "127.0.0.1:0", "--provider", "none"]);
-    cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-    let mut child = cmd.spawn().expect("triage serve starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let base = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                return rest.split_whitespace().next().expect("address").to_string();
-            }
-        }
-        panic!("triage serve exited before listening");
-    })
-    .await
-    .expect("triage serve listens within 120 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    spawn_serve(&mut cmd).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -142,3 +142,25 @@ pub fn user_prompt(body: &Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Spawn a prepared `triage serve ... --addr 127.0.0.1:0` command and wait until it
+/// listens; returns the child (killed on drop) and its base URL. Stderr keeps draining
+/// so the server never blocks on a full pipe.
+pub async fn spawn_serve(cmd: &mut tokio::process::Command) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("triage serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                return rest.split_whitespace().next().expect("address").to_string();
+            }
+        }
+        panic!("triage serve exited before listening");
+    })
+    .await
+    .expect("triage serve listens within 120 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}

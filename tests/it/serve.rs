@@ -1,12 +1,10 @@
 //! `triage serve` black-box: the real binary on 127.0.0.1 port 0, driven over HTTP.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -28,21 +26,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-        let mut child = cmd.spawn().expect("triage serve starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let base = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(line) = lines.next_line().await.expect("read stderr") {
-                if let Some(rest) = line.strip_prefix("listening on ") {
-                    return rest.split_whitespace().next().expect("address").to_string();
-                }
-            }
-            panic!("triage serve exited before listening");
-        })
-        .await
-        .expect("triage serve listens within 120 s");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, base) = spawn_serve(&mut cmd).await;
         Server { base, child, http: reqwest::Client::new(), _dir: dir }
     }
 
