@@ -23,8 +23,8 @@ const MODEL_BATCH: usize = 16;
 
 /// Texts per ONNX Runtime call when only a few texts are queued (concurrent API
 /// requests): a few tickets span all lengths even after sorting, so small calls waste
-/// less on padding. Measured with scripts/bench-api.sh (16 connections, 10 s): batches of
-/// 16 gave 154 requests/s, p99 407 ms; of 4, 240 requests/s, p99 145 ms.
+/// less on padding. Measured with scripts/bench-api.sh at 16 connections: batches of 16
+/// gave 154.6 requests/s, p99 407 ms (30 s run); of 4, 240.4 requests/s, p99 145 ms (10 s run).
 const SMALL_MODEL_BATCH: usize = 4;
 /// Below this many queued texts the small batch applies; bulk loads (sorted, so each
 /// batch holds texts of nearly one length) keep `MODEL_BATCH`.

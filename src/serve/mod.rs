@@ -46,15 +46,6 @@ pub struct WebhookMapping {
     pub text_fields: Vec<String>,
 }
 
-impl Default for WebhookMapping {
-    fn default() -> Self {
-        WebhookMapping {
-            id_field: "ticket.id".into(),
-            text_fields: vec!["ticket.subject".into(), "ticket.description".into()],
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Used when a request names no collection; `/readyz` checks it.
