@@ -53,6 +53,16 @@ pub fn word_count(s: &str) -> usize {
 /// Validate a reply. `final_try` means no repair is coming: a too-long summary is
 /// then cut to 12 words with a warning instead of failing the answer.
 pub fn parse_answer(text: &str, t: &Taxonomy, final_try: bool) -> Result<Answer, Vec<String>> {
+    parse(text, t, final_try, true)
+}
+
+/// Validate a stage 1 reply of two-stage prompts: as [`parse_answer`], but a
+/// `subcategory` key is ignored (it was not asked for; stage 2 decides it).
+pub fn parse_category_answer(text: &str, t: &Taxonomy, final_try: bool) -> Result<Answer, Vec<String>> {
+    parse(text, t, final_try, false)
+}
+
+fn parse(text: &str, t: &Taxonomy, final_try: bool, with_subcategory: bool) -> Result<Answer, Vec<String>> {
     let Some(m) = extract_object(text) else {
         return Err(vec!["the reply is not a JSON object".into()]);
     };
@@ -74,7 +84,8 @@ pub fn parse_answer(text: &str, t: &Taxonomy, final_try: bool) -> Result<Answer,
     };
 
     let mut subcategory = None;
-    if let (Some(cat), Some(sub)) = (&category, str_field(&m, "subcategory")) {
+    let asked = if with_subcategory { str_field(&m, "subcategory") } else { None };
+    if let (Some(cat), Some(sub)) = (&category, asked) {
         if !is_none_like(&sub) {
             match t.subcategory(cat, &sub) {
                 Some(s) => subcategory = Some(s.to_string()),
@@ -137,6 +148,48 @@ pub fn parse_answer(text: &str, t: &Taxonomy, final_try: bool) -> Result<Answer,
             warnings,
         }),
         _ => Err(problems),
+    }
+}
+
+/// A validated stage 2 reply of two-stage prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubcategoryAnswer {
+    /// Canonical name; `None` when the model answered null (no subcategory fits).
+    pub subcategory: Option<String>,
+    pub reasoning: String,
+}
+
+/// Validate a stage 2 reply: `subcategory` must be present, and be null or one of
+/// `category`'s subcategories.
+pub fn parse_subcategory_answer(text: &str, t: &Taxonomy, category: &str) -> Result<SubcategoryAnswer, Vec<String>> {
+    let Some(m) = extract_object(text) else {
+        return Err(vec!["the reply is not a JSON object".into()]);
+    };
+    let subcategory = match m.get("subcategory") {
+        None => return Err(vec!["\"subcategory\" is missing".into()]),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if is_none_like(s) => None,
+        Some(Value::String(s)) => match t.subcategory(category, s) {
+            Some(name) => Some(name.to_string()),
+            None => return Err(vec![format!("subcategory {:?} is not a subcategory of {category}", s.trim())]),
+        },
+        Some(other) => return Err(vec![format!("subcategory {other} is not a name")]),
+    };
+    Ok(SubcategoryAnswer { subcategory, reasoning: str_field(&m, "reasoning").unwrap_or_default() })
+}
+
+impl Answer {
+    /// Merge the stage 2 reply into the stage 1 answer: its subcategory replaces
+    /// whatever the answer had; its reasoning is appended.
+    pub fn merge_subcategory(&mut self, s: SubcategoryAnswer) {
+        self.subcategory = s.subcategory;
+        if !s.reasoning.is_empty() {
+            self.reasoning = if self.reasoning.is_empty() {
+                format!("subcategory: {}", s.reasoning)
+            } else {
+                format!("{} Subcategory: {}", self.reasoning, s.reasoning)
+            };
+        }
     }
 }
 
@@ -224,6 +277,52 @@ name = "High"
         assert_eq!(word_count(&a.summary), 12);
         assert_eq!(a.confidence, 0.7);
         assert!(!a.warnings.is_empty());
+    }
+
+    #[test]
+    fn category_stage_ignores_a_volunteered_subcategory() {
+        let text = r#"{"category":"Billing","subcategory":"Outage","urgency":"Low","summary":"x","reasoning":"r","confidence":0.8}"#;
+        assert!(parse_answer(text, &t(), true).is_err(), "one stage: an invalid subcategory fails the answer");
+        let a = parse_category_answer(text, &t(), false).unwrap();
+        assert_eq!((a.category.as_str(), a.subcategory.as_deref()), ("Billing", None));
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+        assert!(parse_category_answer(r#"{"category":"Sales","urgency":"Low","summary":"x","confidence":0.8}"#, &t(), true).is_err());
+    }
+
+    #[test]
+    fn subcategory_answers_are_checked_against_the_chosen_category() {
+        let a = parse_subcategory_answer(r#"{"reasoning":"money back","subcategory":"refund"}"#, &t(), "Billing").unwrap();
+        assert_eq!(a, SubcategoryAnswer { subcategory: Some("Refund".into()), reasoning: "money back".into() });
+        let none = parse_subcategory_answer(r#"{"reasoning":"none fits","subcategory":null}"#, &t(), "Billing").unwrap();
+        assert_eq!(none.subcategory, None);
+        assert_eq!(parse_subcategory_answer(r#"{"subcategory":"N/A"}"#, &t(), "Billing").unwrap().subcategory, None);
+        let e = parse_subcategory_answer(r#"{"subcategory":"Outage"}"#, &t(), "Billing").unwrap_err();
+        assert!(e[0].contains("not a subcategory of Billing"), "{e:?}");
+        assert!(parse_subcategory_answer(r#"{"reasoning":"x"}"#, &t(), "Billing").unwrap_err()[0].contains("missing"));
+        assert!(parse_subcategory_answer(r#"{"subcategory":3}"#, &t(), "Billing").is_err());
+        assert!(parse_subcategory_answer("Refund", &t(), "Billing").is_err());
+    }
+
+    #[test]
+    fn merging_keeps_the_category_answer_and_takes_the_subcategory() {
+        let mut a = parse_category_answer(
+            r#"{"category":"Billing","urgency":"High","summary":"Double charge","reasoning":"Charged twice.","confidence":0.9}"#,
+            &t(),
+            false,
+        )
+        .unwrap();
+        let before = a.clone();
+        a.merge_subcategory(SubcategoryAnswer { subcategory: Some("Refund".into()), reasoning: "Wants money back.".into() });
+        assert_eq!(a.subcategory.as_deref(), Some("Refund"));
+        assert_eq!(a.reasoning, "Charged twice. Subcategory: Wants money back.");
+        assert_eq!((&a.category, &a.urgency, &a.summary, a.confidence), (&before.category, &before.urgency, &before.summary, before.confidence));
+        // Null from stage 2 clears it; an empty stage-2 reasoning leaves the reasoning alone.
+        a.merge_subcategory(SubcategoryAnswer { subcategory: None, reasoning: String::new() });
+        assert_eq!(a.subcategory, None);
+        assert_eq!(a.reasoning, "Charged twice. Subcategory: Wants money back.");
+        let mut b = Answer { reasoning: String::new(), ..before };
+        b.merge_subcategory(SubcategoryAnswer { subcategory: Some("Refund".into()), reasoning: "r".into() });
+        assert_eq!(b.reasoning, "subcategory: r");
     }
 
     #[test]
