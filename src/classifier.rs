@@ -11,10 +11,10 @@ use serde::Serialize;
 use crate::calibrate::Calibration;
 use crate::embed::Embedder;
 use crate::example::ScoredExample;
-use crate::guard::{extractive_summary, parse_answer};
+use crate::guard::{extractive_summary, parse_answer, parse_category_answer, parse_subcategory_answer};
 use crate::knn::{select_diverse, vote, Vote};
 use crate::llm::{field_probability, LlmClient, LlmError, LlmRequest, LlmResponse, Usage};
-use crate::prompt::{build_request, repair_request, shortlist};
+use crate::prompt::{build_category_request, build_request, build_subcategory_request, repair_request, shortlist};
 use crate::store::{CollectionMeta, ExampleStore, PayloadFilter, StoreError};
 use crate::taxonomy::label_key;
 
@@ -62,7 +62,12 @@ pub struct TicketResult {
     pub method: String,
     pub neighbors: Vec<Neighbor>,
     pub model: Option<String>,
+    /// Tokens of every LLM request made for this ticket (repairs and the subcategory
+    /// request of two-stage prompts included).
     pub usage: Usage,
+    /// LLM requests made for this ticket, failed ones, repairs and the subcategory
+    /// request of two-stage prompts included: what per-request pricing charges.
+    pub llm_calls: u32,
     pub latency_ms: f64,
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -87,6 +92,7 @@ impl TicketResult {
             neighbors: Vec::new(),
             model: None,
             usage: Usage::default(),
+            llm_calls: 0,
             latency_ms: ms(started),
             error: Some(error),
             warnings: Vec::new(),
@@ -121,11 +127,24 @@ pub struct ClassifyOptions {
     /// Retrieve only examples whose payload fields have these values (e.g. `lang=en`,
     /// `tier=gold`); empty: all. Check it with [`CollectionMeta::check_filter`].
     pub filter: PayloadFilter,
+    /// Two-stage prompts for taxonomies with subcategories: ask for the category
+    /// first (the prompt lists categories only), then, when the chosen category has
+    /// subcategories, ask for one of those in a second, short request. Shorter
+    /// prompts, but a second request per ticket: off by default, because at
+    /// per-request pricing it can double the cost. No effect on flat taxonomies.
+    pub two_stage: bool,
 }
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
-        ClassifyOptions { k: 8, min_confidence: None, shortcut: true, max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS, filter: PayloadFilter::new() }
+        ClassifyOptions {
+            k: 8,
+            min_confidence: None,
+            shortcut: true,
+            max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS,
+            filter: PayloadFilter::new(),
+            two_stage: false,
+        }
     }
 }
 
@@ -333,15 +352,20 @@ impl Classifier {
                 ));
             } else {
                 let taxonomy = &self.meta.taxonomy;
-                let request = match &self.demonstrations {
+                let two_stage = options.two_stage && taxonomy.has_subcategories();
+                let build = if two_stage { build_category_request } else { build_request };
+                // The examples the LLM sees, and (two-stage) the pool stage 2 takes
+                // the chosen category's examples from: the k × 3 retrieved candidates.
+                let (request, pool): (LlmRequest, &[ScoredExample]) = match &self.demonstrations {
                     Demonstrations::Retrieved => {
                         let short = shortlist(taxonomy, &candidates, options.max_prompt_labels);
-                        build_request(short.as_ref().unwrap_or(taxonomy), &select_diverse(&candidates, k), text)
+                        (build(short.as_ref().unwrap_or(taxonomy), &select_diverse(&candidates, k), text), candidates.as_slice())
                     }
-                    Demonstrations::None => build_request(taxonomy, &[], text),
-                    Demonstrations::Fixed(d) => build_request(taxonomy, d, text),
+                    Demonstrations::None => (build(taxonomy, &[], text), &[]),
+                    Demonstrations::Fixed(d) => (build(taxonomy, d, text), d.as_slice()),
                 };
-                self.apply_llm(&mut result, llm.as_ref(), text, request, &vote, threshold, calibration).await;
+                let stages = Stages { request, subcategory: two_stage.then_some(pool), k };
+                self.apply_llm(&mut result, llm.as_ref(), text, stages, &vote, threshold, calibration).await;
             }
         }
         result.latency_ms = ms(started);
@@ -397,48 +421,68 @@ impl Classifier {
                 .collect(),
             model: None,
             usage: Usage::default(),
+            llm_calls: 0,
             latency_ms: 0.0,
             error: None,
             warnings: Vec::new(),
         }
     }
 
+    /// Send `request`; when the reply does not pass `parse`, send one repair request.
+    /// Counts every request and its tokens into `result`. `Err` is the review reason.
+    async fn ask<T>(
+        &self,
+        result: &mut TicketResult,
+        llm: &dyn LlmClient,
+        request: &LlmRequest,
+        parse: impl Fn(&str, bool) -> Result<T, Vec<String>>,
+    ) -> Result<(T, LlmResponse), String> {
+        tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
+        result.llm_calls += 1;
+        let first = llm.complete(request).await.map_err(llm_error)?;
+        result.usage += first.usage;
+        match parse(&first.text, false) {
+            Ok(a) => Ok((a, first)),
+            Err(problems) => {
+                tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
+                let repair = repair_request(request, &first.text, &problems);
+                result.llm_calls += 1;
+                let second = llm.complete(&repair).await.map_err(llm_error)?;
+                result.usage += second.usage;
+                match parse(&second.text, true) {
+                    Ok(a) => Ok((a, second)),
+                    Err(p) => Err(format!("invalid_answer: after one repair attempt: {}", p.join("; "))),
+                }
+            }
+        }
+    }
+
     /// Ask the LLM; keep the vote as the answer if the LLM fails, and flag
-    /// disagreement between the LLM and the neighbours.
+    /// disagreement between the LLM and the neighbours. With two stages, the second
+    /// request (the chosen category's subcategories) only decides the subcategory:
+    /// when it fails, the category stands, the subcategory of the nearest example
+    /// of that category is the suggestion and the ticket goes to review.
     #[allow(clippy::too_many_arguments)]
     async fn apply_llm(
         &self,
         result: &mut TicketResult,
         llm: &dyn LlmClient,
         text: &str,
-        request: LlmRequest,
+        stages: Stages<'_>,
         vote: &Vote,
         threshold: f32,
         calibration: Option<&Calibration>,
     ) {
         let taxonomy = &self.meta.taxonomy;
         result.model = Some(llm.model().to_string());
-        tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
-        let mut usage = Usage::default();
-        let outcome: Result<_, String> = async {
-            let first = llm.complete(&request).await.map_err(llm_error)?;
-            usage += first.usage;
-            match parse_answer(&first.text, taxonomy, false) {
-                Ok(a) => Ok((a, label_probability(&first))),
-                Err(problems) => {
-                    tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
-                    let repair = repair_request(&request, &first.text, &problems);
-                    let second = llm.complete(&repair).await.map_err(llm_error)?;
-                    usage += second.usage;
-                    parse_answer(&second.text, taxonomy, true)
-                        .map(|a| (a, label_probability(&second)))
-                        .map_err(|p| format!("invalid_answer: after one repair attempt: {}", p.join("; ")))
-                }
-            }
-        }
-        .await;
-        result.usage = usage;
-        let (answer, label_prob) = match outcome {
+        let two_stage = stages.subcategory.is_some();
+        let outcome = if two_stage {
+            self.ask(result, llm, &stages.request, |t, last| parse_category_answer(t, taxonomy, last)).await
+        } else {
+            self.ask(result, llm, &stages.request, |t, last| parse_answer(t, taxonomy, last)).await
+        };
+        let outcome = outcome.map(|(a, response)| (a, label_probability(&response)));
+        let (mut answer, label_prob) = match outcome {
             Ok(a) => a,
             Err(reason) => {
                 // Keep the neighbours' vote as the suggestion; a person decides.
@@ -451,6 +495,32 @@ impl Classifier {
                 return;
             }
         };
+        // Stage 2: only the chosen category's subcategories, with its examples.
+        let mut subcategory_failure = None;
+        let sub_request = stages
+            .subcategory
+            .and_then(|pool| build_subcategory_request(taxonomy, &answer.category, pool, stages.k, text));
+        if let (Some(request), Some(pool)) = (sub_request, stages.subcategory) {
+            let category = answer.category.clone();
+            match self.ask(result, llm, &request, |t, _| parse_subcategory_answer(t, taxonomy, &category)).await {
+                Ok((sub, _)) => answer.merge_subcategory(sub),
+                Err(reason) => {
+                    let key = label_key(&category);
+                    answer.subcategory = pool
+                        .iter()
+                        .find(|e| label_key(&e.example.label) == key)
+                        .and_then(|e| e.example.subcategory.clone());
+                    if reason.starts_with("llm_") {
+                        result.error = Some(reason.clone());
+                    }
+                    let suggested = match &answer.subcategory {
+                        Some(s) => format!("; suggested {s}, the nearest {category} example's"),
+                        None => String::new(),
+                    };
+                    subcategory_failure = Some(format!("subcategory: {reason}{suggested}"));
+                }
+            }
+        }
         let share = vote.share_of(&answer.category);
         // The model's signal: its self-report, and its token probability for the
         // label when the provider returned log-probabilities (the lower of the two).
@@ -487,6 +557,9 @@ impl Classifier {
                 "disagreement: the model chose {} but the neighbours vote {} (share {:.2})",
                 answer.category, vote.label, vote.share
             ));
+        } else if let Some(reason) = subcategory_failure {
+            result.needs_review = true;
+            result.review_reason = Some(reason);
         } else if confidence < threshold {
             result.needs_review = true;
             result.review_reason = Some(format!(
@@ -495,6 +568,14 @@ impl Classifier {
             ));
         }
     }
+}
+
+/// The LLM requests for one ticket: the (stage 1) request, and with two-stage prompts
+/// the examples stage 2 picks the chosen category's demonstrations from (at most `k`).
+struct Stages<'a> {
+    request: LlmRequest,
+    subcategory: Option<&'a [ScoredExample]>,
+    k: usize,
 }
 
 /// `out_of_scope: ...` when the nearest example is less similar than the

@@ -333,6 +333,9 @@ pub struct ClassifyArgs {
     /// Retrieve only examples with this field value, e.g. lang=en or tier=gold (repeat: all must match)
     #[arg(long = "filter", value_name = "FIELD=VALUE", value_parser = parse_filter_entry)]
     pub filters: Vec<(String, String)>,
+    /// Two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
+    #[arg(long)]
+    pub two_stage: bool,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -416,6 +419,12 @@ pub struct EvalArgs {
     /// With more categories than this, rag prompts list only those of the retrieved examples (at most this many); 0: all
     #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
     pub max_prompt_labels: usize,
+    /// LLM methods use two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
+    #[arg(long)]
+    pub two_stage: bool,
+    /// Taxonomy of the train side for --train and --split (a --train folder's own taxonomy.toml otherwise; none: labels from the data, no subcategories)
+    #[arg(long, conflicts_with = "collection")]
+    pub taxonomy: Option<PathBuf>,
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
@@ -436,6 +445,9 @@ pub struct ServeArgs {
     /// Review threshold [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
+    #[arg(long)]
+    pub two_stage: bool,
     /// Most tickets in one /v1/classify/batch request
     #[arg(long, default_value_t = 100)]
     pub max_batch: usize,
@@ -619,7 +631,12 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
     let embedder = common.embedder()?;
     let filter: crate::store::PayloadFilter = args.filters.iter().cloned().collect();
     anyhow::ensure!(filter.len() == args.filters.len(), "--filter names the same field twice");
-    let options = ClassifyOptions { max_prompt_labels: args.max_prompt_labels, filter, ..ClassifyOptions::new(args.k, args.min_confidence) };
+    let options = ClassifyOptions {
+        max_prompt_labels: args.max_prompt_labels,
+        filter,
+        two_stage: args.two_stage,
+        ..ClassifyOptions::new(args.k, args.min_confidence)
+    };
     let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
     classifier.meta().check_filter(&classifier.options().filter)?;
 
@@ -762,6 +779,8 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         llm_note,
         calibrate: args.calibrate.then(|| args.fit.settings(8)),
         max_prompt_labels: args.max_prompt_labels,
+        two_stage: args.two_stage,
+        taxonomy: args.taxonomy.clone(),
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
@@ -881,7 +900,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let embedder = common.embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
-        options: ClassifyOptions::new(args.k, args.min_confidence),
+        options: ClassifyOptions { two_stage: args.two_stage, ..ClassifyOptions::new(args.k, args.min_confidence) },
         batch_concurrency: args.concurrency.max(1),
         max_batch: args.max_batch,
         max_body: args.max_body,

@@ -103,13 +103,21 @@ pub struct Fields {
     /// `None`: `label`, else `category`.
     pub label: Option<String>,
     pub urgency: String,
+    pub subcategory: String,
     pub is_oos: String,
     pub id: String,
 }
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { text: "text".into(), label: None, urgency: "urgency".into(), is_oos: "is_oos".into(), id: "id".into() }
+        Fields {
+            text: "text".into(),
+            label: None,
+            urgency: "urgency".into(),
+            subcategory: "subcategory".into(),
+            is_oos: "is_oos".into(),
+            id: "id".into(),
+        }
     }
 }
 
@@ -140,6 +148,11 @@ pub struct EvalConfig {
     pub calibrate: Option<crate::calibrate::Settings>,
     /// Candidate pre-selection for rag prompts (see `ClassifyOptions::max_prompt_labels`).
     pub max_prompt_labels: usize,
+    /// LLM methods ask category and subcategory in two requests (see `ClassifyOptions::two_stage`).
+    pub two_stage: bool,
+    /// Taxonomy file for the train side of `--train` (overriding a folder's own) and
+    /// `--split`; `None`: a train folder's `taxonomy.toml`, else labels from the data.
+    pub taxonomy: Option<PathBuf>,
 }
 
 /// A labeled test ticket.
@@ -151,6 +164,7 @@ pub struct LabeledTicket {
     pub label: String,
     pub is_oos: bool,
     pub urgency: Option<String>,
+    pub subcategory: Option<String>,
     group: Option<String>,
     line: usize,
 }
@@ -182,6 +196,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
             label,
             is_oos: truthy(row.get(&fields.is_oos)),
             urgency: opt(&fields.urgency),
+            subcategory: opt(&fields.subcategory),
             group: group_field.and_then(opt),
             line: row.line,
         });
@@ -341,14 +356,15 @@ fn sha256_file(path: &Path) -> Result<(String, Vec<u8>), Error> {
     Ok((hex(&Sha256::digest(&bytes)), bytes))
 }
 
-/// A train corpus from rows, leaving out-of-scope rows out.
-fn corpus_from_rows(source: &Path, rows: Vec<Row>, fields: &Fields) -> (Corpus, usize) {
+/// A train corpus from rows, leaving out-of-scope rows out; rows are checked against
+/// `taxonomy` when there is one.
+fn corpus_from_rows(source: &Path, rows: Vec<Row>, fields: &Fields, taxonomy: Option<Taxonomy>) -> (Corpus, usize) {
     let before = rows.len();
     let rows: Vec<Row> = rows.into_iter().filter(|r| !truthy(r.get(&fields.is_oos))).collect();
     let excluded = before - rows.len();
     let map = FieldMap { text: fields.text.clone(), label: fields.label.clone(), ..FieldMap::default() };
-    let (examples, rejected) = index::validate_rows(rows, &map, None);
-    (Corpus { source: source.to_path_buf(), taxonomy: None, examples, rejected }, excluded)
+    let (examples, rejected) = index::validate_rows(rows, &map, taxonomy.as_ref());
+    (Corpus { source: source.to_path_buf(), taxonomy, examples, rejected }, excluded)
 }
 
 /// Run the whole evaluation. `models`: one client per `--models` entry (empty: no
@@ -364,6 +380,7 @@ pub async fn run(
         return Err(Error::Config("--k needs values of at least 1".into()));
     }
     let (test_sha, test_bytes) = sha256_file(&config.test)?;
+    let taxonomy_file = config.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let format = corpus::Format::detect(Some(&config.test), &test_bytes[..test_bytes.len().min(4096)]);
     let rows = corpus::parse(&test_bytes, format);
 
@@ -377,15 +394,15 @@ pub async fn run(
         }
         TrainSource::Train(path) => {
             let corpus = if path.is_dir() {
-                index::load_corpus(path, &FieldMap::default(), None)?
+                index::load_corpus(path, &FieldMap::default(), config.taxonomy.as_deref())?
             } else {
                 let (_, rows) = corpus::read_path(path, None)
                     .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
-                let (c, excluded) = corpus_from_rows(path, rows, &config.fields);
+                let (c, excluded) = corpus_from_rows(path, rows, &config.fields, taxonomy_file.clone());
                 train_oos_excluded = excluded;
                 c
             };
-            let name = collection_name(embedder.model_name(), &corpus.examples, "train");
+            let name = collection_name(embedder.model_name(), &corpus, "train");
             let collection = index_if_needed(&corpus, &name, &embedder, &store, bar).await?;
             train_examples = Some(corpus.examples);
             let (t, s) = read_labeled(&rows, &config.fields, None);
@@ -399,9 +416,9 @@ pub async fn run(
             let test_lines: BTreeSet<usize> =
                 all.iter().filter(|t| in_test_split(&split_key(t), *seed, *fraction)).map(|t| t.line).collect();
             let train_rows: Vec<Row> = rows.iter().filter(|r| !test_lines.contains(&r.line)).cloned().collect();
-            let (corpus, excluded) = corpus_from_rows(&config.test, train_rows, &config.fields);
+            let (corpus, excluded) = corpus_from_rows(&config.test, train_rows, &config.fields, taxonomy_file.clone());
             train_oos_excluded = excluded;
-            let name = collection_name(embedder.model_name(), &corpus.examples, "split");
+            let name = collection_name(embedder.model_name(), &corpus, "split");
             let collection = index_if_needed(&corpus, &name, &embedder, &store, bar).await?;
             train_examples = Some(corpus.examples);
             let test: Vec<LabeledTicket> = all.into_iter().filter(|t| test_lines.contains(&t.line)).collect();
@@ -553,13 +570,18 @@ async fn use_calibration(
     Ok(())
 }
 
-/// `eval-` + a hash of the embedding model and the examples (ids and content).
-fn collection_name(model: &str, examples: &[Example], kind: &str) -> String {
+/// `eval-` + a hash of the embedding model, the examples (ids and content) and the
+/// taxonomy when the corpus has one (so another taxonomy is another collection).
+fn collection_name(model: &str, corpus: &Corpus, kind: &str) -> String {
     let mut h = Sha256::new();
     h.update(model.as_bytes());
     h.update([0u8]);
     h.update(kind.as_bytes());
-    for e in examples {
+    if let Some(t) = &corpus.taxonomy {
+        h.update([0u8]);
+        h.update(t.fingerprint().as_bytes());
+    }
+    for e in &corpus.examples {
         h.update([0u8]);
         h.update(e.id.as_bytes());
         h.update(e.content_hash().as_bytes());
@@ -625,6 +647,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
         let options = ClassifyOptions {
             shortcut: s.method != Method::RagAlways,
             max_prompt_labels: s.config.max_prompt_labels,
+            two_stage: s.config.two_stage,
             ..ClassifyOptions::new(s.k, s.config.min_confidence)
         };
         let classifier = Classifier::open(s.embedder.clone(), s.store.clone(), llm, s.collection, options)
@@ -739,6 +762,7 @@ mod tests {
                 label: format!("L{}", i / 10),
                 is_oos: false,
                 urgency: None,
+                subcategory: None,
                 group: None,
                 line: i,
             })

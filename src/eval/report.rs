@@ -39,6 +39,8 @@ pub struct MethodReport {
     pub in_scope_abstention_rate: Option<f64>,
     pub macro_f1: Option<f64>,
     pub urgency_accuracy: Option<f64>,
+    /// In-scope tickets with a gold subcategory whose category and subcategory are both right.
+    pub subcategory_accuracy: Option<f64>,
     pub ece: Option<f64>,
     /// ECE over in-scope tickets only (out-of-scope tickets have no right label, so
     /// any confidence they get counts against `ece`).
@@ -92,6 +94,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
     let tickets = &eval.tickets;
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut urgency = Vec::new();
+    let mut subcategory = Vec::new();
     let mut in_top_k = Vec::new();
     let mut latencies = Vec::new();
     let (mut prompt, mut completion, mut errors, mut fallbacks, mut shortcuts) = (0u64, 0u64, 0usize, 0usize, 0usize);
@@ -100,6 +103,10 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
             outcomes.push(outcome(t, r));
             if let Some(g) = &t.urgency {
                 urgency.push(r.urgency.as_deref().map(label_key) == Some(label_key(g)));
+            }
+            if let Some(g) = t.subcategory.as_ref().filter(|_| !t.is_oos) {
+                let category_right = r.category.as_deref().map(label_key) == Some(label_key(&t.label));
+                subcategory.push(category_right && r.subcategory.as_deref().map(label_key) == Some(label_key(g)));
             }
             if !t.is_oos {
                 in_top_k.push(r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)));
@@ -138,6 +145,7 @@ pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
         in_scope_abstention_rate: r4(metrics::in_scope_abstention_rate(&outcomes)),
         macro_f1: r4(metrics::macro_f1(&metrics::per_class(&outcomes))),
         urgency_accuracy: r4(metrics::share(urgency)),
+        subcategory_accuracy: r4(metrics::share(subcategory)),
         ece: r4(metrics::ece(&points, BINS)),
         in_scope_ece: r4(metrics::ece(
             &outcomes.iter().filter(|o| o.in_scope).map(|o| (o.confidence, o.label_correct())).collect::<Vec<_>>(),
@@ -220,13 +228,14 @@ fn f1(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into())
 }
 
-const COLUMNS: [&str; 22] = [
-    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "in-scope acc w/o abstention", "oos recall", "urgency acc", "review rate",
+const COLUMNS: [&str; 23] = [
+    "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "in-scope acc w/o abstention", "oos recall", "urgency acc",
+    "subcategory acc", "review rate",
     "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "LLM skip rate", "prompt tok/ticket",
     "completion tok/ticket", "cost", "p50 ms", "p95 ms",
 ];
 
-fn cells(r: &MethodReport) -> [String; 22] {
+fn cells(r: &MethodReport) -> [String; 23] {
     [
         r.method.to_string(),
         r.model.clone().unwrap_or_else(|| "–".into()),
@@ -237,6 +246,7 @@ fn cells(r: &MethodReport) -> [String; 22] {
         f3(r.in_scope_accuracy_without_abstention),
         f3(r.oos_recall),
         f3(r.urgency_accuracy),
+        f3(r.subcategory_accuracy),
         f3(r.needs_review_rate),
         f3(r.selective_accuracy),
         f3(r.ece),
@@ -548,13 +558,14 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
                 let line = json!({
                     "method": run.method.name(), "model": run.model, "k": run.k, "repeat": rep,
                     "id": t.id, "text": t.text, "gold": t.label, "is_oos": t.is_oos, "gold_urgency": t.urgency,
-                    "predicted": r.category, "urgency": r.urgency, "confidence": r.confidence, "raw_confidence": r.raw_confidence,
+                    "gold_subcategory": t.subcategory,
+                    "predicted": r.category, "urgency": r.urgency, "subcategory": r.subcategory, "confidence": r.confidence, "raw_confidence": r.raw_confidence,
                     "llm_label_probability": r.llm_label_probability,
                     "needs_review": r.needs_review, "review_reason": r.review_reason,
                     "correct": o.correct(), "label_correct": o.label_correct(),
                     "gold_in_top_k": !t.is_oos && r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)),
                     "neighbors": r.neighbors.iter().map(|n| json!([n.label, n.score])).collect::<Vec<_>>(),
-                    "result_method": r.method, "latency_ms": r.latency_ms, "usage": r.usage, "error": r.error,
+                    "result_method": r.method, "latency_ms": r.latency_ms, "usage": r.usage, "llm_calls": r.llm_calls, "error": r.error,
                 });
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;

@@ -69,9 +69,7 @@ impl Metrics {
             if r.failed_hard() {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
-            if r.model.is_some() {
-                self.llm_calls.fetch_add(1, Ordering::Relaxed);
-            }
+            self.llm_calls.fetch_add(u64::from(r.llm_calls), Ordering::Relaxed);
             if r.method == "knn-fallback" {
                 self.llm_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -116,7 +114,7 @@ impl Metrics {
         let counters = [
             ("triage_needs_review_total", "Results flagged for human review.", &self.needs_review),
             ("triage_ticket_errors_total", "Tickets that could not be classified at all (bad input, store or embedding failure).", &self.failed),
-            ("triage_llm_calls_total", "Tickets answered with an LLM call.", &self.llm_calls),
+            ("triage_llm_calls_total", "LLM requests made (repairs and two-stage subcategory requests included).", &self.llm_calls),
             ("triage_llm_errors_total", "Tickets whose LLM call failed (answered by the neighbours' vote instead).", &self.llm_failures),
             ("triage_llm_prompt_tokens_total", "Prompt tokens reported by the LLM.", &self.prompt_tokens),
             ("triage_llm_completion_tokens_total", "Completion tokens reported by the LLM.", &self.completion_tokens),
