@@ -11,3 +11,4 @@ mod store;
 mod collections;
 mod serve;
 mod bench;
+mod two_stage;
