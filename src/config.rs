@@ -142,7 +142,12 @@ pub fn models_dir(flag: Option<&Path>) -> PathBuf {
     cwd
 }
 
-pub fn load_embedder(spec: &str, models_dir: &Path, threads: Option<usize>) -> Result<Arc<dyn Embedder>, Error> {
+pub fn load_embedder(
+    spec: &str,
+    models_dir: &Path,
+    threads: Option<usize>,
+    workers: usize,
+) -> Result<Arc<dyn Embedder>, Error> {
     let source = ModelSource::resolve(spec, models_dir)?;
-    Ok(Arc::new(FastEmbedder::load(&source, models_dir, threads)?))
+    Ok(Arc::new(FastEmbedder::load(&source, models_dir, threads, workers)?))
 }

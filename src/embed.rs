@@ -1,15 +1,15 @@
 //! Embedding: the `Embedder` role, a fastembed implementation that runs the ONNX model
-//! on its own thread (never on an async runtime worker) and batches concurrent
+//! on worker threads of its own (never on an async runtime worker) and batches concurrent
 //! requests, and a deterministic hashing embedder for tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 /// Name of the offline model that `scripts/setup.sh` installs under `models/`.
-pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8";
+pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-qint8";
 /// Texts longer than this are cut before tokenization: the model reads at most
 /// 256 tokens, so tokenizing a 1 MB ticket would only burn time.
 pub const MAX_EMBED_CHARS: usize = 4096;
@@ -22,10 +22,11 @@ const MAX_BATCH: usize = 256;
 const MODEL_BATCH: usize = 16;
 
 /// Texts per ONNX Runtime call when only a few texts are queued (concurrent API
-/// requests): a few tickets span all lengths even after sorting, so small calls waste
-/// less on padding. Measured with scripts/bench-api.sh at 16 connections: batches of 16
-/// gave 154.6 requests/s, p99 407 ms (30 s run); of 4, 240.4 requests/s, p99 145 ms (10 s run).
-const SMALL_MODEL_BATCH: usize = 4;
+/// requests): tickets of mixed lengths, unsorted in any useful way, so one call per
+/// ticket wastes nothing on padding. Measured with scripts/bench-api.sh-style runs
+/// (saas-support tickets, 2 workers, 8 connections, 10 s): 1 text per call 538 requests/s,
+/// p99 34 ms; 2, 475/s, p99 55 ms; 4, 447/s, p99 101 ms.
+const SMALL_MODEL_BATCH: usize = 1;
 /// Below this many queued texts the small batch applies; bulk loads (sorted, so each
 /// batch holds texts of nearly one length) keep `MODEL_BATCH`.
 const SMALL_JOB: usize = 64;
@@ -187,9 +188,13 @@ pub fn init_onnx_runtime(models_dir: &Path) -> Result<(), EmbedError> {
 
 type Job = (Vec<String>, oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>);
 
-/// fastembed on a dedicated thread. Concurrent `embed` calls queue on a channel; the
-/// worker takes whatever has queued up (up to `MAX_BATCH` texts) and runs it as one
-/// batch, sorted by length so short tickets are not padded to the longest.
+/// fastembed on dedicated threads (never on an async runtime worker). Concurrent
+/// `embed` calls queue on one channel; each worker holds its own model session and takes
+/// from the queue: a bulk job whole (up to `MAX_BATCH` texts, sorted by length so short
+/// tickets are not padded to the longest), small jobs one model call at a time. One
+/// worker using every core suits bulk loads; one single-threaded worker per core suits
+/// many small concurrent requests (`serve`): ONNX Runtime spreads a one-ticket call
+/// poorly over two threads, while two sessions keep both cores busy.
 pub struct FastEmbedder {
     name: String,
     dim: usize,
@@ -197,31 +202,41 @@ pub struct FastEmbedder {
 }
 
 impl FastEmbedder {
-    pub fn load(source: &ModelSource, models_dir: &Path, threads: Option<usize>) -> Result<Self, EmbedError> {
+    /// Load the model on `workers` threads (each its own ONNX Runtime session), each
+    /// using `threads` intra-op threads [default: the cores divided among the workers].
+    pub fn load(
+        source: &ModelSource,
+        models_dir: &Path,
+        threads: Option<usize>,
+        workers: usize,
+    ) -> Result<Self, EmbedError> {
         init_onnx_runtime(models_dir)?;
-        let mut model = build_model(source, models_dir, threads)?;
-        let probe = model
-            .embed(vec!["dimension probe"], None)
-            .map_err(|e| EmbedError::Inference(e.to_string()))?;
-        let dim = probe.first().map(Vec::len).unwrap_or(0);
-        if dim == 0 {
-            return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
-        }
+        let workers = workers.max(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = threads.unwrap_or((cores / workers).max(1));
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("embedder".into())
-            .spawn(move || worker(model, rx))
-            .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
+        let rx = Arc::new(Mutex::new(rx));
+        let mut dim = 0;
+        for n in 0..workers {
+            let mut model = build_model(source, models_dir, threads)?;
+            let probe = model
+                .embed(vec!["dimension probe"], None)
+                .map_err(|e| EmbedError::Inference(e.to_string()))?;
+            dim = probe.first().map(Vec::len).unwrap_or(0);
+            if dim == 0 {
+                return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
+            }
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("embedder-{n}"))
+                .spawn(move || worker(model, &rx))
+                .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
+        }
         Ok(FastEmbedder { name: source.name().to_string(), dim, tx })
     }
 }
 
-fn build_model(
-    source: &ModelSource,
-    models_dir: &Path,
-    threads: Option<usize>,
-) -> Result<fastembed::TextEmbedding, EmbedError> {
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Result<fastembed::TextEmbedding, EmbedError> {
     match source {
         ModelSource::Local { dir, .. } => {
             let read = |f: &str| {
@@ -256,19 +271,29 @@ fn build_model(
     }
 }
 
-fn worker(mut model: fastembed::TextEmbedding, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].0.len();
-        while n < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.0.len();
-                    jobs.push(job);
+/// One embedding worker: takes whatever has queued up (the queue is shared; while one
+/// worker runs the model, the next one waits on the queue) and embeds it as one job.
+fn worker(mut model: fastembed::TextEmbedding, rx: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let jobs = {
+            let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Ok(first) = rx.recv() else { return };
+            // Small jobs (API requests): take one model call's worth, so replies go out
+            // after one call and other workers take the rest. Bulk jobs: up to MAX_BATCH.
+            let mut n = first.0.len();
+            let limit = if n < SMALL_JOB { model_batch(n) } else { MAX_BATCH };
+            let mut jobs = vec![first];
+            while n < limit {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        n += job.0.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            jobs
+        };
         let texts: Vec<&str> = jobs.iter().flat_map(|(t, _)| t.iter().map(|s| clip(s))).collect();
         match embed_sorted(&mut model, &texts) {
             Ok(vectors) => {

@@ -12,3 +12,4 @@ mod collections;
 mod serve;
 mod bench;
 mod two_stage;
+mod embed;
