@@ -73,15 +73,26 @@ pub fn results(o: &Output) -> Vec<Value> {
 pub async fn indexed_data_dir() -> tempfile::TempDir {
     static GOLDEN: OnceLock<PathBuf> = OnceLock::new();
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    golden_data_dir(&GOLDEN, &LOCK, &saas_corpus(), "saas").await
+}
+
+/// A fresh copy of a data dir holding `collection` indexed from `corpus`; the corpus is
+/// indexed once per test binary (into `golden`, guarded by `lock`).
+pub async fn golden_data_dir(
+    golden: &'static OnceLock<PathBuf>,
+    lock: &'static tokio::sync::Mutex<()>,
+    corpus: &Path,
+    collection: &str,
+) -> tempfile::TempDir {
     let golden = {
-        let _guard = LOCK.lock().await;
-        match GOLDEN.get() {
+        let _guard = lock.lock().await;
+        match golden.get() {
             Some(p) => p.clone(),
             None => {
                 let dir = tempfile::tempdir().expect("tempdir").keep();
-                let out = run(triage(&dir).args(["index"]).arg(saas_corpus()).args(["--collection", "saas"])).await;
-                assert!(out.status.success(), "indexing the bundled corpus failed: {}", stderr(&out));
-                GOLDEN.set(dir.clone()).ok();
+                let out = run(triage(&dir).args(["index"]).arg(corpus).args(["--collection", collection])).await;
+                assert!(out.status.success(), "indexing {} failed: {}", corpus.display(), stderr(&out));
+                golden.set(dir.clone()).ok();
                 dir
             }
         }

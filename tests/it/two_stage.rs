@@ -23,34 +23,7 @@ fn intents_corpus() -> std::path::PathBuf {
 async fn intents_data_dir() -> tempfile::TempDir {
     static GOLDEN: OnceLock<std::path::PathBuf> = OnceLock::new();
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let golden = {
-        let _guard = LOCK.lock().await;
-        match GOLDEN.get() {
-            Some(p) => p.clone(),
-            None => {
-                let dir = tempfile::tempdir().unwrap().keep();
-                let out = run(triage(&dir).arg("index").arg(intents_corpus()).args(["--collection", "intents"])).await;
-                assert!(out.status.success(), "{}", stderr(&out));
-                GOLDEN.set(dir.clone()).ok();
-                dir
-            }
-        }
-    };
-    let fresh = tempfile::tempdir().unwrap();
-    copy(&golden, fresh.path());
-    fresh
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
+    golden_data_dir(&GOLDEN, &LOCK, &intents_corpus(), "intents").await
 }
 
 fn schema(body: &Value) -> &Value {
