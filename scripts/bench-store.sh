@@ -107,7 +107,7 @@ imp = json.load(open(os.path.join(work, "import.json")))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 print(json.dumps({
     "backend": "edge (Qdrant Edge, embedded)",
-    "embedding_model": os.environ.get("TRIAGE_EMBEDDING_MODEL", "all-minilm-l6-v2-qint8"),
+    "embedding_model": os.environ.get("TRIAGE_EMBEDDING_MODEL", "all-minilm-l6-v2-int8"),
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "embed_threads": os.environ.get("TRIAGE_EMBED_THREADS", "all")},
     "index": {
         "examples": index["points_in_collection"],

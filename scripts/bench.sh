@@ -53,7 +53,7 @@ if ! [ -f "$venv/.pins" ] || [ "$(cat "$venv/.pins")" != "$want_pins" ] || ! "$v
 fi
 
 bin="$root/target/release/triage"
-model_dir="$root/models/${TRIAGE_EMBEDDING_MODEL:-all-minilm-l6-v2-qint8}"
+model_dir="$root/models/${TRIAGE_EMBEDDING_MODEL:-all-minilm-l6-v2-int8}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export TRIAGE_DATA_DIR="$work/data"

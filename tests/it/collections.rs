@@ -48,7 +48,7 @@ async fn export_then_import_gives_the_same_answers_without_re_embedding() {
     let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     assert_eq!(header["format"], "ticket-triage-export");
     assert_eq!(header["version"], 1);
-    assert_eq!(header["meta"]["embedding_model"], "all-minilm-l6-v2-qint8");
+    assert_eq!(header["meta"]["embedding_model"], "all-minilm-l6-v2-int8");
     assert_eq!(header["meta"]["dim"], 384);
     let first: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     assert_eq!(first["vector"].as_array().unwrap().len(), 384);
@@ -111,7 +111,7 @@ async fn import_refuses_another_embedding_model_and_bad_files_and_writes_nothing
     let out = run(triage(src.path()).args(["import"]).arg(&other).args(["--collection", "saas"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains("all-minilm-l6-v2-qint8") && err.contains("other-model"), "{err}");
+    assert!(err.contains("all-minilm-l6-v2-int8") && err.contains("other-model"), "{err}");
     // ... but it may become a collection of its own.
     let out = run(triage(src.path()).args(["import"]).arg(&other).args(["--collection", "other"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -154,19 +154,19 @@ async fn collections_list_info_and_delete() {
     let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         list,
-        json!([{"name": "saas", "backend": "edge", "embedding_model": "all-minilm-l6-v2-qint8", "dim": 384, "examples": 194}])
+        json!([{"name": "saas", "backend": "edge", "embedding_model": "all-minilm-l6-v2-int8", "dim": 384, "examples": 194}])
     );
 
     let out = run(triage(dir.path()).args(["collections", "info", "saas", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(info["embedding_model"], "all-minilm-l6-v2-qint8");
+    assert_eq!(info["embedding_model"], "all-minilm-l6-v2-int8");
     assert_eq!(info["examples"], 194);
     let per_label = info["examples_per_label"].as_object().unwrap();
     assert_eq!(per_label.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 194);
     assert_eq!(info["payload_indexes"], json!(["label", "lang", "subcategory", "urgency"]));
     let out = run(triage(dir.path()).args(["collections", "info", "saas"])).await;
-    assert!(stdout(&out).contains("embedding model: all-minilm-l6-v2-qint8 (384 dims)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("embedding model: all-minilm-l6-v2-int8 (384 dims)"), "{}", stdout(&out));
 
     let out = run(triage(dir.path()).args(["collections", "info", "nope"])).await;
     assert_eq!(out.status.code(), Some(1));

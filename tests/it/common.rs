@@ -13,7 +13,7 @@ pub fn repo() -> PathBuf {
 pub fn models_dir() -> PathBuf {
     let dir = repo().join("models");
     assert!(
-        dir.join("all-minilm-l6-v2-qint8").join("model.onnx").is_file(),
+        dir.join("all-minilm-l6-v2-int8").join("model.onnx").is_file(),
         "models/ is missing: run ./scripts/setup.sh (./scripts/test.sh does it for you)"
     );
     dir

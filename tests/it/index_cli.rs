@@ -98,7 +98,7 @@ async fn another_embedding_model_is_a_clear_error() {
     let dir = indexed_data_dir().await;
     // The same files under another name count as another model.
     let other = tempfile::tempdir().unwrap();
-    let src = models_dir().join("all-minilm-l6-v2-qint8");
+    let src = models_dir().join("all-minilm-l6-v2-int8");
     let alias = other.path().join("other-model");
     std::fs::create_dir(&alias).unwrap();
     for f in std::fs::read_dir(&src).unwrap() {
@@ -111,7 +111,7 @@ async fn another_embedding_model_is_a_clear_error() {
     .await;
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("was indexed with embedding model \"all-minilm-l6-v2-qint8\""), "{err}");
+    assert!(err.contains("was indexed with embedding model \"all-minilm-l6-v2-int8\""), "{err}");
     assert!(err.contains("other-model"), "{err}");
 }
 

@@ -176,7 +176,7 @@ async fn a_posted_example_is_used_by_the_next_classification() {
     let (_, info) = s.get("/v1/collections/saas").await;
     let n_before = info["examples"].as_u64().unwrap();
     let fr_before = info["examples_per_label"]["Feature Request"].as_u64().unwrap();
-    assert_eq!(info["embedding_model"], "all-minilm-l6-v2-qint8");
+    assert_eq!(info["embedding_model"], "all-minilm-l6-v2-int8");
     assert!(info["taxonomy"]["categories"].is_array(), "{info}");
 
     let (st, added) = s
