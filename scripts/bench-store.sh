@@ -108,7 +108,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 print(json.dumps({
     "backend": "edge (Qdrant Edge, embedded)",
     "embedding_model": os.environ.get("TRIAGE_EMBEDDING_MODEL", "all-minilm-l6-v2-int8"),
-    "machine": {"cpu": cpu, "cores": os.cpu_count(), "embed_threads": os.environ.get("TRIAGE_EMBED_THREADS", "all")},
+    "machine": {"cpu": cpu, "cores": os.cpu_count(), "embed_workers": os.environ.get("TRIAGE_EMBED_WORKERS", "one per core"), "embed_threads": os.environ.get("TRIAGE_EMBED_THREADS", "cores / workers")},
     "index": {
         "examples": index["points_in_collection"],
         "wall_seconds": round(wall_s, 1),
