@@ -453,6 +453,29 @@ mod tests {
     }
 
     #[test]
+    fn calls_are_one_text_for_small_jobs_and_follow_the_model_setting() {
+        if std::env::var_os("TRIAGE_EMBED_BATCH").is_some() {
+            return; // the override wins everywhere; nothing else to check
+        }
+        assert_eq!(model_batch(None, 1), 1);
+        assert_eq!(model_batch(None, CHUNK - 1), 1);
+        assert_eq!(model_batch(None, CHUNK), BULK_MODEL_BATCH);
+        assert_eq!(model_batch(Some(1), CHUNK), 1);
+        assert_eq!(model_batch(Some(8), 3), 8);
+    }
+
+    #[test]
+    fn a_model_folder_can_set_texts_per_call() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"").unwrap();
+        let plain = ModelSource::resolve(dir.path().to_str().unwrap(), Path::new("/nonexistent")).unwrap();
+        assert_eq!(plain.texts_per_call(), None);
+        std::fs::write(dir.path().join("triage-model.json"), br#"{"texts_per_call": 1}"#).unwrap();
+        let marked = ModelSource::resolve(dir.path().to_str().unwrap(), Path::new("/nonexistent")).unwrap();
+        assert_eq!(marked.texts_per_call(), Some(1));
+    }
+
+    #[test]
     fn unknown_model_name_is_a_clear_error() {
         let err = ModelSource::resolve("no-such-model", Path::new("/nonexistent")).unwrap_err();
         assert!(err.to_string().contains("unknown embedding model"));
