@@ -43,9 +43,13 @@ fn env_key(names: &[&str]) -> Option<ApiKey> {
     names.iter().find_map(|n| std::env::var(n).ok().and_then(ApiKey::new))
 }
 
+/// The resolved LLM (`None`: knn mode) and a note for stderr when knn mode was
+/// chosen by default.
+pub type BuiltLlm = (Option<Arc<dyn LlmClient>>, Option<String>);
+
 /// The resolved LLM, or `None` for knn mode. The second value is a note for
 /// stderr when knn mode was chosen by default.
-pub fn build_llm(s: &LlmSettings) -> Result<(Option<Arc<dyn LlmClient>>, Option<String>), Error> {
+pub fn build_llm(s: &LlmSettings) -> Result<BuiltLlm, Error> {
     let openai_key = || env_key(&["TRIAGE_LLM_API_KEY", "OXLO_API_KEY", "OPENAI_API_KEY"]);
     let anthropic_key = || env_key(&["TRIAGE_LLM_API_KEY", "ANTHROPIC_API_KEY"]);
     let provider = match s.provider {

@@ -31,7 +31,7 @@ fn cell(s: &str, width: usize) -> String {
 }
 
 pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Result<()> {
-    writeln!(out, "{} {} {} {} {} {}", cell("ID", 8), cell("URGENCY", 9), cell("CATEGORY", 18), cell("CONF", 5), cell("REVIEW", 6), "SUMMARY")?;
+    writeln!(out, "{} {} {} {} {} SUMMARY", cell("ID", 8), cell("URGENCY", 9), cell("CATEGORY", 18), cell("CONF", 5), cell("REVIEW", 6))?;
     for r in results {
         let summary = match (&r.error, r.summary.is_empty()) {
             (Some(e), _) => format!("ERROR: {e}"),
