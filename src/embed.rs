@@ -1,6 +1,6 @@
 //! Embedding: the `Embedder` role, a fastembed implementation that runs the ONNX model
-//! on worker threads of its own (never on an async runtime worker) and batches concurrent
-//! requests, and a deterministic hashing embedder for tests.
+//! on a pool of worker threads of its own (never on an async runtime worker) that
+//! concurrent requests share, and a deterministic hashing embedder for tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -226,6 +226,7 @@ impl FastEmbedder {
         let threads = threads.unwrap_or((cores / workers).max(1));
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let pref = source.texts_per_call();
         let mut dim = 0;
         for n in 0..workers {
             let mut model = build_model(source, models_dir, threads)?;
@@ -237,7 +238,6 @@ impl FastEmbedder {
                 return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
             }
             let rx = Arc::clone(&rx);
-            let pref = source.texts_per_call();
             std::thread::Builder::new()
                 .name(format!("embedder-{n}"))
                 .spawn(move || worker(model, pref, &rx))
@@ -286,26 +286,11 @@ fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Resul
 /// worker runs the model, the next one waits on the queue).
 fn worker(mut model: fastembed::TextEmbedding, pref: Option<usize>, rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
-        let jobs = {
-            let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Ok(job) = rx.recv() else { return };
-            vec![job]
-        };
-        let texts: Vec<&str> = jobs.iter().flat_map(|(t, _)| t.iter().map(|s| clip(s))).collect();
-        match embed_sorted(&mut model, &texts, model_batch(pref, texts.len())) {
-            Ok(vectors) => {
-                let mut rest = vectors.into_iter();
-                for (t, reply) in jobs {
-                    let mine: Vec<Vec<f32>> = rest.by_ref().take(t.len()).collect();
-                    let _ = reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                for (_, reply) in jobs {
-                    let _ = reply.send(Err(EmbedError::Inference(e.clone())));
-                }
-            }
-        }
+        // The lock is held only while waiting, not while the model runs.
+        let Ok((texts, reply)) = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv() else { return };
+        let texts: Vec<&str> = texts.iter().map(|s| clip(s)).collect();
+        let result = embed_sorted(&mut model, &texts, model_batch(pref, texts.len())).map_err(EmbedError::Inference);
+        let _ = reply.send(result);
     }
 }
 
