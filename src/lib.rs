@@ -14,6 +14,7 @@
 //! - [`classifier`]: the pipeline that ties them together
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
+//! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
@@ -29,6 +30,7 @@ pub mod eval;
 mod error;
 pub mod example;
 pub mod guard;
+pub mod helpdesk;
 pub mod index;
 pub mod knn;
 pub mod llm;
