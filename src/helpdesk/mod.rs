@@ -132,21 +132,9 @@ pub fn now_secs() -> u64 {
     crate::store::now_secs()
 }
 
-/// `2026-11-26T10:14:38Z` for Unix seconds (UTC; proleptic Gregorian).
+/// `2026-11-26T10:14:38Z` for Unix seconds (UTC).
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    crate::eval::report::timestamp(secs)
 }
 
 /// Unix seconds of `2026-11-26T10:14:38Z` (also `+00:00`, fractional seconds dropped).

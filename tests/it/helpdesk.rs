@@ -36,6 +36,11 @@ pub fn pull(dir: &Path, fake: &Fake, extra: &[&str]) -> tokio::process::Command 
     cmd
 }
 
+/// Run a pull to its end, at most 180 s (a pull that never reaches the end of the export fails the test).
+pub async fn run_pull(cmd: &mut tokio::process::Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(180), run(cmd)).await.expect("the pull ends within 180 s")
+}
+
 /// The run summary (`{"event": "run", ...}`) of a `--json` pull.
 pub fn report(o: &Output) -> Value {
     results(o).into_iter().rev().find(|v| v["event"] == "run").unwrap_or_else(|| {
@@ -84,7 +89,7 @@ async fn exactly_once_through_faults(flavor: Flavor) {
     fake.rate_limit(3, Duration::from_secs(1));
     let field = if flavor == Flavor::Zendesk { "360001" } else { "cf_triage_category" };
 
-    let out = run(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30", "--category-field", field])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30", "--category-field", field])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     no_secret(&out);
     let r = report(&out);
@@ -103,7 +108,7 @@ async fn exactly_once_through_faults(flavor: Flavor) {
 
     // Nothing changed: nothing is written.
     let writes = fake.count(Kind::Write);
-    let out = run(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = report(&out);
     assert_eq!((r["written"].as_u64(), r["classified"].as_u64()), (Some(0), Some(0)), "{r}");
@@ -111,7 +116,7 @@ async fn exactly_once_through_faults(flavor: Flavor) {
 
     // Five new tickets: exactly five write-backs.
     fake.add(&tickets(200, 5), false);
-    let out = run(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once", "--page-size", "30"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = report(&out);
     assert_eq!((r["written"].as_u64(), r["classified"].as_u64()), (Some(5), Some(5)), "{r}");
@@ -165,12 +170,12 @@ async fn kill_nine_then_rerun(flavor: Flavor) {
     let with_note = fake.all().iter().filter(|t| !t.notes.is_empty()).count();
     assert!(with_note > 29 && with_note < 200, "killed mid-run: {with_note} notes");
 
-    let out = run(&mut pull(dir.path(), &fake, &["--once", "--page-size", "40"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once", "--page-size", "40"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = report(&out);
     assert_eq!(r["recovered"], 1, "the applied but unrecorded write was found, not repeated: {r}");
     assert_one_note_each(&fake);
-    let out = run(&mut pull(dir.path(), &fake, &["--once"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once"])).await;
     assert_eq!(report(&out)["written"], 0);
 }
 
@@ -189,7 +194,7 @@ async fn dry_run_prints_the_exact_requests_and_writes_nothing() {
     let dir = indexed_data_dir().await;
     let fake = Fake::start(Flavor::Zendesk).await;
     fake.add(&tickets(0, 3), false);
-    let out = run(&mut pull(dir.path(), &fake, &["--dry-run", "--category-field", "360001"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--dry-run", "--category-field", "360001"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = results(&out);
     let writes: Vec<&Value> = lines.iter().filter(|l| l["event"] == "would_write").collect();
@@ -203,7 +208,7 @@ async fn dry_run_prints_the_exact_requests_and_writes_nothing() {
     assert!(first["body"]["ticket"]["comment"]["body"].as_str().unwrap().starts_with("Triage: Billing (confidence "));
     assert_eq!(fake.count(Kind::Write), 0, "a dry run wrote");
     // Nothing was stored either: a real run afterwards writes all three.
-    let out = run(&mut pull(dir.path(), &fake, &["--once"])).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once"])).await;
     assert_eq!(report(&out)["written"], 3, "{}", stderr(&out));
 }
 
@@ -212,11 +217,11 @@ async fn refused_credentials_stop_the_run_with_a_clear_error_and_no_secret() {
     let dir = indexed_data_dir().await;
     let fake = Fake::start(Flavor::Zendesk).await;
     fake.add(&tickets(0, 2), false);
-    let out = run(pull(dir.path(), &fake, &["--once"]).env("ZENDESK_API_TOKEN", "wrong-token-789")).await;
+    let out = run_pull(pull(dir.path(), &fake, &["--once"]).env("ZENDESK_API_TOKEN", "wrong-token-789")).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("ZENDESK_API_TOKEN"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("wrong-token-789"), "{}", stderr(&out));
-    let out = run(pull(dir.path(), &fake, &["--once"]).env_remove("ZENDESK_EMAIL")).await;
+    let out = run_pull(pull(dir.path(), &fake, &["--once"]).env_remove("ZENDESK_EMAIL")).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("ZENDESK_EMAIL is not set"), "{}", stderr(&out));
     assert_eq!(fake.count(Kind::Write), 0);

@@ -329,6 +329,53 @@ async fn hold_before(desk: &Arc<Mutex<Desk>>, fault: &Option<Fault>) {
     }
 }
 
+/// A read: gate, `body` from the desk (or an error answer), then `finish`.
+async fn read(
+    desk: Arc<Mutex<Desk>>,
+    flavor: Flavor,
+    kind: Kind,
+    headers: &HeaderMap,
+    body: impl FnOnce(&Desk) -> Result<Value, Response>,
+) -> Response {
+    let fault = match gate(&desk, kind, headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let body = match body(&desk.lock().unwrap()) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    finish(&desk, flavor, kind, fault, Json(body).into_response()).await
+}
+
+/// A write to ticket `id`: gate, a held fault, `apply` (the ticket then moves to the
+/// end of the export), the answer made by `answer`, then `finish`.
+async fn write(
+    desk: Arc<Mutex<Desk>>,
+    flavor: Flavor,
+    kind: Kind,
+    headers: &HeaderMap,
+    id: Option<u64>,
+    apply: impl FnOnce(&mut Ticket) -> Result<(), Response>,
+    answer: impl FnOnce(&Ticket) -> Response,
+) -> Response {
+    let fault = match gate(&desk, kind, headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    hold_before(&desk, &fault).await;
+    let resp = {
+        let mut d = desk.lock().unwrap();
+        let Some(id) = id.filter(|i| d.tickets.contains_key(i)) else { return status(404, json!({"error": "RecordNotFound"})) };
+        if let Err(r) = apply(d.tickets.get_mut(&id).expect("ticket")) {
+            return r;
+        }
+        d.bump(id);
+        answer(&d.tickets[&id])
+    };
+    finish(&desk, flavor, kind, fault, resp).await
+}
+
 fn zd_json(t: &Ticket) -> Value {
     let fields: Vec<Value> =
         t.fields.iter().map(|(k, v)| json!({"id": k.parse::<u64>().unwrap_or(0), "value": v})).collect();
@@ -337,12 +384,7 @@ fn zd_json(t: &Ticket) -> Value {
 }
 
 async fn zd_export(State((desk, flavor)): St, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
-    let fault = match gate(&desk, Kind::Export, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let body = {
-        let d = desk.lock().unwrap();
+    read(desk, flavor, Kind::Export, &headers, |d| {
         let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(1000);
         let mut list: Vec<&Ticket> = d.tickets.values().collect();
         list.sort_by_key(|t| t.seq);
@@ -353,25 +395,15 @@ async fn zd_export(State((desk, flavor)): St, Query(q): Query<HashMap<String, St
         let more = page.len() > per_page;
         page.truncate(per_page);
         let after_cursor = page.last().map(|t| t.seq).or(after).unwrap_or(0);
-        json!({"tickets": page.iter().map(|t| zd_json(t)).collect::<Vec<_>>(), "after_cursor": format!("c{after_cursor}"),
-            "before_cursor": null, "end_of_stream": !more})
-    };
-    finish(&desk, flavor, Kind::Export, fault, Json(body).into_response()).await
+        Ok(json!({"tickets": page.iter().map(|t| zd_json(t)).collect::<Vec<_>>(), "after_cursor": format!("c{after_cursor}"),
+            "before_cursor": null, "end_of_stream": !more}))
+    })
+    .await
 }
 
 async fn zd_update(State((desk, flavor)): St, Path(file): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let fault = match gate(&desk, Kind::Write, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    hold_before(&desk, &fault).await;
-    let id: u64 = match file.strip_suffix(".json").and_then(|i| i.parse().ok()) {
-        Some(i) => i,
-        None => return status(404, json!({"error": "RecordNotFound"})),
-    };
-    let resp = {
-        let mut d = desk.lock().unwrap();
-        let Some(t) = d.tickets.get_mut(&id) else { return status(404, json!({"error": "RecordNotFound"})) };
+    let id = file.strip_suffix(".json").and_then(|i| i.parse().ok());
+    let apply = |t: &mut Ticket| {
         let tk = &body["ticket"];
         for tag in tk["additional_tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()) {
             if !t.tags.iter().any(|x| x == tag) {
@@ -384,25 +416,19 @@ async fn zd_update(State((desk, flavor)): St, Path(file): Path<String>, headers:
         if tk["comment"]["public"] == json!(false) {
             t.notes.push(tk["comment"]["body"].as_str().unwrap_or_default().to_string());
         }
-        d.bump(id);
-        json!({"ticket": zd_json(&d.tickets[&id])})
+        Ok(())
     };
-    finish(&desk, flavor, Kind::Write, fault, Json(resp).into_response()).await
+    write(desk, flavor, Kind::Write, &headers, id, apply, |t| Json(json!({"ticket": zd_json(t)})).into_response()).await
 }
 
 async fn zd_comments(State((desk, flavor)): St, Path(id): Path<u64>, headers: HeaderMap) -> Response {
-    let fault = match gate(&desk, Kind::Read, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let body = {
-        let d = desk.lock().unwrap();
-        let Some(t) = d.tickets.get(&id) else { return status(404, json!({"error": "RecordNotFound"})) };
+    read(desk, flavor, Kind::Read, &headers, |d| {
+        let Some(t) = d.tickets.get(&id) else { return Err(status(404, json!({"error": "RecordNotFound"}))) };
         let mut comments = vec![json!({"id": 1, "body": t.description, "public": true})];
         comments.extend(t.notes.iter().enumerate().map(|(i, n)| json!({"id": i + 2, "body": n, "public": false})));
-        json!({"comments": comments, "next_page": null})
-    };
-    finish(&desk, flavor, Kind::Read, fault, Json(body).into_response()).await
+        Ok(json!({"comments": comments, "next_page": null}))
+    })
+    .await
 }
 
 fn fd_json(t: &Ticket) -> Value {
@@ -411,67 +437,45 @@ fn fd_json(t: &Ticket) -> Value {
 }
 
 async fn fd_list(State((desk, flavor)): St, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
-    let fault = match gate(&desk, Kind::Export, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let documented = q.get("order_by").map(String::as_str) == Some("updated_at")
-        && q.get("order_type").map(String::as_str) == Some("asc")
-        && q.get("include").map(String::as_str) == Some("description");
-    let Some(since) = q.get("updated_since").and_then(|s| parse_rfc3339(s)).filter(|_| documented) else {
-        return status(400, json!({"description": "Validation failed", "errors": [{"field": "updated_since"}]}));
-    };
-    let body = {
-        let d = desk.lock().unwrap();
+    read(desk, flavor, Kind::Export, &headers, |d| {
+        let documented = q.get("order_by").map(String::as_str) == Some("updated_at")
+            && q.get("order_type").map(String::as_str) == Some("asc")
+            && q.get("include").map(String::as_str) == Some("description");
+        let Some(since) = q.get("updated_since").and_then(|s| parse_rfc3339(s)).filter(|_| documented) else {
+            return Err(status(400, json!({"description": "Validation failed", "errors": [{"field": "updated_since"}]})));
+        };
         let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30).min(100);
         let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
         let mut list: Vec<&Ticket> = d.tickets.values().filter(|t| t.updated >= since).collect();
         list.sort_by_key(|t| (t.updated, t.id));
-        Value::Array(list.iter().skip((page - 1) * per_page).take(per_page).map(|t| fd_json(t)).collect())
-    };
-    finish(&desk, flavor, Kind::Export, fault, Json(body).into_response()).await
+        Ok(Value::Array(list.iter().skip((page - 1) * per_page).take(per_page).map(|t| fd_json(t)).collect()))
+    })
+    .await
 }
 
 async fn fd_update(State((desk, flavor)): St, Path(id): Path<u64>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let fault = match gate(&desk, Kind::Write, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    hold_before(&desk, &fault).await;
-    let resp = {
-        let mut d = desk.lock().unwrap();
-        let Some(t) = d.tickets.get_mut(&id) else { return status(404, json!({"code": "access_denied"})) };
+    let apply = |t: &mut Ticket| {
         if let Some(tags) = body["tags"].as_array() {
             t.tags = tags.iter().filter_map(|x| x.as_str().map(str::to_string)).collect();
         }
-        if let Some(fields) = body["custom_fields"].as_object() {
-            for (k, v) in fields {
-                t.fields.insert(k.clone(), v.clone());
-            }
+        for (k, v) in body["custom_fields"].as_object().into_iter().flatten() {
+            t.fields.insert(k.clone(), v.clone());
         }
-        d.bump(id);
-        fd_json(&d.tickets[&id])
+        Ok(())
     };
-    finish(&desk, flavor, Kind::Write, fault, Json(resp).into_response()).await
+    write(desk, flavor, Kind::Write, &headers, Some(id), apply, |t| Json(fd_json(t)).into_response()).await
 }
 
 async fn fd_note(State((desk, flavor)): St, Path(id): Path<u64>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let fault = match gate(&desk, Kind::Note, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    hold_before(&desk, &fault).await;
-    let resp = {
-        let mut d = desk.lock().unwrap();
-        let Some(t) = d.tickets.get_mut(&id) else { return status(404, json!({"code": "access_denied"})) };
+    let apply = |t: &mut Ticket| {
         if body["private"] != json!(true) {
-            return status(400, json!({"description": "notes from triage must be private"}));
+            return Err(status(400, json!({"description": "notes from triage must be private"})));
         }
         t.notes.push(body["body"].as_str().unwrap_or_default().to_string());
-        d.bump(id);
-        json!({"id": 1000 + id, "body": body["body"], "private": true, "ticket_id": id})
+        Ok(())
     };
-    finish(&desk, flavor, Kind::Note, fault, (StatusCode::CREATED, Json(resp)).into_response()).await
+    let answer = |t: &Ticket| (StatusCode::CREATED, Json(json!({"id": 1000 + t.id, "private": true, "ticket_id": t.id}))).into_response();
+    write(desk, flavor, Kind::Note, &headers, Some(id), apply, answer).await
 }
 
 async fn fd_conversations(
@@ -480,25 +484,20 @@ async fn fd_conversations(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let fault = match gate(&desk, Kind::Read, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let body = {
-        let d = desk.lock().unwrap();
-        let Some(t) = d.tickets.get(&id) else { return status(404, json!({"code": "access_denied"})) };
+    read(desk, flavor, Kind::Read, &headers, |d| {
+        let Some(t) = d.tickets.get(&id) else { return Err(status(404, json!({"code": "access_denied"}))) };
         let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
         let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
-        Value::Array(
+        Ok(Value::Array(
             t.notes
                 .iter()
                 .skip((page - 1) * per_page)
                 .take(per_page)
                 .map(|n| json!({"body": n, "body_text": n.replace("<br>", ""), "private": true}))
                 .collect(),
-        )
-    };
-    finish(&desk, flavor, Kind::Read, fault, Json(body).into_response()).await
+        ))
+    })
+    .await
 }
 
 #[test]

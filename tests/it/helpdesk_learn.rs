@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::helpdesk::{pull, report};
+use crate::helpdesk::{pull, report, run_pull};
 use crate::helpdesk_fake::{Fake, Flavor, Kind};
 
 const INVOICE: &str = "My invoice shows the wrong company name and tax ID.";
@@ -39,7 +39,7 @@ async fn an_agents_category_change_becomes_an_example_the_next_ticket_uses() {
     let texts = [INVOICE, SIGNATURES, "I was charged twice on March 1st and I need a refund."];
     fake.add(&texts.iter().map(|t| ("Question".to_string(), t.to_string())).collect::<Vec<_>>(), false);
     let args = ["--once", "--category-field", "360001", "--k", "1"];
-    let out = run(&mut pull(dir.path(), &fake, &args)).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &args)).await;
     assert_eq!(report(&out)["written"], 3, "{}", stderr(&out));
     assert!(fake.ticket(1).tags.contains(&"triage_billing".to_string()), "{:?}", fake.ticket(1).tags);
     assert!(fake.ticket(2).tags.contains(&"triage_feature_request".to_string()), "{:?}", fake.ticket(2).tags);
@@ -55,7 +55,7 @@ async fn an_agents_category_change_becomes_an_example_the_next_ticket_uses() {
         t.tags.push("triage_technical".into());
     });
     let writes = fake.count(Kind::Write);
-    let out = run(&mut pull(dir.path(), &fake, &args)).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &args)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = report(&out);
     assert_eq!(r["corrections"], json!({"Technical": 2}), "{r}");
@@ -78,7 +78,7 @@ async fn an_agents_category_change_becomes_an_example_the_next_ticket_uses() {
     let r = nearest(dir.path(), &paraphrase).await;
     assert_eq!((r["category"].as_str(), r["neighbors"][0]["id"].as_str()), (Some("Technical"), Some("correction-zendesk-1")), "{r}");
     fake.add(&[("Question".into(), INVOICE_PARAPHRASE.into())], false);
-    let out = run(&mut pull(dir.path(), &fake, &args)).await;
+    let out = run_pull(&mut pull(dir.path(), &fake, &args)).await;
     let r = report(&out);
     assert_eq!((r["written"].as_u64(), r["corrections"].clone()), (Some(1), json!({})), "{r}");
     assert!(fake.ticket(4).tags.contains(&"triage_technical".to_string()), "{:?}", fake.ticket(4).tags);
