@@ -37,10 +37,6 @@ use metrics::Metrics;
 pub use notify::RetrySettings;
 use notify::Notifier;
 
-/// How long a replica trusts its cached copy of a collection's taxonomy before
-/// reading it again (another replica may have added labels).
-const META_TTL: Duration = Duration::from_secs(30);
-
 /// Where the helpdesk webhook finds the ticket in its JSON body (dotted paths).
 #[derive(Debug, Clone)]
 pub struct WebhookMapping {
@@ -73,6 +69,10 @@ pub struct ServeConfig {
     /// Results of `/v1/webhooks/ticket` are POSTed here too.
     pub ticket_callback: Option<String>,
     pub delivery: RetrySettings,
+    /// How long a cached collection (its metadata: taxonomy, calibration) is used
+    /// before it is read again. Another replica or `triage calibrate` may have changed
+    /// it; one metadata read per collection per interval keeps replicas in step.
+    pub meta_refresh: Duration,
 }
 
 /// Everything the handlers share. Holds no per-client state: replicas behind a load
@@ -115,24 +115,29 @@ impl AppState {
     }
 
     /// The classifier for `collection` (default: the configured one), opened on
-    /// first use and re-opened when its cached taxonomy is older than `META_TTL`.
+    /// first use and re-opened (its metadata read again) once it is older than
+    /// `meta_refresh`. When that read fails for a transient reason (the store is
+    /// unreachable or degraded), the cached one keeps serving and the read is retried
+    /// one interval later.
     async fn classifier(&self, collection: Option<&str>) -> Result<Arc<Classifier>, StoreError> {
         let name = collection.filter(|c| !c.trim().is_empty()).unwrap_or(&self.cfg.collection);
-        if let Some((c, at)) = self.classifiers.read().await.get(name) {
-            if at.elapsed() < META_TTL {
+        let cached = self.classifiers.read().await.get(name).cloned();
+        if let Some((c, at)) = &cached {
+            if at.elapsed() < self.cfg.meta_refresh {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(
-            Classifier::open(
-                self.embedder.clone(),
-                self.store.clone(),
-                self.llm.clone(),
-                name,
-                self.cfg.options.clone(),
-            )
-            .await?,
-        );
+        let opened =
+            Classifier::open(self.embedder.clone(), self.store.clone(), self.llm.clone(), name, self.cfg.options.clone())
+                .await;
+        let c = match (opened, cached) {
+            (Ok(c), _) => Arc::new(c),
+            (Err(e @ (StoreError::Backend(_) | StoreError::Io(_))), Some((old, _))) => {
+                tracing::warn!(collection = name, "cannot re-read the collection's metadata ({e}); using the cached copy");
+                old
+            }
+            (Err(e), _) => return Err(e),
+        };
         self.classifiers.write().await.insert(name.to_string(), (c.clone(), Instant::now()));
         Ok(c)
     }

@@ -16,3 +16,7 @@ mod embed;
 mod helpdesk_fake;
 mod helpdesk;
 mod helpdesk_learn;
+mod qdrant;
+mod parity;
+mod replicas;
+mod cluster;
