@@ -29,7 +29,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::webhook::ticket_webhook, healthz, readyz, metrics),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -178,20 +178,6 @@ pub struct CollectionInfo {
     pub taxonomy: Value,
     pub created_at: u64,
     pub updated_at: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` (/healthz); `ready`, `degraded` (answering, with dead or recovering shard copies) or `not_ready` (/readyz).
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collection: Option<String>,
-    /// On a Qdrant server: the default collection's shard replicas as the node triage talks to sees them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub replicas: Option<Value>,
 }
 
 fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> Result<ClassifyOptions, ApiError> {
@@ -473,41 +459,6 @@ pub async fn collection_info(
         updated_at: meta.updated_at,
         name,
     }))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), reason: None, collection: None, replicas: None })
-}
-
-/// Readiness: the embedding model is loaded, the default collection opens with it, and
-/// (on a Qdrant server) every shard of it has an active replica. `degraded` (still 200):
-/// some shard copy is dead or recovering, answers still come.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    use crate::store::ReplicaStatus;
-    let collection = Some(state.cfg.collection.clone());
-    let health = |status: &str, reason: Option<String>, replicas: Option<&crate::store::ReplicaHealth>| Health {
-        status: status.into(),
-        reason,
-        collection: collection.clone(),
-        replicas: replicas.and_then(|r| serde_json::to_value(r).ok()),
-    };
-    let not_ready = |h: Health| (StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response();
-    if let Err(e) = state.classifier(None).await {
-        return not_ready(health("not_ready", Some(e.to_string()), None));
-    }
-    // A live look at the store: the classifier above may be a cached copy.
-    match state.store.replica_health(&state.cfg.collection).await {
-        Ok(None) => Json(health("ready", None, None)).into_response(),
-        Ok(Some(r)) => match r.status() {
-            ReplicaStatus::Healthy => Json(health("ready", None, Some(&r))).into_response(),
-            ReplicaStatus::Degraded => Json(health("degraded", Some(r.summary()), Some(&r))).into_response(),
-            ReplicaStatus::Unavailable => not_ready(health("not_ready", Some(r.summary()), Some(&r))),
-        },
-        Err(e) => not_ready(health("not_ready", Some(format!("the store does not answer: {e}")), None)),
-    }
 }
 
 /// Prometheus metrics.

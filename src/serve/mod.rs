@@ -1,6 +1,6 @@
 //! The HTTP classification service (`triage serve`): shared state, the router, auth,
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
-//! `api.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
+//! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
 //! `notify.rs`, the helpdesk push path (`/v1/webhooks/ticket`, agents' corrections)
 //! in `webhook.rs`.
@@ -9,6 +9,7 @@ mod api;
 mod error;
 mod metrics;
 mod notify;
+mod probes;
 mod webhook;
 
 use std::collections::HashMap;
@@ -173,8 +174,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(api::openapi))
         .fallback(api::not_found)
@@ -275,6 +276,9 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
     state.metrics.http(&endpoint, resp.status().as_u16(), started.elapsed());
     resp
 }
+
+#[cfg(test)]
+mod refresh_tests;
 
 #[cfg(test)]
 mod tests {
