@@ -12,8 +12,8 @@
 #    row's label.
 # 3. Per backend, `triage index` of all of them into a fresh store, timed: wall time,
 #    examples/s, peak RSS of triage (/usr/bin/time -v; for the embedded store that process
-#    also holds the store), peak and current RSS of the Qdrant process(es) (VmHWM, VmRSS,
-#    summed over the nodes), disk (du of the data dir or of the nodes' storage, once the
+#    also holds the store), RSS of the Qdrant process(es) once the collection is optimised
+#    and at the end, and their peak (VmRSS, VmHWM, summed over the nodes), disk (du of the data dir or of the nodes' storage, once the
 #    server reports the collection optimised). Embedding dominates the indexing time.
 #    - edge: the embedded Qdrant Edge store.
 #    - server: one Qdrant node (scripts/qdrant-cluster.sh --single), default settings.
@@ -161,13 +161,12 @@ run_backend() {
         /usr/bin/time -v -o "$d/time.txt" "$bin" index "$work/examples.jsonl" --collection bench "${flags[@]}" --json >"$d/index.json"
     fi
     [ -z "$qdir" ] || wait_green "$qdir" bench
-    local disk qpeak qrss
+    local disk qpeak=0 qidx=0 qrss=0
     if [ -n "$qdir" ]; then
         disk=$(du -sbc "$qdir"/node*/storage | tail -n1 | cut -f1)
-        qpeak=$(qdrant_kb "$qdir" VmHWM)
+        qidx=$(qdrant_kb "$qdir" VmRSS)
     else
         disk=$(du -sb "$d/data" | cut -f1)
-        qpeak=0
     fi
     "$bin" bench-search --collection bench --input "$work/queries.jsonl" >"$d/search-big.json"
     "$bin" classify --collection bench --provider none --input "$work/queries.jsonl" --format jsonl >"$d/neighbours.jsonl"
@@ -181,10 +180,13 @@ run_backend() {
     t1=$(date +%s.%N)
     [ -z "$qdir" ] || wait_green "$qdir" bench-small
     "$bin" bench-search --collection bench-small --input "$work/queries.jsonl" >"$d/search-small.json"
-    [ -z "$qdir" ] || qrss=$(qdrant_kb "$qdir" VmRSS)
-    python3 - "$d" "$b" "$disk" "$qpeak" "${qrss:-0}" "$t0" "$t1" "${flags[*]:-}" "$work/edge/neighbours.jsonl" <<'PY'
+    if [ -n "$qdir" ]; then
+        qrss=$(qdrant_kb "$qdir" VmRSS)
+        qpeak=$(qdrant_kb "$qdir" VmHWM)
+    fi
+    python3 - "$d" "$b" "$disk" "$qpeak" "$qidx" "$qrss" "$t0" "$t1" "${flags[*]:-}" "$work/edge/neighbours.jsonl" <<'PY'
 import json, os, re, sys
-d, b, disk, qpeak, qrss, t0, t1, flags, edge_nb = sys.argv[1:10]
+d, b, disk, qpeak, qidx, qrss, t0, t1, flags, edge_nb = sys.argv[1:11]
 time_txt = open(os.path.join(d, "time.txt")).read()
 def field(name):
     m = re.search(r"^\s*" + re.escape(name) + r": (.+)$", time_txt, re.M)
@@ -219,8 +221,10 @@ out = {
     },
 }
 if b != "edge":
-    out["qdrant"] = {"peak_rss_mb": round(int(qpeak) / 1024, 1), "rss_mb_at_end": round(int(qrss) / 1024, 1),
-                     "nodes": 3 if b == "cluster" else 1}
+    # Summed over the nodes. Peak: the whole run (both collections); after index: the
+    # big collection alone, optimised; at end: both collections loaded.
+    out["qdrant"] = {"nodes": 3 if b == "cluster" else 1, "rss_mb_after_index": round(int(qidx) / 1024, 1),
+                     "rss_mb_at_end": round(int(qrss) / 1024, 1), "peak_rss_mb": round(int(qpeak) / 1024, 1)}
 def ids(path):
     return [[n["id"] for n in json.loads(l)["neighbors"]] for l in open(path) if l.strip()]
 if b != "edge" and os.path.exists(edge_nb):
