@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList,
-    QuantizationType, QueryPointsBuilder, ScalarQuantizationBuilder, ScrollPointsBuilder, UpdateCollectionBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder,
+    QuantizationSearchParamsBuilder, QuantizationType, QueryPointsBuilder, ScalarQuantizationBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, UpdateCollectionBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::qdrant::ReplicaState;
 use qdrant_client::{Payload, Qdrant};
@@ -205,7 +205,16 @@ impl ExampleStore for ServerStore {
         limit: usize,
         filter: Option<&PayloadFilter>,
     ) -> Result<Vec<ScoredExample>, StoreError> {
-        let mut request = QueryPointsBuilder::new(collection).query(vector.to_vec()).limit(limit as u64).with_payload(true);
+        // With int8 quantisation (--quantization), candidates are found on the int8 copy:
+        // twice as many as asked, then rescored with the float32 originals, so the
+        // similarities are exact (Qdrant does not always rescore on its own, e.g. with
+        // on-disk originals). Without quantisation this changes nothing.
+        let rescore = QuantizationSearchParamsBuilder::default().rescore(true).oversampling(2.0);
+        let mut request = QueryPointsBuilder::new(collection)
+            .query(vector.to_vec())
+            .limit(limit as u64)
+            .with_payload(true)
+            .params(SearchParamsBuilder::default().quantization(rescore));
         if let Some(f) = server_filter(filter) {
             request = request.filter(f);
         }
