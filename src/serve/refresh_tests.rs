@@ -99,13 +99,18 @@ fn state(store: Arc<Flaky>, refresh: Duration) -> Arc<AppState> {
         max_body: 1 << 20,
         max_inflight: 4,
         api_key: None,
-        webhook: WebhookMapping { id_field: "id".into(), text_fields: vec!["text".into()] },
+        webhook: WebhookMapping {
+            id_field: "id".into(),
+            text_fields: vec!["text".into()],
+            category_field: None,
+            tags_field: None,
+        },
         review_webhook: None,
         ticket_callback: None,
         delivery: RetrySettings::default(),
         meta_refresh: refresh,
     };
-    AppState::new(cfg, Arc::new(HashEmbedder::new(16)), store, None).unwrap()
+    AppState::new(cfg, Arc::new(HashEmbedder::new(16)), store, None, None).unwrap()
 }
 
 #[tokio::test]
