@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
+pub mod commit;
 mod edge;
 mod health;
 mod layout;
