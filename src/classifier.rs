@@ -237,7 +237,7 @@ impl Classifier {
         let mut slots = Vec::with_capacity(tickets.len());
         for t in &tickets {
             match &t.text {
-                Ok(s) if !s.trim().is_empty() => {
+                Ok(s) if crate::input::blank_reason(s).is_none() => {
                     slots.push(Some(texts.len()));
                     texts.push(s.clone());
                 }
@@ -275,7 +275,7 @@ impl Classifier {
     pub async fn classify_with(&self, ticket: &Ticket, options: &ClassifyOptions) -> TicketResult {
         let started = Instant::now();
         let vector = match &ticket.text {
-            Ok(s) if !s.trim().is_empty() => Some(
+            Ok(s) if crate::input::blank_reason(s).is_none() => Some(
                 self.embedder
                     .embed(vec![s.clone()])
                     .await
@@ -296,8 +296,9 @@ impl Classifier {
     ) -> TicketResult {
         let text = match &ticket.text {
             Err(e) => return TicketResult::failed(&ticket.id, e.clone(), started),
-            Ok(s) if s.trim().is_empty() => {
-                return TicketResult::failed(&ticket.id, "empty ticket: no text to classify".into(), started)
+            Ok(s) if crate::input::blank_reason(s).is_some() => {
+                let why = crate::input::blank_reason(s).unwrap_or_default();
+                return TicketResult::failed(&ticket.id, why.into(), started);
             }
             Ok(s) => s,
         };
@@ -365,7 +366,8 @@ impl Classifier {
                     Demonstrations::Fixed(d) => (build(taxonomy, d, text), d.as_slice()),
                 };
                 let stages = Stages { request, subcategory: two_stage.then_some(pool), k };
-                self.apply_llm(&mut result, llm.as_ref(), text, stages, &vote, threshold, calibration).await;
+                let asking = self.apply_llm(&mut result, llm.as_ref(), text, stages, &vote, threshold, calibration);
+                crate::llm::for_ticket(asking).await;
             }
         }
         result.latency_ms = ms(started);

@@ -10,6 +10,7 @@
 //! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
+//! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: per-collection confidence map, out-of-scope and knn-shortcut thresholds
 //! - [`classifier`]: the pipeline that ties them together
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
@@ -32,6 +33,7 @@ pub mod example;
 pub mod guard;
 pub mod helpdesk;
 pub mod index;
+pub mod input;
 pub mod knn;
 pub mod llm;
 pub mod output;
