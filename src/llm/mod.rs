@@ -17,7 +17,7 @@ mod scripted;
 pub use anthropic::AnthropicClient;
 pub use cache::{CacheStats, CachedLlm, Throttle};
 pub use openai::OpenAiClient;
-pub use retry::RetryPolicy;
+pub use retry::{for_ticket, requests_sent, RetryPolicy};
 pub use scripted::ScriptedClient;
 
 /// An API key. Never printed: `Debug` and `Display` show `***`.
