@@ -182,7 +182,11 @@ async fn readyz_fails_when_the_store_cannot_answer() {
 async fn without_a_key_only_loopback_and_only_same_origin_json_writes() {
     // A non-loopback address needs a key or an explicit flag.
     let dir = indexed_data_dir().await;
-    let out = run(triage(dir.path()).args(["serve", "--collection", "saas", "--addr", "0.0.0.0:0", "--provider", "none"])).await;
+    let mut open = triage(dir.path());
+    open.args(["serve", "--collection", "saas", "--addr", "0.0.0.0:0", "--provider", "none"]);
+    let out = tokio::time::timeout(Duration::from_secs(60), run(&mut open))
+        .await
+        .expect("serve on 0.0.0.0 without a key must refuse to start");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("TRIAGE_API_KEY") && stderr(&out).contains("--allow-unauthenticated"), "{}", stderr(&out));
     drop(dir);

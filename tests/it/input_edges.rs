@@ -97,7 +97,9 @@ async fn a_closed_stdout_ends_commands_quietly() {
     for args in [&["collections", "info", "saas"][..], &["collections", "list"], &["export", "--collection", "saas"]] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // every write to stdout fails with EPIPE
-        let out = triage(dir.path()).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().await.unwrap();
+        // spawn, not output(): tokio's output() would replace stdout with its own pipe.
+        let child = triage(dir.path()).args(args).stdout(writer).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let out = child.wait_with_output().await.unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
     }
