@@ -1,24 +1,14 @@
-//! Durable acknowledgements for the embedded store.
+//! Group commit: a write is acknowledged only once it is durable, and concurrent
+//! writers share the sync that makes them so. Each applied write gets a sequence
+//! number; one writer at a time syncs, and its sync covers every write applied
+//! before it started. Writers that arrive while a sync runs wait for the next one,
+//! which covers all of them at once. The embedded store syncs its journal this way
+//! (see [`super::journal`]).
 //!
-//! Qdrant Edge 0.7.0 (`EdgeShard`) appends every update to its write-ahead log and
-//! applies it to the segments in memory, but it neither syncs the log nor replays it
-//! when a shard is loaded (`EdgeShard::load` opens the WAL and loads the segments;
-//! nothing reads the WAL back). The only thing that makes an update survive the
-//! process is `EdgeShard::flush`: the WAL's mmap is synced, then every segment
-//! (id mapping, vectors, payloads, point versions) is flushed with `sync = true`.
-//! Dropping the shard flushes too, which is why a SIGTERM kept every write and a
-//! `kill -9` lost the unflushed ones.
-//!
-//! So a write is acknowledged only after a flush that started after it was applied.
-//! Flushing per write would serialise writers behind one flush each; instead writes
-//! share flushes (group commit): each applied update gets a sequence number, one
-//! writer at a time flushes, and its flush covers every update applied before it
-//! started. Writers that arrive while a flush runs wait for the next one, which
-//! covers all of them at once.
-//!
-//! `EdgeShard::flush` panics when it finds the WAL or the segment holder locked
-//! (`try_lock().expect(..)`), so updates, optimisation and flushes of one shard run
-//! under one gate (`Gate`); searches do not take it.
+//! Updates, journal appends, optimisation and checkpoints of one shard run under one
+//! gate ([`Gate`]): `EdgeShard::flush` panics when it finds the WAL or the segment
+//! holder locked (`try_lock().expect(..)`), and a checkpoint must not empty the
+//! journal between a write's update and its append. Searches do not take it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +31,11 @@ impl Gate {
         let out = write()?;
         let seq = self.applied.fetch_add(1, Ordering::SeqCst) + 1;
         Ok((out, seq))
+    }
+
+    /// The sequence number of the last write applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
     }
 
     /// Run a flush under the gate; returns the sequence number of the last update it

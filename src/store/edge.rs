@@ -15,6 +15,8 @@ use qdrant_edge::{
 use tokio::sync::Mutex;
 
 use super::commit::{sync_dir, write_atomic, Gate, GroupCommit};
+use super::journal::{Journal, Record, CHECKPOINT_BYTES};
+use super::transfer::ExportLine;
 use super::lock::DataDirLock;
 use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
@@ -24,6 +26,8 @@ use crate::example::{ExamplePoint, ScoredExample};
 
 /// Prefix of a collection folder being deleted (collection names never start with '.').
 const TOMBSTONE: &str = ".deleted-";
+/// A collection's journal, next to its `shard/` folder.
+const JOURNAL: &str = "journal.log";
 
 pub struct EdgeStore {
     data_dir: PathBuf,
@@ -33,37 +37,105 @@ pub struct EdgeStore {
     lock: std::sync::Mutex<Option<DataDirLock>>,
 }
 
-/// An open shard with the gate its writes go through and its group commit.
+/// An open shard, the journal that makes its writes durable (see [`super::journal`]),
+/// the gate its writes go through and the group commit of journal syncs.
 struct OpenShard {
     shard: EdgeShard,
+    journal: Journal,
     gate: Gate,
     commit: GroupCommit,
+    /// Set once the journal was replayed: only then may closing empty it.
+    replayed: bool,
 }
 
 impl OpenShard {
-    /// Apply an update under the gate; returns its sequence number. Not yet durable.
-    fn update(&self, op: UpdateOperation) -> Result<u64, StoreError> {
-        self.gate.apply(|| self.shard.update(op).map_err(backend)).map(|((), seq)| seq)
+    /// Open the shard and replay what its journal holds (writes acknowledged after
+    /// the last checkpoint), then checkpoint.
+    fn open(dir: &Path, dim: usize) -> Result<OpenShard, StoreError> {
+        let shard = open_shard(&dir.join("shard"), dim)?;
+        let (journal, records) = Journal::open(&dir.join(JOURNAL))?;
+        let mut open =
+            OpenShard { shard, journal, gate: Gate::default(), commit: GroupCommit::default(), replayed: false };
+        if !records.is_empty() {
+            let n = records.len();
+            for record in records {
+                open.shard.update(operation(record)).map_err(backend)?;
+            }
+            open.checkpoint()?;
+            tracing::info!("{}: replayed {n} journaled write(s)", dir.display());
+        }
+        open.replayed = true;
+        Ok(open)
     }
 
-    /// Flush under the gate; returns the last update it covers.
-    fn flush(&self) -> Result<u64, StoreError> {
+    /// Apply a write and append it to the journal, under the gate; returns its
+    /// sequence number. Durable once the journal is synced past it.
+    fn write(&self, record: Record) -> Result<u64, StoreError> {
+        self.gate
+            .apply(|| {
+                self.shard.update(operation(record.clone())).map_err(backend)?;
+                self.journal.append(&record)
+            })
+            .map(|((), seq)| seq)
+    }
+
+    /// Sync the journal; returns the last write it covers. Appends go on meanwhile.
+    fn sync(&self) -> Result<u64, StoreError> {
+        let covered = self.gate.applied();
+        self.journal.sync()?;
+        Ok(covered)
+    }
+
+    /// Flush the shard and empty the journal, with no write in between.
+    fn checkpoint(&self) -> Result<u64, StoreError> {
         self.gate.flush(|| {
             // `EdgeShard::flush` panics (`expect`) on I/O errors; a panic must not
-            // take the process down, and the write it was flushing for is then not
-            // acknowledged.
+            // take the process down, and the journal is then kept.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
-                .map_err(|_| StoreError::Io("flushing the shard failed (see the log)".into()))
+                .map_err(|_| StoreError::Io("flushing the shard failed (see the log)".into()))?;
+            self.journal.reset()
         })
     }
 }
 
-/// Apply `op` and return once it is durable (see [`super::commit`]).
-async fn write_durably(open: Arc<OpenShard>, op: UpdateOperation) -> Result<(), StoreError> {
-    let applying = open.clone();
-    let seq = blocking(move || applying.update(op)).await?;
-    let flushing = open.clone();
-    open.commit.wait_durable(seq, || blocking(move || flushing.flush())).await
+impl Drop for OpenShard {
+    fn drop(&mut self) {
+        if self.replayed && self.journal.bytes() > 0 {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!("checkpoint at close failed (the journal is replayed on the next open): {e}");
+            }
+        }
+    }
+}
+
+/// The shard update a journal record stands for.
+fn operation(record: Record) -> UpdateOperation {
+    match record {
+        Record::Upsert { points } => {
+            let points = points
+                .into_iter()
+                .map(|p| PointStruct::new(p.id, p.vector, serde_json::Value::Object(p.payload)).into())
+                .collect();
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)))
+        }
+        Record::Delete { ids } => UpdateOperation::PointOperation(PointOperations::DeletePoints {
+            ids: ids.into_iter().map(PointId::from).collect(),
+        }),
+    }
+}
+
+/// Apply and journal a write; return once it is durable. Checkpoint when the journal
+/// has grown past [`CHECKPOINT_BYTES`].
+async fn write_durably(open: Arc<OpenShard>, record: Record) -> Result<(), StoreError> {
+    let writing = open.clone();
+    let seq = blocking(move || writing.write(record)).await?;
+    let syncing = open.clone();
+    open.commit.wait_durable(seq, || blocking(move || syncing.sync())).await?;
+    if open.journal.bytes() > CHECKPOINT_BYTES {
+        let flushing = open.clone();
+        blocking(move || flushing.checkpoint().map(|_| ())).await?;
+    }
+    Ok(())
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -138,9 +210,8 @@ impl EdgeStore {
         }
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
         self.take_lock()?;
-        let path = self.dir(collection).join("shard");
-        let shard = blocking(move || open_shard(&path, meta.dim)).await?;
-        let shard = Arc::new(OpenShard { shard, gate: Gate::default(), commit: GroupCommit::default() });
+        let dir = self.dir(collection);
+        let shard = Arc::new(blocking(move || OpenShard::open(&dir, meta.dim)).await?);
         shards.insert(collection.to_string(), shard.clone());
         Ok(shard)
     }
@@ -275,19 +346,14 @@ impl ExampleStore for EdgeStore {
         let shard = self.shard(collection).await?;
         let points = points
             .into_iter()
-            .map(|p| {
-                let payload = serde_json::Value::Object(example_payload(&p.example));
-                PointStruct::new(p.example.point_id(), p.vector, payload).into()
-            })
+            .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
             .collect();
-        let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)));
-        write_durably(shard, op).await
+        write_durably(shard, Record::Upsert { points }).await
     }
 
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
         let shard = self.shard(collection).await?;
-        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
-        write_durably(shard, UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })).await
+        write_durably(shard, Record::Delete { ids: ids.to_vec() }).await
     }
 
     async fn search(
@@ -380,30 +446,30 @@ impl ExampleStore for EdgeStore {
 
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
-        let shard = self.shard(collection).await?;
-        let open = shard.clone();
-        let seq = blocking(move || {
-            let indexed = open.shard.info().payload_schema;
-            let mut last = None;
-            for field in meta.filter_fields() {
-                let path = json_path(&field)?;
-                if indexed.contains_key(&path) {
-                    continue;
-                }
-                last = Some(open.update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                    CreateIndex {
+        let open = self.shard(collection).await?;
+        blocking(move || {
+            // Index changes and optimisation (which swaps segments) run under the gate,
+            // then a checkpoint makes them and every journaled write part of the shard.
+            open.gate.apply(|| {
+                let indexed = open.shard.info().payload_schema;
+                for field in meta.filter_fields() {
+                    let path = json_path(&field)?;
+                    if indexed.contains_key(&path) {
+                        continue;
+                    }
+                    let index = CreateIndex {
                         field_name: path,
                         field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                    },
-                )))?);
-            }
-            // Optimisation swaps segments: no update or flush may run meanwhile.
-            let ((), seq) = open.gate.apply(|| open.shard.optimize().map(|_| ()).map_err(backend))?;
-            Ok(last.map_or(seq, |l: u64| l.max(seq)))
+                    };
+                    open.shard
+                        .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(index)))
+                        .map_err(backend)?;
+                }
+                open.shard.optimize().map(|_| ()).map_err(backend)
+            })?;
+            open.checkpoint().map(|_| ())
         })
-        .await?;
-        let flushing = shard.clone();
-        shard.commit.wait_durable(seq, || blocking(move || flushing.flush())).await
+        .await
     }
 
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {

@@ -14,6 +14,7 @@ pub mod commit;
 mod edge;
 mod health;
 mod layout;
+mod journal;
 mod lock;
 mod server;
 pub mod transfer;
