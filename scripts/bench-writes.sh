@@ -12,32 +12,15 @@ requests="${1:-400}"
 shift || true
 levels=("$@")
 [ ${#levels[@]} -eq 0 ] && levels=(1 8)
-bin="${TRIAGE_BIN:-}"
-if [ -z "$bin" ]; then
-    ./scripts/setup.sh >/dev/null
-    cargo build --release --quiet
-    bin="$root/target/release/triage"
-fi
-export TRIAGE_MODELS_DIR="${TRIAGE_MODELS_DIR:-$root/models}"
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/serve-common.sh
 TRIAGE_DATA_DIR="$work/golden" "$bin" index examples_store/saas-support --collection saas >/dev/null
 
 for c in "${levels[@]}"; do
     rm -rf "$work/data" && cp -a "$work/golden" "$work/data"
     TRIAGE_DATA_DIR="$work/data" "$bin" serve --collection saas --addr 127.0.0.1:0 --provider none 2>"$work/serve.log" &
     server_pid=$!
-    for _ in $(seq 1 600); do
-        grep -q "listening on" "$work/serve.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    base="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log" | head -1)"
+    pids=("$server_pid")
+    base="$(wait_listening "$work/serve.log")"
     [ -n "$base" ] || { cat "$work/serve.log" >&2; exit 1; }
     python3 - "$base" "$requests" "$c" <<'PY'
 import http.client, json, sys, threading, time, urllib.parse
@@ -73,5 +56,5 @@ pct = lambda p: round(latencies[min(len(latencies) - 1, int(p / 100 * len(latenc
 print(json.dumps({"clients": c, "requests": n, "stored": len(latencies), "errors": len(errors), "seconds": round(wall, 3),
                   "examples_per_s": round(len(latencies) / wall, 1), "latency_ms_p50": pct(50), "latency_ms_p99": pct(99)}))
 PY
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; pids=()
 done

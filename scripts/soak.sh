@@ -21,33 +21,15 @@ if [ "$seconds" -gt 540 ]; then
 fi
 sim="${SIM_LLM:-$root/scripts/sim_llm.py}"
 [ -f "$sim" ] || { echo "soak: $sim is missing (the simulated LLM)" >&2; exit 2; }
-bin="${TRIAGE_BIN:-}"
-if [ -z "$bin" ]; then
-    ./scripts/setup.sh >/dev/null
-    cargo build --release --quiet
-    bin="$root/target/release/triage"
-fi
-export TRIAGE_MODELS_DIR="${TRIAGE_MODELS_DIR:-$root/models}"
-
-work="$(mktemp -d)"
-sim_pid=""
-cleanup() {
-    if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/serve-common.sh
 export TRIAGE_DATA_DIR="$work/data"
 "$bin" index examples_store/saas-support --collection saas >/dev/null
 
 python3 "$sim" --gold examples_store/saas-support/examples.jsonl --p 0.85 --port 0 --seed "${SOAK_SEED:-42}" \
     --fault-5xx "${SOAK_FAULT_5XX:-0.05}" --fault-429 "${SOAK_FAULT_429:-0.05}" --retry-after 1 \
     --hang "${SOAK_HANG:-0.02}" --hang-seconds "${SOAK_HANG_SECONDS:-4}" >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$work/sim.out" 2>/dev/null && break
-    sleep 0.1
-done
-llm="$(sed -n 's/^listening on \(http[^ ]*\).*/\1/p' "$work/sim.out" | head -1)"
+pids=($!)
+llm="$(wait_listening "$work/sim.out")"
 [ -n "$llm" ] || { cat "$work/sim.err" >&2; exit 1; }
 
 python3 - "$bin" "$llm" "$seconds" examples_store/saas-support/examples.jsonl <<'PY'
