@@ -16,7 +16,7 @@ levels=("$@")
 TRIAGE_DATA_DIR="$work/golden" "$bin" index examples_store/saas-support --collection saas >/dev/null
 
 for c in "${levels[@]}"; do
-    rm -rf "$work/data" && cp -a "$work/golden" "$work/data"
+    rm -rf "$work/data" "$work/serve.log" && cp -a "$work/golden" "$work/data"
     TRIAGE_DATA_DIR="$work/data" "$bin" serve --collection saas --addr 127.0.0.1:0 --provider none 2>"$work/serve.log" &
     server_pid=$!
     pids=("$server_pid")

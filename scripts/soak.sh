@@ -9,7 +9,7 @@
 #   scripts/soak.sh [SECONDS]                  (default 300, at most 540: with set-up, under 10 minutes)
 # Env: TRIAGE_BIN (a built triage; default: release build here), SOAK_SEED (42),
 #   SOAK_CLIENTS (classification clients, 4), SOAK_WRITERS (example writers, 2),
-#   SOAK_FAULT_5XX (0.05), SOAK_FAULT_429 (0.05), SOAK_HANG (0.02), SOAK_HANG_SECONDS (4),
+#   SOAK_FAULT_5XX (0.10), SOAK_FAULT_429 (0.10), SOAK_HANG (0.05), SOAK_HANG_SECONDS (4),
 #   SOAK_KILL_MIN / SOAK_KILL_MAX (seconds between kills, 5 / 20), SIM_LLM (path of sim_llm.py).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,8 +26,8 @@ export TRIAGE_DATA_DIR="$work/data"
 "$bin" index examples_store/saas-support --collection saas >/dev/null
 
 python3 "$sim" --gold examples_store/saas-support/examples.jsonl --p 0.85 --port 0 --seed "${SOAK_SEED:-42}" \
-    --fault-5xx "${SOAK_FAULT_5XX:-0.05}" --fault-429 "${SOAK_FAULT_429:-0.05}" --retry-after 1 \
-    --hang "${SOAK_HANG:-0.02}" --hang-seconds "${SOAK_HANG_SECONDS:-4}" >"$work/sim.out" 2>"$work/sim.err" &
+    --fault-5xx "${SOAK_FAULT_5XX:-0.10}" --fault-429 "${SOAK_FAULT_429:-0.10}" --retry-after 1 \
+    --hang "${SOAK_HANG:-0.05}" --hang-seconds "${SOAK_HANG_SECONDS:-4}" >"$work/sim.out" 2>"$work/sim.err" &
 pids=($!)
 llm="$(wait_listening "$work/sim.out")"
 [ -n "$llm" ] || { cat "$work/sim.err" >&2; exit 1; }
@@ -161,6 +161,15 @@ while time.monotonic() < deadline:
     for t in threads:
         t.join()
 
+def sim_stats():
+    try:
+        host, port = llm.split("//")[1].split("/")[0].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/stats")
+        return json.loads(conn.getresponse().read())
+    except Exception as e:
+        return {"error": str(e)}
+
 out = subprocess.run([bin_, "export", "--collection", "saas"], capture_output=True, text=True, check=True)
 stored = {json.loads(l)["payload"]["id"] for l in out.stdout.splitlines()[1:] if l.strip()}
 lost = sorted(i for i, s in acked.items() if i not in unsure and s == "present" and i not in stored)
@@ -179,7 +188,9 @@ summary = {
     "deleted_examples_back": back[:20],
     "requests_by_status": dict(sorted(statuses.items())),
     "results_by_method": dict(sorted(methods.items())),
-    "rss_mib_over_time": [{"t": t, "rss_mib": m, "restarts": k} for t, m, k in samples[::step]],
+    "llm_simulator": {k: v for k, v in sim_stats().items() if k in ("requests", "answered", "faults_5xx", "faults_429", "hangs")},
+    # "seconds since start: MiB (kill -9 restarts so far)", about 30 samples
+    "rss_mib_over_time": ", ".join(f"{t:.0f}s: {m:.0f} ({k})" for t, m, k in samples[::step]),
     "rss_mib_max": max((m for _, m, _ in samples), default=None),
 }
 print(json.dumps(summary, indent=1))
