@@ -55,6 +55,13 @@ impl Row {
             other => Some(other.to_string()),
         }
     }
+
+    /// Set a field to a text value (no effect on an unreadable row).
+    pub fn set(&mut self, name: &str, value: &str) {
+        if let Ok(f) = self.fields.as_mut() {
+            f.insert(name.to_string(), Value::String(value.to_string()));
+        }
+    }
 }
 
 pub fn read_path(path: &Path, format: Option<Format>) -> std::io::Result<(Format, Vec<Row>)> {
