@@ -1,6 +1,6 @@
 //! Embedding: the `Embedder` role, a fastembed implementation that runs the ONNX model
 //! on a pool of worker threads of its own (never on an async runtime worker) that
-//! concurrent requests share, and a deterministic hashing embedder for tests.
+//! concurrent requests share, and (test builds only) a deterministic hashing embedder.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -466,11 +466,13 @@ impl MemoEmbedder {
 }
 
 /// Deterministic bag-of-words hashing embedder: texts sharing words get similar
-/// vectors. For tests and for trying the pipeline without a model; not for accuracy.
+/// vectors. A test double (unit tests, `--features test-doubles`); not for accuracy.
+#[cfg(any(test, feature = "test-doubles"))]
 pub struct HashEmbedder {
     dim: usize,
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 impl HashEmbedder {
     pub const NAME: &'static str = "hash";
     pub fn new(dim: usize) -> Self {
@@ -478,6 +480,7 @@ impl HashEmbedder {
     }
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 #[async_trait]
 impl Embedder for HashEmbedder {
     fn model_name(&self) -> &str {
