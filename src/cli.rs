@@ -19,6 +19,8 @@ use crate::index::{self, FieldMap};
 use crate::llm::RetryPolicy;
 use crate::output::{self, OutputFormat};
 
+pub mod pull;
+
 /// Classify support tickets into your own taxonomy with retrieved few-shot examples.
 #[derive(Debug, Parser)]
 #[command(name = "triage", version, about)]
@@ -84,6 +86,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Load a `triage export` file into a collection of this store, without re-embedding
     Import(ImportArgs),
+    /// Pull new and changed tickets from a helpdesk (Zendesk, Freshdesk), classify them and write the results back
+    Pull(pull::PullArgs),
     /// Time retrieval alone: embed N tickets once, then search each (for scripts/bench-store.sh)
     #[command(hide = true)]
     BenchSearch(BenchSearchArgs),
@@ -526,6 +530,12 @@ pub struct ServeArgs {
     /// Where /v1/webhooks/ticket finds the text (dotted paths, joined in order)
     #[arg(long, value_delimiter = ',', default_value = "ticket.subject,ticket.description")]
     pub webhook_text_fields: Vec<String>,
+    /// Where /v1/webhooks/ticket finds a category an agent set (dotted path); another than ours becomes an example
+    #[arg(long, default_value = "ticket.category")]
+    pub webhook_category_field: String,
+    /// Where /v1/webhooks/ticket finds the ticket's tags (array, or a string separated by spaces); a triage_<category> tag other than ours becomes an example
+    #[arg(long, default_value = "ticket.tags")]
+    pub webhook_tags_field: String,
     /// Attempts per outgoing webhook delivery, the first included
     #[arg(long, default_value_t = 5)]
     pub webhook_attempts: u32,
@@ -552,6 +562,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Collections(cmd) => collections(&cli.common, cmd).await,
         Command::Export(args) => export(&cli.common, args).await,
         Command::Import(args) => import(&cli.common, args).await,
+        Command::Pull(args) => pull::pull(&cli.common, args).await,
         Command::BenchSearch(args) => bench_search(&cli.common, args).await,
         Command::BenchLatency(args) => bench_latency(&cli.common, args).await,
     }
@@ -987,7 +998,12 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         max_body: args.max_body,
         max_inflight: args.max_inflight,
         api_key: api_key.clone(),
-        webhook: WebhookMapping { id_field: args.webhook_id_field.clone(), text_fields: args.webhook_text_fields.clone() },
+        webhook: WebhookMapping {
+            id_field: args.webhook_id_field.clone(),
+            text_fields: args.webhook_text_fields.clone(),
+            category_field: Some(args.webhook_category_field.clone()).filter(|f| !f.trim().is_empty()),
+            tags_field: Some(args.webhook_tags_field.clone()).filter(|f| !f.trim().is_empty()),
+        },
         review_webhook: args.review_webhook.clone().filter(|u| !u.trim().is_empty()),
         ticket_callback: args.ticket_callback.clone().filter(|u| !u.trim().is_empty()),
         delivery: RetrySettings {
@@ -996,7 +1012,8 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
             ..RetrySettings::default()
         },
     };
-    let state = AppState::new(cfg, embedder, store, llm)?;
+    let ledger = crate::helpdesk::state::open(&store_settings(common))?;
+    let state = AppState::new(cfg, embedder, store, llm, Some(ledger))?;
     if let Err(e) = state.ready().await {
         eprintln!("warning: {e} (/readyz answers 503 until it is fixed)");
     }

@@ -17,6 +17,7 @@
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
+//! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 //! - [`stats`]: shares, percentiles, quantiles, ECE shared by evaluation and fitting
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
@@ -34,6 +35,7 @@ mod error;
 pub mod example;
 pub mod fit;
 pub mod guard;
+pub mod helpdesk;
 pub mod index;
 pub mod knn;
 pub mod lang;

@@ -29,7 +29,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, ticket_webhook, healthz, readyz, metrics),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::webhook::ticket_webhook, healthz, readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -221,7 +221,7 @@ fn with_filter(
     Ok(())
 }
 
-fn text_id(text: &str) -> String {
+pub(super) fn text_id(text: &str) -> String {
     format!("t-{}", hex(&Sha256::digest(text.as_bytes())[..6]))
 }
 
@@ -235,7 +235,7 @@ async fn after_classification(state: &AppState, results: &[TicketResult]) {
     }
 }
 
-async fn classify_one(
+pub(super) async fn classify_one(
     state: &AppState,
     classifier: &Classifier,
     ticket: Ticket,
@@ -470,58 +470,6 @@ pub async fn collection_info(
     }))
 }
 
-/// A dotted path (`ticket.subject`) into a JSON document.
-fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |v, key| match v {
-        Value::Object(m) => m.get(key),
-        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
-fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Helpdesk push integration: classify the ticket a webhook carries.
-#[utoipa::path(post, path = "/v1/webhooks/ticket", request_body(content = Object, description = "The helpdesk's webhook JSON; by default Zendesk-style ticket.id, ticket.subject, ticket.description (see --webhook-id-field, --webhook-text-fields)"),
-    params(CollectionQuery),
-    responses(
-        (status = 200, description = "The result (also POSTed to --ticket-callback when set)", body = TicketResult),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, description = "No ticket text at the configured fields", body = ErrorBody),
-        (status = 429, body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
-pub async fn ticket_webhook(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<CollectionQuery>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Json<TicketResult>, ApiError> {
-    let mapping = &state.cfg.webhook;
-    let parts: Vec<String> = mapping.text_fields.iter().filter_map(|f| lookup(&body, f).and_then(as_text)).collect();
-    if parts.is_empty() {
-        return Err(ApiError::unprocessable(
-            "no_ticket_text",
-            format!("no text at {} (set --webhook-text-fields)", mapping.text_fields.join(", ")),
-        ));
-    }
-    let text = parts.join("\n\n");
-    let id = lookup(&body, &mapping.id_field).and_then(as_text).unwrap_or_else(|| text_id(&text));
-    let classifier = state.classifier(q.collection.as_deref()).await?;
-    let options = state.cfg.options.clone();
-    let result = classify_one(&state, &classifier, Ticket { id: id.clone(), text: Ok(text) }, &options).await;
-    if let Some(url) = &state.cfg.ticket_callback {
-        state.notifier.callback(url, &id, &result).await;
-    }
-    Ok(Json(result))
-}
-
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
@@ -565,16 +513,6 @@ pub async fn method_not_allowed() -> ApiError {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn dotted_paths_find_webhook_fields() {
-        let v = json!({"ticket": {"id": 42, "subject": "Refund", "tags": ["a", "b"], "empty": " "}});
-        assert_eq!(lookup(&v, "ticket.id").and_then(as_text).as_deref(), Some("42"));
-        assert_eq!(lookup(&v, "ticket.tags.1"), Some(&json!("b")));
-        assert_eq!(lookup(&v, "ticket.empty").and_then(as_text), None);
-        assert_eq!(lookup(&v, "ticket.missing"), None);
-        assert_eq!(lookup(&v, "ticket.subject.x"), None);
-    }
 
     #[test]
     fn batch_tickets_keep_their_place_when_malformed() {

@@ -33,6 +33,7 @@ pub struct Metrics {
     completion_tokens: AtomicU64,
     busy: AtomicU64,
     deliveries: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    corrections: Mutex<crate::helpdesk::CorrectionCounts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,6 +84,11 @@ impl Metrics {
         *lock(&self.deliveries).entry((kind, outcome)).or_insert(0) += 1;
     }
 
+    /// An agent's category change learnt from a webhook (`label`: the agent's category).
+    pub fn correction(&self, label: &str) {
+        lock(&self.corrections).add(label);
+    }
+
     pub fn render(&self, inflight: usize) -> String {
         let mut out = String::new();
         let _ = self.write(&mut out, inflight);
@@ -130,6 +136,7 @@ impl Metrics {
         for ((kind, outcome), n) in lock(&self.deliveries).iter() {
             writeln!(o, "triage_webhook_deliveries_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}")?;
         }
+        lock(&self.corrections).render(o);
         writeln!(o, "# HELP triage_inflight_requests /v1 requests being handled now.")?;
         writeln!(o, "# TYPE triage_inflight_requests gauge")?;
         writeln!(o, "triage_inflight_requests {inflight}")?;

@@ -2,12 +2,14 @@
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
 //! `api.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
-//! `notify.rs`.
+//! `notify.rs`, the helpdesk push path (`/v1/webhooks/ticket`, agents' corrections)
+//! in `webhook.rs`.
 
 mod api;
 mod error;
 mod metrics;
 mod notify;
+mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +27,7 @@ use tokio::sync::{RwLock, Semaphore};
 
 use crate::classifier::{Classifier, ClassifyOptions};
 use crate::embed::Embedder;
+use crate::helpdesk::HelpdeskState;
 use crate::llm::LlmClient;
 use crate::store::{ExampleStore, StoreError};
 
@@ -44,6 +47,10 @@ pub struct WebhookMapping {
     pub id_field: String,
     /// Joined with a blank line, in this order; missing or empty fields are skipped.
     pub text_fields: Vec<String>,
+    /// Where an agent-set category may be (dotted path): differing from ours, it is a correction.
+    pub category_field: Option<String>,
+    /// Where the ticket's tags may be (dotted path): a `triage_<category>` tag other than ours is a correction.
+    pub tags_field: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +86,8 @@ pub struct AppState {
     inflight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// What the push path classified per ticket, to notice agents' corrections.
+    ledger: Option<Arc<dyn HelpdeskState>>,
 }
 
 impl AppState {
@@ -88,6 +97,7 @@ impl AppState {
         embedder: Arc<dyn Embedder>,
         store: Arc<dyn ExampleStore>,
         llm: Option<Arc<dyn LlmClient>>,
+        ledger: Option<Arc<dyn HelpdeskState>>,
     ) -> Result<Arc<Self>, crate::Error> {
         let metrics = Arc::new(Metrics::default());
         let notifier = Notifier::start(cfg.delivery, metrics.clone())?;
@@ -100,6 +110,7 @@ impl AppState {
             classifiers: RwLock::new(HashMap::new()),
             metrics,
             notifier,
+            ledger,
         }))
     }
 
@@ -150,7 +161,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/examples/{id}", delete(api::delete_example))
         .route("/v1/collections", get(api::list_collections))
         .route("/v1/collections/{name}", get(api::collection_info))
-        .route("/v1/webhooks/ticket", post(api::ticket_webhook))
+        .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
         // Layers run outside-in from the last added: auth first, so unauthenticated
         // requests never take a concurrency slot.
         .route_layer(from_fn_with_state(state.clone(), limit_inflight))

@@ -13,3 +13,6 @@ mod serve;
 mod bench;
 mod two_stage;
 mod embed;
+mod helpdesk_fake;
+mod helpdesk;
+mod helpdesk_learn;
