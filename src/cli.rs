@@ -545,6 +545,9 @@ pub struct ServeArgs {
     /// Seconds to wait for queued webhook deliveries on shutdown
     #[arg(long, default_value_t = 10.0)]
     pub drain_seconds: f64,
+    /// Refit a calibrated collection (head and calibration) in the background after this many examples were added through the API [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
+    #[arg(long)]
+    pub refit_after: Option<usize>,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -1011,6 +1014,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
             base_delay: Duration::from_millis(args.webhook_retry_base_ms),
             ..RetrySettings::default()
         },
+        refit_after: args.refit_after,
     };
     let ledger = crate::helpdesk::state::open(&store_settings(common))?;
     let state = AppState::new(cfg, embedder, store, llm, Some(ledger))?;

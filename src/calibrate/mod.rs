@@ -275,8 +275,8 @@ pub async fn fit_neighbours(
             head: fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
         })
         .collect();
-    let head = fitted_head.map(|(_, h, info)| (h, info));
-    Ok(neighbours::fit(&held, labels, head, head_note, settings, points.len(), now_secs()))
+    let head_c = head.enabled.then_some(head.c);
+    Ok(neighbours::fit(&held, labels, fitted_head.map(|(_, h, info)| (h, info)), head_note, head_c, settings, points.len(), now_secs()))
 }
 
 /// Fit the neighbours' side and store it with the collection, keeping the arbiters

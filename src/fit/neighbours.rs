@@ -88,7 +88,7 @@ fn shares(neighbours: &[(usize, f32)], t: f32) -> Vec<(usize, f32)> {
 }
 
 /// Fitting settings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub k: usize,
     /// Quantile of the examples' own nearest similarity used as the out-of-scope
@@ -199,6 +199,10 @@ pub struct NeighbourModel {
     /// Confidence at or above which an LLM is not asked; `None`: always asked.
     pub shortcut_confidence: Option<f32>,
     pub shortcut_target: f64,
+    /// The settings it was fitted with (a refit reuses them).
+    pub settings: Settings,
+    /// The head's inverse regularisation; `None` when the head was turned off.
+    pub head_c: Option<f32>,
     /// Examples in the collection when fitted; unix seconds.
     pub collection_examples: usize,
     pub fitted_at: u64,
@@ -356,11 +360,13 @@ fn round4(x: f64) -> f64 {
 
 /// Fit the neighbours' side on held-out points. `head`: the head fitted on every
 /// example (its held-out probabilities are in the points), with what to say about it.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     points: &[HeldOutPoint],
     labels: LabelSet,
     head: Option<(LogisticHead, HeadInfo)>,
     head_note: Option<String>,
+    head_c: Option<f32>,
     settings: &Settings,
     collection_examples: usize,
     fitted_at: u64,
@@ -452,6 +458,8 @@ pub fn fit(
         oos,
         shortcut_confidence: shortcut,
         shortcut_target: settings.shortcut_target,
+        settings: settings.clone(),
+        head_c,
         collection_examples,
         fitted_at,
         stats,
