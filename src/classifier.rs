@@ -342,6 +342,15 @@ impl Classifier {
                     .then(|| self.fitted.as_ref().and_then(|f| f.arbiter(llm.model(), evidence.k)))
                     .flatten();
                 decide::apply(&mut result, outcome, &evidence, arbiter, self.demonstrations.method());
+                if options.arbiter && arbiter.is_none() {
+                    if let Some(other) = self.fitted.as_ref().and_then(|f| f.arbiters.iter().find(|a| a.k == evidence.k)) {
+                        result.warnings.push(format!(
+                            "the collection's arbiter was fitted for model {:?}, not {:?}: the fixed rules decided (run triage calibrate --llm with this model)",
+                            other.model,
+                            llm.model()
+                        ));
+                    }
+                }
                 if let (Some(a), Some(fit)) = (arbiter, result.fit.as_mut()) {
                     fit.arbiter = Some(FitRef { fitted_at: a.fitted_at, examples: a.stats.answers });
                 }

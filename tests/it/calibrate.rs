@@ -43,7 +43,7 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
         "--format",
         "jsonl",
         "I was charged twice for my subscription this month, please refund one of the payments.",
-        "Boost your website traffic with our SEO backlink package: 500 high-authority links for $99, this week only!",
+        "Hi, I am a recruiter with two senior engineers available right now who would fit your team well. Open to a quick call this week?",
     ]))
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -59,7 +59,8 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     let expected = map["y"][i.max(1) - 1].as_f64().unwrap();
     assert!((conf - expected).abs() < 2e-3, "confidence {conf} is the map's value {expected} at probability {raw}");
     assert_eq!(r[0]["neighbours"]["category"], "Billing");
-    // Spam: the neighbours place it among the out-of-scope examples; never their label.
+    // Not a support request: the neighbours place it among the out-of-scope examples;
+    // their label is never the answer.
     assert_eq!(r[1]["needs_review"], true, "{}", r[1]);
     let reason = r[1]["review_reason"].as_str().unwrap();
     assert!(reason.starts_with("out_of_scope:"), "{reason}");
