@@ -227,6 +227,8 @@ pub struct ImportArgs {
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub layout: crate::store::CollectionLayout,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +296,8 @@ pub struct IndexArgs {
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub layout: crate::store::CollectionLayout,
 }
 
 #[derive(Debug, Args)]
@@ -548,6 +552,9 @@ pub struct ServeArgs {
     /// Refit a calibrated collection (head and calibration) in the background after this many examples were added through the API [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
     #[arg(long)]
     pub refit_after: Option<usize>,
+    /// Seconds a cached collection's metadata (taxonomy, calibration) is used before it is read again: how soon a change made through another replica or `triage calibrate` applies here
+    #[arg(long, env = "TRIAGE_META_REFRESH", default_value_t = 1.0)]
+    pub meta_refresh: f64,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -585,7 +592,16 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 fn store_settings(c: &CommonArgs) -> StoreSettings {
-    StoreSettings { data_dir: c.data_dir.clone(), qdrant_url: c.qdrant_url.clone().filter(|u| !u.trim().is_empty()) }
+    StoreSettings {
+        data_dir: c.data_dir.clone(),
+        qdrant_url: c.qdrant_url.clone().filter(|u| !u.trim().is_empty()),
+        layout: Default::default(),
+    }
+}
+
+/// Store settings of a command that may create a server collection with `layout`.
+fn creating_store_settings(c: &CommonArgs, layout: &crate::store::CollectionLayout) -> StoreSettings {
+    StoreSettings { layout: layout.clone(), ..store_settings(c) }
 }
 
 async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
@@ -601,9 +617,14 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     }
     let mut corpus = index::load_corpus_with(&args.path, &fields, args.taxonomy.as_deref(), &args.out_of_scope_label)?;
     index::mark_out_of_scope(&mut corpus, &args.out_of_scope_label, &args.collection);
-    let store = config::open_store(&store_settings(common))?;
+    let store = config::open_store(&creating_store_settings(common, &args.layout))?;
     // Fail before loading the model if another process owns the embedded store.
     store.claim()?;
+    if store.get_meta(&args.collection).await?.is_some() {
+        if let Some(note) = args.layout.unused_note(&args.collection) {
+            eprintln!("{note}");
+        }
+    }
     let embedder = common.embedder()?;
     let bar = progress_bar("indexing");
     let report = index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &bar).await?;
@@ -987,6 +1008,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     }
     anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
+    anyhow::ensure!(args.meta_refresh.is_finite() && args.meta_refresh >= 0.0, "--meta-refresh must be >= 0 seconds");
     let api_key = std::env::var("TRIAGE_API_KEY").ok().filter(|k| !k.trim().is_empty());
     let llm = args.llm.client()?;
     let store = config::open_store(&store_settings(common))?;
@@ -1015,6 +1037,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
             ..RetrySettings::default()
         },
         refit_after: args.refit_after,
+        meta_refresh: Duration::from_secs_f64(args.meta_refresh),
     };
     let ledger = crate::helpdesk::state::open(&store_settings(common))?;
     let state = AppState::new(cfg, embedder, store, llm, Some(ledger))?;
@@ -1178,9 +1201,14 @@ async fn export(common: &CommonArgs, args: ExportArgs) -> anyhow::Result<u8> {
 }
 
 async fn import(common: &CommonArgs, args: ImportArgs) -> anyhow::Result<u8> {
-    let store = config::open_store(&store_settings(common))?;
+    let store = config::open_store(&creating_store_settings(common, &args.layout))?;
     store.claim()?;
     let report = crate::store::transfer::import_file(store.as_ref(), &args.file, args.collection.as_deref()).await?;
+    if !report.created {
+        if let Some(note) = args.layout.unused_note(&report.collection) {
+            eprintln!("{note}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::embed::{Embedder, FastEmbedder, ModelSource};
 use crate::llm::{self, AnthropicClient, ApiKey, HttpSettings, LlmClient, OpenAiClient, RetryPolicy};
-use crate::store::{EdgeStore, ExampleStore, ServerStore};
+use crate::store::{CollectionLayout, EdgeStore, ExampleStore, ServerStore};
 use crate::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,13 +115,23 @@ pub fn build_llm(s: &LlmSettings) -> Result<BuiltLlm, Error> {
 pub struct StoreSettings {
     pub data_dir: PathBuf,
     pub qdrant_url: Option<String>,
+    /// Shards, replicas and memory settings of collections created on a Qdrant server.
+    pub layout: CollectionLayout,
 }
 
 pub fn open_store(s: &StoreSettings) -> Result<Arc<dyn ExampleStore>, Error> {
+    s.layout.check().map_err(Error::Config)?;
     Ok(match &s.qdrant_url {
         Some(url) => {
             let key = std::env::var("QDRANT_API_KEY").ok().filter(|k| !k.trim().is_empty());
-            Arc::new(ServerStore::connect(url, key)?)
+            Arc::new(ServerStore::connect(url, key)?.with_layout(s.layout.clone()))
+        }
+        None if !s.layout.is_default() => {
+            return Err(Error::Config(format!(
+                "{} set how a Qdrant server lays out a collection; the embedded store has no shards or replicas: \
+                 add --qdrant-url (QDRANT_URL) or drop them",
+                s.layout.flags()
+            )))
         }
         None => Arc::new(EdgeStore::open(&s.data_dir)?),
     })

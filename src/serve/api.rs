@@ -29,7 +29,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, healthz, readyz, metrics),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -178,15 +178,6 @@ pub struct CollectionInfo {
     pub taxonomy: Value,
     pub created_at: u64,
     pub updated_at: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collection: Option<String>,
 }
 
 fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> Result<ClassifyOptions, ApiError> {
@@ -469,26 +460,6 @@ pub async fn collection_info(
         updated_at: meta.updated_at,
         name,
     }))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into(), reason: None, collection: None })
-}
-
-/// Readiness: the embedding model is loaded and the default collection opens with it.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let collection = Some(state.cfg.collection.clone());
-    match state.classifier(None).await {
-        Ok(_) => Json(Health { status: "ready".into(), reason: None, collection }).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: "not_ready".into(), reason: Some(e.to_string()), collection }),
-        )
-            .into_response(),
-    }
 }
 
 /// Prometheus metrics.

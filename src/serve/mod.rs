@@ -1,6 +1,6 @@
 //! The HTTP classification service (`triage serve`): shared state, the router, auth,
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
-//! `api.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
+//! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
 //! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk push path (`/v1/webhooks/ticket`, agents' corrections)
 //! in `webhook.rs`.
@@ -10,6 +10,7 @@ mod error;
 mod metrics;
 mod notify;
 mod refit;
+mod probes;
 mod webhook;
 
 use std::collections::HashMap;
@@ -37,10 +38,6 @@ use error::ApiError;
 use metrics::Metrics;
 pub use notify::RetrySettings;
 use notify::Notifier;
-
-/// How long a replica trusts its cached copy of a collection's taxonomy before
-/// reading it again (another replica may have added labels).
-const META_TTL: Duration = Duration::from_secs(30);
 
 /// Where the helpdesk webhook finds the ticket in its JSON body (dotted paths).
 #[derive(Debug, Clone)]
@@ -77,6 +74,10 @@ pub struct ServeConfig {
     /// Refit a calibrated collection in the background after this many new examples
     /// (`None`: the larger of 50 and a tenth of its last fit's; `Some(0)`: never).
     pub refit_after: Option<usize>,
+    /// How long a cached collection (its metadata: taxonomy, calibration) is used
+    /// before it is read again. Another replica or `triage calibrate` may have changed
+    /// it; one metadata read per collection per interval keeps replicas in step.
+    pub meta_refresh: Duration,
 }
 
 /// Everything the handlers share. Holds no per-client state: replicas behind a load
@@ -121,24 +122,29 @@ impl AppState {
     }
 
     /// The classifier for `collection` (default: the configured one), opened on
-    /// first use and re-opened when its cached taxonomy is older than `META_TTL`.
+    /// first use and re-opened (its metadata read again) once it is older than
+    /// `meta_refresh`. When that read fails for a transient reason (the store is
+    /// unreachable or degraded), the cached one keeps serving and the read is retried
+    /// one interval later.
     async fn classifier(&self, collection: Option<&str>) -> Result<Arc<Classifier>, StoreError> {
         let name = collection.filter(|c| !c.trim().is_empty()).unwrap_or(&self.cfg.collection);
-        if let Some((c, at)) = self.classifiers.read().await.get(name) {
-            if at.elapsed() < META_TTL {
+        let cached = self.classifiers.read().await.get(name).cloned();
+        if let Some((c, at)) = &cached {
+            if at.elapsed() < self.cfg.meta_refresh {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(
-            Classifier::open(
-                self.embedder.clone(),
-                self.store.clone(),
-                self.llm.clone(),
-                name,
-                self.cfg.options.clone(),
-            )
-            .await?,
-        );
+        let opened =
+            Classifier::open(self.embedder.clone(), self.store.clone(), self.llm.clone(), name, self.cfg.options.clone())
+                .await;
+        let c = match (opened, cached) {
+            (Ok(c), _) => Arc::new(c),
+            (Err(e @ (StoreError::Backend(_) | StoreError::Io(_))), Some((old, _))) => {
+                tracing::warn!(collection = name, "cannot re-read the collection's metadata ({e}); using the cached copy");
+                old
+            }
+            (Err(e), _) => return Err(e),
+        };
         self.classifiers.write().await.insert(name.to_string(), (c.clone(), Instant::now()));
         Ok(c)
     }
@@ -175,8 +181,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(api::openapi))
         .fallback(api::not_found)
@@ -277,6 +283,9 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
     state.metrics.http(&endpoint, resp.status().as_u16(), started.elapsed());
     resp
 }
+
+#[cfg(test)]
+mod refresh_tests;
 
 #[cfg(test)]
 mod tests {

@@ -11,11 +11,15 @@ use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
 mod edge;
+mod health;
+mod layout;
 mod lock;
 mod server;
 pub mod transfer;
 
 pub use edge::EdgeStore;
+pub use health::{ReplicaHealth, ReplicaInfo, ReplicaStatus};
+pub use layout::{CollectionLayout, Quantization};
 pub use lock::DataDirLock;
 pub use server::ServerStore;
 
@@ -204,6 +208,11 @@ pub trait ExampleStore: Send + Sync {
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError>;
     /// Payload fields that have an index, sorted.
     async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError>;
+    /// The collection's shard replicas as the backend sees them (a Qdrant cluster's
+    /// dead or recovering copies); `None` where there are none to see (embedded store).
+    async fn replica_health(&self, _collection: &str) -> Result<Option<ReplicaHealth>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The payload stored for an example: its fields plus the content hash.

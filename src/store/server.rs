@@ -1,5 +1,7 @@
 //! A Qdrant server or cluster through qdrant-client (gRPC). The collection's
 //! `CollectionMeta` is kept in Qdrant's collection metadata under `triage_meta`.
+//! Every write waits until it is applied (`wait=true`): an acknowledged write is on
+//! the write-consistency number of replicas, not just queued.
 
 use std::collections::HashMap;
 
@@ -7,13 +9,16 @@ use async_trait::async_trait;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList,
-    QueryPointsBuilder, ScrollPointsBuilder, UpdateCollectionBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    QuantizationSearchParamsBuilder, QuantizationType, QueryPointsBuilder, ScalarQuantizationBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, UpdateCollectionBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
+use qdrant_client::qdrant::ReplicaState;
 use qdrant_client::{Payload, Qdrant};
 
+use super::layout::{CollectionLayout, Quantization};
 use super::{
-    example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
-    HASH_KEY,
+    example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, ReplicaHealth,
+    StoreError, HASH_KEY,
 };
 use crate::example::{ExamplePoint, ScoredExample};
 
@@ -21,6 +26,8 @@ const META_KEY: &str = "triage_meta";
 
 pub struct ServerStore {
     client: Qdrant,
+    /// Applied when this store creates a collection.
+    layout: CollectionLayout,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -37,7 +44,35 @@ impl ServerStore {
             .skip_compatibility_check()
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot connect to Qdrant at {url}: {e}")))?;
-        Ok(ServerStore { client })
+        Ok(ServerStore { client, layout: CollectionLayout::default() })
+    }
+
+    /// Create collections with these shard, replica and memory settings.
+    pub fn with_layout(mut self, layout: CollectionLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    fn create_request(&self, meta: &CollectionMeta, metadata: HashMap<String, serde_json::Value>) -> CreateCollectionBuilder {
+        let l = &self.layout;
+        let vectors = VectorParamsBuilder::new(meta.dim as u64, Distance::Cosine).on_disk(l.on_disk_vectors);
+        let mut request =
+            CreateCollectionBuilder::new(&meta.name).vectors_config(vectors).metadata(metadata).on_disk_payload(l.on_disk_payload);
+        if let Some(n) = l.shards {
+            request = request.shard_number(n);
+        }
+        if let Some(n) = l.replication_factor {
+            request = request.replication_factor(n);
+        }
+        if let Some(n) = l.write_consistency {
+            request = request.write_consistency_factor(n);
+        }
+        if let Some(Quantization::Int8) = l.quantization {
+            request = request.quantization_config(
+                ScalarQuantizationBuilder::default().r#type(QuantizationType::Int8.into()).quantile(0.99).always_ram(true),
+            );
+        }
+        request
     }
 
     async fn exists(&self, collection: &str) -> Result<bool, StoreError> {
@@ -116,14 +151,7 @@ impl ExampleStore for ServerStore {
                 .await
                 .map_err(backend)?;
         } else {
-            self.client
-                .create_collection(
-                    CreateCollectionBuilder::new(&meta.name)
-                        .vectors_config(VectorParamsBuilder::new(meta.dim as u64, Distance::Cosine))
-                        .metadata(metadata),
-                )
-                .await
-                .map_err(backend)?;
+            self.client.create_collection(self.create_request(meta, metadata)).await.map_err(backend)?;
         }
         Ok(())
     }
@@ -177,7 +205,16 @@ impl ExampleStore for ServerStore {
         limit: usize,
         filter: Option<&PayloadFilter>,
     ) -> Result<Vec<ScoredExample>, StoreError> {
-        let mut request = QueryPointsBuilder::new(collection).query(vector.to_vec()).limit(limit as u64).with_payload(true);
+        // With int8 quantisation (--quantization), candidates are found on the int8 copy:
+        // twice as many as asked, then rescored with the float32 originals, so the
+        // similarities are exact (Qdrant does not always rescore on its own, e.g. with
+        // on-disk originals). Without quantisation this changes nothing.
+        let rescore = QuantizationSearchParamsBuilder::default().rescore(true).oversampling(2.0);
+        let mut request = QueryPointsBuilder::new(collection)
+            .query(vector.to_vec())
+            .limit(limit as u64)
+            .with_payload(true)
+            .params(SearchParamsBuilder::default().quantization(rescore));
         if let Some(f) = server_filter(filter) {
             request = request.filter(f);
         }
@@ -244,6 +281,21 @@ impl ExampleStore for ServerStore {
             return Err(StoreError::NoSuchCollection(collection.into()));
         }
         self.indexed_fields(collection).await
+    }
+
+    async fn replica_health(&self, collection: &str) -> Result<Option<ReplicaHealth>, StoreError> {
+        validate_name(collection)?;
+        let info = self.client.collection_cluster_info(collection).await.map_err(backend)?;
+        let local = info.local_shards.iter().map(|s| (s.shard_id, info.peer_id, s.state));
+        let remote = info.remote_shards.iter().map(|s| (s.shard_id, s.peer_id, s.state));
+        let replicas = local
+            .chain(remote)
+            .map(|(shard, peer, state)| {
+                let state = ReplicaState::try_from(state).map(|s| s.as_str_name().to_string()).unwrap_or(format!("state {state}"));
+                super::ReplicaInfo { shard, peer, state }
+            })
+            .collect();
+        Ok(Some(ReplicaHealth::from_replicas(info.peer_id, replicas, info.shard_transfers.len())))
     }
 
     async fn delete_collection(&self, collection: &str) -> Result<bool, StoreError> {

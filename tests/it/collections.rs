@@ -1,6 +1,7 @@
 //! Collection lifecycle against the real binary: list/info/delete, export/import
-//! (embedded store to embedded store, and to a Qdrant server when QDRANT_URL is
-//! set), model-mismatch refusal, filtered retrieval, and the single-process lock.
+//! (embedded store to embedded store, and to a Qdrant server: `#[ignore]`d unless
+//! QDRANT_URL is set), model-mismatch refusal, filtered retrieval, and the
+//! single-process lock.
 
 use std::path::Path;
 
@@ -369,30 +370,19 @@ async fn a_second_process_on_a_served_data_dir_gets_a_clear_error_and_the_data_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_collection_moves_from_the_embedded_store_to_a_server_in_two_commands() {
-    let Some(url) = std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) else {
-        eprintln!("SKIPPED a_collection_moves_from_the_embedded_store_to_a_server_in_two_commands: QDRANT_URL is not set (no Qdrant server to test against)");
-        return;
-    };
+#[ignore = "needs a Qdrant server: QDRANT_URL (./scripts/test.sh starts one from ../shared/bin/qdrant)"]
+async fn server_a_collection_moves_from_the_embedded_store_in_two_commands() {
+    let url = crate::qdrant::server_url();
     let src = indexed_data_dir().await;
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("saas.jsonl");
     export(src.path(), "saas", &file).await;
-    let name = format!("triage-moved-{}", std::process::id());
-    let server = |cmd: &mut tokio::process::Command| {
-        cmd.env("QDRANT_URL", &url);
-        if let Ok(k) = std::env::var("QDRANT_API_KEY") {
-            cmd.env("QDRANT_API_KEY", k);
-        }
-    };
-    let mut cmd = triage(tmp.path());
-    server(&mut cmd);
-    let out = run(cmd.args(["import"]).arg(&file).args(["--collection", &name])).await;
+    let name = crate::qdrant::unique("triage-moved");
+    let server = || crate::qdrant::triage_on(&url, tmp.path());
+    let out = run(server().args(["import"]).arg(&file).args(["--collection", &name])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let before = classify(src.path(), "saas", &[]).await;
-    let mut cmd = triage(tmp.path());
-    server(&mut cmd);
-    let out = run(cmd
+    let out = run(server()
         .args(["classify", "--collection", &name, "--provider", "none", "--format", "jsonl"])
         .args(TICKETS))
     .await;
@@ -404,8 +394,6 @@ async fn a_collection_moves_from_the_embedded_store_to_a_server_in_two_commands(
         assert_eq!(b["category"], a["category"]);
         assert_eq!(b["neighbors"][0]["id"], a["neighbors"][0]["id"]);
     }
-    let mut cmd = triage(tmp.path());
-    server(&mut cmd);
-    let out = run(cmd.args(["collections", "delete", &name, "--yes"])).await;
+    let out = run(server().args(["collections", "delete", &name, "--yes"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }

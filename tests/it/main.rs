@@ -19,3 +19,7 @@ mod embed;
 mod helpdesk_fake;
 mod helpdesk;
 mod helpdesk_learn;
+mod qdrant;
+mod parity;
+mod replicas;
+mod cluster;
