@@ -18,8 +18,9 @@ if ! command -v wrk >/dev/null; then
     $sudo_cmd apt-get install -y -q wrk >/dev/null
 fi
 ./scripts/setup.sh >/dev/null
-cargo build --release --quiet
-bin="$root/target/release/triage"
+source scripts/lib.sh
+# --provider scripted exists only in builds with the test-doubles feature.
+build_triage --features test-doubles
 
 work="$(mktemp -d)"
 server_pid=""

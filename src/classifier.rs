@@ -1,22 +1,32 @@
-//! The pipeline: embed, retrieve, vote, prompt, call, validate, repair, route.
-//! The neighbours' vote is always computed: it is the fallback when the LLM fails
-//! and the check the LLM's answer must pass before it is trusted.
+//! The pipeline: embed, retrieve, weigh the neighbours (vote and fitted head), ask
+//! the LLM with the retrieved examples, then decide once between the two witnesses
+//! from how each did on the collection's own examples ([`crate::fit`]).
+//!
+//! The evidence comes first ([`Evidence`]: the ticket's language, the neighbours'
+//! judgement), then at most one LLM answer, then one decision ([`decide`]). Without a
+//! fit the rules are fixed: the LLM's valid answer wins unless a strong vote disagrees.
+
+mod decide;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use serde::Serialize;
 
-use crate::calibrate::Calibration;
 use crate::embed::Embedder;
 use crate::example::ScoredExample;
+use crate::fit::{Fitted, Judgement, NeighbourModel};
 use crate::guard::{extractive_summary, parse_answer, parse_category_answer, parse_subcategory_answer};
-use crate::knn::{select_diverse, vote, Vote};
-use crate::llm::{field_probability, LlmClient, LlmError, LlmRequest, LlmResponse, Usage};
-use crate::prompt::{build_category_request, build_request, build_subcategory_request, repair_request, shortlist};
+use crate::knn::{select_diverse, vote_with, Vote};
+use crate::lang::{self, Assessment, Coverage};
+use crate::llm::{LlmClient, LlmRequest, LlmResponse};
+use crate::prompt::{build_category_request, build_request, build_subcategory_request, repair_request, shortlist_labels};
+use crate::result::{ms, round3, FitRef, FitUsed, NeighbourAnswer, ReviewKind, ReviewReason};
 use crate::store::{CollectionMeta, ExampleStore, PayloadFilter, StoreError};
 use crate::taxonomy::label_key;
+
+pub use crate::result::{LlmAnswer, Neighbor, ResultMethod, TicketResult};
+use decide::{LlmOutcome, Stages};
 
 /// One ticket to classify. `text` is `Err` when the input row itself was unusable
 /// (bad encoding, malformed JSON): it still gets a result, flagged.
@@ -24,89 +34,6 @@ use crate::taxonomy::label_key;
 pub struct Ticket {
     pub id: String,
     pub text: Result<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Neighbor {
-    pub id: String,
-    pub label: String,
-    pub score: f32,
-}
-
-/// The result for one ticket: the JSON object the CLI prints and the API returns.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct TicketResult {
-    pub id: String,
-    pub category: Option<String>,
-    pub subcategory: Option<String>,
-    pub urgency: Option<String>,
-    pub summary: String,
-    pub reasoning: String,
-    /// Probability that `category` is right: calibrated for the collection when it has
-    /// a calibration fitted at this k (`triage calibrate`), else the raw figure.
-    pub confidence: f32,
-    /// The uncalibrated figure (vote share, or the LLM's capped self-report) when
-    /// `confidence` was calibrated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_confidence: Option<f32>,
-    /// The LLM's own probability for its label, from token log-probabilities, when
-    /// the provider returned them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub llm_label_probability: Option<f32>,
-    pub needs_review: bool,
-    pub review_reason: Option<String>,
-    /// `rag` (LLM with retrieved examples), `knn` (neighbours' vote, no LLM),
-    /// `knn-shortcut` (an LLM is configured but the calibrated vote was decisive, so
-    /// it was not called), `knn-fallback` (the LLM failed; the vote is the
-    /// suggestion), `none` (no input to classify).
-    pub method: String,
-    pub neighbors: Vec<Neighbor>,
-    pub model: Option<String>,
-    /// Tokens of every LLM request made for this ticket (repairs and the subcategory
-    /// request of two-stage prompts included).
-    pub usage: Usage,
-    /// LLM requests made for this ticket, failed ones, repairs and the subcategory
-    /// request of two-stage prompts included: what per-request pricing charges.
-    pub llm_calls: u32,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl TicketResult {
-    fn failed(id: &str, error: String, started: Instant) -> Self {
-        TicketResult {
-            id: id.to_string(),
-            category: None,
-            subcategory: None,
-            urgency: None,
-            summary: String::new(),
-            reasoning: String::new(),
-            confidence: 0.0,
-            raw_confidence: None,
-            llm_label_probability: None,
-            needs_review: true,
-            review_reason: Some(format!("error: {error}")),
-            method: "none".into(),
-            neighbors: Vec::new(),
-            model: None,
-            usage: Usage::default(),
-            llm_calls: 0,
-            latency_ms: ms(started),
-            error: Some(error),
-            warnings: Vec::new(),
-        }
-    }
-
-    /// True when something went wrong (as opposed to a deliberate review flag).
-    pub fn failed_hard(&self) -> bool {
-        self.error.is_some()
-    }
-}
-
-fn ms(started: Instant) -> f64 {
-    (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
 }
 
 /// Default of [`ClassifyOptions::max_prompt_labels`].
@@ -118,11 +45,11 @@ pub struct ClassifyOptions {
     pub k: usize,
     /// Review threshold; `None` uses the taxonomy's (else 0.85).
     pub min_confidence: Option<f32>,
-    /// Answer with the vote, without calling the LLM, when the collection's
-    /// calibration says the neighbours are decisive (`method: knn-shortcut`).
+    /// Answer with the neighbours, without calling the LLM, when their fitted
+    /// confidence reaches the collection's shortcut threshold (`method: knn-shortcut`).
     pub shortcut: bool,
-    /// With more categories than this, the prompt lists only the categories of the
-    /// retrieved candidates (at most this many); 0 lists them all.
+    /// With more categories than this, the prompt lists only the categories the
+    /// neighbours support (at most this many); 0 lists them all.
     pub max_prompt_labels: usize,
     /// Retrieve only examples whose payload fields have these values (e.g. `lang=en`,
     /// `tier=gold`); empty: all. Check it with [`CollectionMeta::check_filter`].
@@ -133,6 +60,12 @@ pub struct ClassifyOptions {
     /// prompts, but a second request per ticket: off by default, because at
     /// per-request pricing it can double the cost. No effect on flat taxonomies.
     pub two_stage: bool,
+    /// Held-out mode (fitting): a ticket's id is a stored example's id, and that
+    /// example is left out of its own retrieval.
+    pub holdout: bool,
+    /// Weigh the LLM's answer with the collection's fitted arbiter when it has one for
+    /// the model (off while fitting the arbiter itself).
+    pub arbiter: bool,
 }
 
 impl Default for ClassifyOptions {
@@ -144,6 +77,8 @@ impl Default for ClassifyOptions {
             max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS,
             filter: PayloadFilter::new(),
             two_stage: false,
+            holdout: false,
+            arbiter: true,
         }
     }
 }
@@ -154,7 +89,7 @@ impl ClassifyOptions {
     }
 }
 
-/// Which labeled examples the LLM sees. The neighbours' vote (and the guardrails
+/// Which labeled examples the LLM sees. The neighbours' judgement (and the decision
 /// built on it) is computed the same way whichever is chosen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Demonstrations {
@@ -169,11 +104,11 @@ pub enum Demonstrations {
 
 impl Demonstrations {
     /// The `method` reported for an LLM answer given with these demonstrations.
-    pub fn method(&self) -> &'static str {
+    pub fn method(&self) -> ResultMethod {
         match self {
-            Demonstrations::Retrieved => "rag",
-            Demonstrations::None => "zero-shot",
-            Demonstrations::Fixed(_) => "fixed-few-shot",
+            Demonstrations::Retrieved => ResultMethod::Rag,
+            Demonstrations::None => ResultMethod::ZeroShot,
+            Demonstrations::Fixed(_) => ResultMethod::FixedFewShot,
         }
     }
 }
@@ -183,8 +118,24 @@ pub struct Classifier {
     store: Arc<dyn ExampleStore>,
     llm: Option<Arc<dyn LlmClient>>,
     meta: CollectionMeta,
+    fitted: Option<Fitted>,
+    /// Said on every result when the stored fit cannot be used.
+    fit_warning: Option<String>,
+    coverage: Option<Arc<Coverage>>,
     options: ClassifyOptions,
     demonstrations: Demonstrations,
+}
+
+/// What is known about a ticket before any LLM is asked.
+pub(crate) struct Evidence<'a> {
+    pub text: &'a str,
+    pub language: Assessment,
+    pub vote: Vote,
+    pub judgement: Judgement,
+    pub model: Option<&'a NeighbourModel>,
+    pub candidates: Vec<ScoredExample>,
+    pub k: usize,
+    pub threshold: f32,
 }
 
 impl Classifier {
@@ -198,7 +149,57 @@ impl Classifier {
     ) -> Result<Self, StoreError> {
         let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
         meta.check_model(embedder.model_name(), embedder.dim())?;
-        Ok(Classifier { embedder, store, llm, meta, options, demonstrations: Demonstrations::Retrieved })
+        let coverage = embedder.coverage();
+        let mut c = Classifier {
+            embedder,
+            store,
+            llm,
+            meta,
+            fitted: None,
+            fit_warning: None,
+            coverage,
+            options,
+            demonstrations: Demonstrations::Retrieved,
+        };
+        c.load_fitted();
+        Ok(c)
+    }
+
+    /// Read the collection's fitted state, refusing a head from another embedding model.
+    fn load_fitted(&mut self) {
+        if self.meta.legacy_calibration.is_some() && self.meta.fitted.is_none() {
+            self.fit_warning = Some(
+                "the collection's calibration was made by an older version and is not used: run triage calibrate".into(),
+            );
+        }
+        let Some(state) = &self.meta.fitted else { return };
+        match Fitted::from_state(state) {
+            Ok(mut f) => {
+                if let Some(info) = &f.neighbours.head_info {
+                    if info.embedding_model != self.embedder.model_name() || info.dim != self.embedder.dim() {
+                        self.fit_warning = Some(format!(
+                            "the collection's fitted head was made with embedding model {:?} ({} dims), not {:?}: not used",
+                            info.embedding_model,
+                            info.dim,
+                            self.embedder.model_name()
+                        ));
+                        f.neighbours.head = None;
+                        f.neighbours.head_info = None;
+                        f.neighbours.head_weight = 0.0;
+                    }
+                }
+                self.fitted = Some(f);
+            }
+            Err(e) => self.fit_warning = Some(e.to_string()),
+        }
+    }
+
+    /// Use `fitted` instead of the collection's stored fit (fitting the arbiter on
+    /// held-out examples, with a head that has not seen them).
+    pub fn with_fitted(mut self, fitted: Option<Fitted>) -> Self {
+        self.fitted = fitted;
+        self.fit_warning = None;
+        self
     }
 
     /// Show the LLM other demonstrations than the retrieved ones (evaluation baselines).
@@ -211,12 +212,21 @@ impl Classifier {
         &self.meta
     }
 
+    pub fn fitted(&self) -> Option<&Fitted> {
+        self.fitted.as_ref()
+    }
+
     pub fn options(&self) -> &ClassifyOptions {
         &self.options
     }
 
     fn threshold(&self, options: &ClassifyOptions) -> f32 {
         options.min_confidence.unwrap_or_else(|| self.meta.taxonomy.review_threshold())
+    }
+
+    /// The fitted neighbours' side for `k`, when the collection was calibrated at `k`.
+    fn neighbour_model(&self, k: usize) -> Option<&NeighbourModel> {
+        self.fitted.as_ref().map(|f| &f.neighbours).filter(|m| m.k == k)
     }
 
     /// Classify tickets: one result per ticket, in input order. Embeds all usable
@@ -307,127 +317,183 @@ impl Classifier {
             Some(Err(e)) => return TicketResult::failed(&ticket.id, e, started),
             None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
         };
-        let k = options.k.max(1);
-        let filter = (!options.filter.is_empty()).then_some(&options.filter);
-        let candidates = match self.store.search(&self.meta.name, &vector, k * 3, filter).await {
-            Ok(c) => c,
-            Err(e) => return TicketResult::failed(&ticket.id, format!("retrieval failed: {e}"), started),
+        let evidence = match self.evidence(ticket, text, &vector, options).await {
+            Ok(e) => e,
+            Err(e) => return TicketResult::failed(&ticket.id, e, started),
         };
-        let nearest = &candidates[..candidates.len().min(k)];
-        let Some(vote) = vote(nearest) else {
-            let why = match filter {
-                Some(f) => format!(
-                    "no example matches the filter {}",
-                    f.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-                ),
-                None => "the collection has no examples".into(),
-            };
-            return TicketResult::failed(&ticket.id, why, started);
-        };
-        let threshold = self.threshold(options);
-        let calibration = self.meta.calibration.as_ref().filter(|c| c.k == k);
-        let mut result = self.knn_result(ticket, text, &vote, nearest, threshold, calibration);
-        if let Some(c) = &self.meta.calibration {
-            if c.k != k {
-                result.warnings.push(format!(
-                    "the collection's calibration was fitted at k={}; not applied at k={k} (run triage calibrate --k {k})",
-                    c.k
-                ));
-            }
-        }
+        let mut result = self.neighbours_result(ticket, &evidence);
         if let Some(llm) = &self.llm {
             let shortcut = options.shortcut
                 && self.demonstrations == Demonstrations::Retrieved
+                && evidence.language.covered
                 && !result.needs_review
-                && nearest.first().is_some_and(|n| label_key(&n.example.label) == label_key(&vote.label))
-                && calibration.is_some_and(|c| c.decisive(result.confidence));
+                && evidence.model.is_some_and(|m| m.decisive(evidence.judgement.confidence));
             if shortcut {
-                // Decisive neighbours (calibrated confidence at or above the fitted
-                // threshold, and the nearest example has the vote's label): the LLM
-                // would only be asked to confirm them.
-                result.method = "knn-shortcut".into();
+                result.method = ResultMethod::KnnShortcut;
                 result.reasoning.push_str(&format!(
-                    "; calibrated confidence {:.3} is at or above the collection's shortcut threshold {:.3}: the LLM was not called",
-                    result.confidence,
-                    calibration.and_then(|c| c.shortcut_confidence).unwrap_or(1.0)
+                    "; fitted confidence {:.3} is at or above the collection's shortcut threshold {:.3}: the LLM was not called",
+                    evidence.judgement.confidence,
+                    evidence.model.and_then(|m| m.shortcut_confidence).unwrap_or(1.0)
                 ));
             } else {
-                let taxonomy = &self.meta.taxonomy;
-                let two_stage = options.two_stage && taxonomy.has_subcategories();
-                let build = if two_stage { build_category_request } else { build_request };
-                // The examples the LLM sees, and (two-stage) the pool stage 2 takes
-                // the chosen category's examples from: the k × 3 retrieved candidates.
-                let (request, pool): (LlmRequest, &[ScoredExample]) = match &self.demonstrations {
-                    Demonstrations::Retrieved => {
-                        let short = shortlist(taxonomy, &candidates, options.max_prompt_labels);
-                        (build(short.as_ref().unwrap_or(taxonomy), &select_diverse(&candidates, k), text), candidates.as_slice())
+                let stages = self.stages(&evidence, options);
+                let outcome = crate::llm::for_ticket(self.ask_llm(&mut result, llm.as_ref(), stages, &evidence)).await;
+                let arbiter = options
+                    .arbiter
+                    .then(|| self.fitted.as_ref().and_then(|f| f.arbiter(llm.model(), evidence.k)))
+                    .flatten();
+                decide::apply(&mut result, outcome, &evidence, arbiter, self.demonstrations.method());
+                if options.arbiter && arbiter.is_none() {
+                    if let Some(other) = self.fitted.as_ref().and_then(|f| f.arbiters.iter().find(|a| a.k == evidence.k)) {
+                        result.warnings.push(format!(
+                            "the collection's arbiter was fitted for model {:?}, not {:?}: the fixed rules decided (run triage calibrate --llm with this model)",
+                            other.model,
+                            llm.model()
+                        ));
                     }
-                    Demonstrations::None => (build(taxonomy, &[], text), &[]),
-                    Demonstrations::Fixed(d) => (build(taxonomy, d, text), d.as_slice()),
-                };
-                let stages = Stages { request, subcategory: two_stage.then_some(pool), k };
-                let asking = self.apply_llm(&mut result, llm.as_ref(), text, stages, &vote, threshold, calibration);
-                crate::llm::for_ticket(asking).await;
+                }
+                if let (Some(a), Some(fit)) = (arbiter, result.fit.as_mut()) {
+                    fit.arbiter = Some(FitRef { fitted_at: a.fitted_at, examples: a.stats.answers });
+                }
             }
         }
         result.latency_ms = ms(started);
         result
     }
 
-    fn knn_result(
-        &self,
+    /// Retrieve, vote and judge; detect the language.
+    async fn evidence<'a>(
+        &'a self,
         ticket: &Ticket,
-        text: &str,
-        vote: &Vote,
-        nearest: &[ScoredExample],
-        threshold: f32,
-        calibration: Option<&Calibration>,
-    ) -> TicketResult {
-        let n_same = nearest.iter().filter(|n| label_key(&n.example.label) == label_key(&vote.label)).count();
-        let confidence = calibration.map(|c| c.confidence(vote.share, vote.top_score)).unwrap_or(vote.share);
-        let review_reason = if let Some(reason) = out_of_scope_reason(calibration, vote) {
-            Some(reason)
-        } else if confidence < threshold {
-            Some(match calibration {
-                Some(_) => format!(
-                    "low_confidence: calibrated confidence {confidence:.2} (neighbour vote share {:.2}) is below {threshold:.2}",
-                    vote.share
-                ),
-                None => format!("low_confidence: neighbour vote share {:.2} is below {threshold:.2}", vote.share),
-            })
-        } else {
-            None
-        };
-        TicketResult {
-            id: ticket.id.clone(),
-            category: Some(vote.label.clone()),
-            subcategory: vote.subcategory.clone(),
-            urgency: vote.urgency.clone(),
-            summary: extractive_summary(text),
-            reasoning: format!(
-                "{n_same} of {} nearest examples are {} (similarity-weighted share {:.2}; nearest similarity {:.2})",
-                nearest.len(),
-                vote.label,
-                vote.share,
-                vote.top_score
-            ),
-            confidence: round3(confidence),
-            raw_confidence: calibration.map(|_| round3(vote.share)),
-            llm_label_probability: None,
-            needs_review: review_reason.is_some(),
-            review_reason,
-            method: "knn".into(),
-            neighbors: nearest
-                .iter()
-                .map(|n| Neighbor { id: n.example.id.clone(), label: n.example.label.clone(), score: round3(n.score) })
-                .collect(),
-            model: None,
-            usage: Usage::default(),
-            llm_calls: 0,
-            latency_ms: 0.0,
-            error: None,
-            warnings: Vec::new(),
+        text: &'a str,
+        vector: &[f32],
+        options: &ClassifyOptions,
+    ) -> Result<Evidence<'a>, String> {
+        let k = options.k.max(1);
+        let filter = (!options.filter.is_empty()).then_some(&options.filter);
+        let limit = k * 3 + usize::from(options.holdout);
+        let mut candidates =
+            self.store.search(&self.meta.name, vector, limit, filter).await.map_err(|e| format!("retrieval failed: {e}"))?;
+        if options.holdout {
+            candidates.retain(|c| c.example.id != ticket.id);
+            candidates.truncate(k * 3);
         }
+        let nearest = &candidates[..candidates.len().min(k)];
+        let model = self.neighbour_model(k);
+        let temperature = model.map_or(crate::knn::TEMPERATURE, |m| m.vote_temperature);
+        let Some(vote) = vote_with(nearest, temperature) else {
+            return Err(match filter {
+                Some(f) => format!(
+                    "no example matches the filter {}",
+                    f.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                ),
+                None => "the collection has no examples".into(),
+            });
+        };
+        let head = model.and_then(|m| m.head.as_ref()).and_then(|h| h.predict_proba(vector).ok());
+        let taxonomy = &self.meta.taxonomy;
+        let judgement = match model {
+            Some(m) => m.judge(&vote.shares, vote.top_score, head.as_deref()),
+            None => Judgement::from_vote(&vote.shares, |l| taxonomy.is_out_of_scope(l)),
+        };
+        Ok(Evidence {
+            text,
+            language: lang::assess(text, self.coverage.as_deref()),
+            vote,
+            judgement,
+            model,
+            candidates,
+            k,
+            threshold: self.threshold(options),
+        })
+    }
+
+    /// The neighbours' answer as a result (`method: knn`).
+    fn neighbours_result(&self, ticket: &Ticket, e: &Evidence<'_>) -> TicketResult {
+        let j = &e.judgement;
+        let nearest = &e.candidates[..e.candidates.len().min(e.k)];
+        let label = j.label.clone();
+        let n_same = label
+            .as_ref()
+            .map_or(0, |l| nearest.iter().filter(|n| label_key(&n.example.label) == label_key(l)).count());
+        let mut reasoning = match &label {
+            Some(l) => format!(
+                "{n_same} of {} nearest examples are {l} (similarity-weighted share {:.2}; nearest similarity {:.2})",
+                nearest.len(),
+                e.vote.share_of(l),
+                e.vote.top_score
+            ),
+            None => format!("none of the {} nearest examples has an in-scope label", nearest.len()),
+        };
+        if let (Some(m), Some(_)) = (e.model, &label) {
+            if m.head.is_some() {
+                reasoning.push_str(&format!(
+                    "; with the fitted head (weight {:.2}) its probability is {:.2}",
+                    m.head_weight, j.probability
+                ));
+            }
+        }
+        let mut result = TicketResult::failed(&ticket.id, String::new(), Instant::now());
+        result.error = None;
+        result.review_reason = None;
+        result.needs_review = false;
+        result.category = label.clone();
+        result.subcategory = label.as_deref().and_then(|l| subcategory_for(l, &e.vote, &e.candidates));
+        result.urgency = e.vote.urgency.clone();
+        result.summary = extractive_summary(e.text);
+        result.reasoning = reasoning;
+        result.confidence = round3(j.confidence);
+        result.raw_confidence = e.model.map(|_| round3(j.probability));
+        result.method = ResultMethod::Knn;
+        result.neighbors = nearest
+            .iter()
+            .map(|n| Neighbor { id: n.example.id.clone(), label: n.example.label.clone(), score: round3(n.score) })
+            .collect();
+        result.lang = e.language.lang.clone();
+        result.neighbours =
+            Some(NeighbourAnswer { category: label.clone(), confidence: round3(j.confidence), probability: round3(j.probability) });
+        result.fit = e.model.map(|m| FitUsed {
+            fitted_at: m.fitted_at,
+            examples: m.stats.held_out,
+            head: m.head_info.as_ref().filter(|_| m.head.is_some()).map(|h| FitRef { fitted_at: h.fitted_at, examples: h.examples }),
+            arbiter: None,
+        });
+        if let Some(w) = &self.fit_warning {
+            result.warnings.push(w.clone());
+        }
+        if let Some(f) = &self.fitted {
+            if f.neighbours.k != e.k {
+                result.warnings.push(format!(
+                    "the collection was calibrated at k={}; its fit is not applied at k={} (run triage calibrate --k {})",
+                    f.neighbours.k, e.k, e.k
+                ));
+            }
+        }
+        if let Some(reason) = neighbours_review(e) {
+            result.flag(reason);
+        }
+        result
+    }
+
+    /// The LLM request(s) for a ticket.
+    fn stages(&self, e: &Evidence<'_>, options: &ClassifyOptions) -> Stages {
+        let taxonomy = &self.meta.taxonomy;
+        let two_stage = options.two_stage && taxonomy.has_subcategories();
+        let build = if two_stage { build_category_request } else { build_request };
+        // Out-of-scope examples are never shown: their label is not an answer.
+        let in_scope: Vec<ScoredExample> =
+            e.candidates.iter().filter(|c| !taxonomy.is_out_of_scope(&c.example.label)).cloned().collect();
+        let (request, pool) = match &self.demonstrations {
+            Demonstrations::Retrieved => {
+                let preferred = e.judgement.distribution.iter().map(|(l, _)| l.as_str());
+                let labels = preferred.chain(in_scope.iter().map(|c| c.example.label.as_str()));
+                let short = shortlist_labels(taxonomy, labels, options.max_prompt_labels);
+                (build(short.as_ref().unwrap_or(taxonomy), &select_diverse(&in_scope, e.k), e.text), in_scope)
+            }
+            Demonstrations::None => (build(taxonomy, &[], e.text), Vec::new()),
+            Demonstrations::Fixed(d) => (build(taxonomy, d, e.text), d.clone()),
+        };
+        Stages { request, subcategory: two_stage.then_some(pool), k: e.k }
     }
 
     /// Send `request`; when the reply does not pass `parse`, send one repair request.
@@ -438,8 +504,9 @@ impl Classifier {
         llm: &dyn LlmClient,
         request: &LlmRequest,
         parse: impl Fn(&str, bool) -> Result<T, Vec<String>>,
-    ) -> Result<(T, LlmResponse), String> {
+    ) -> Result<(T, LlmResponse), ReviewReason> {
         tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
+        let llm_error = |e: crate::llm::LlmError| ReviewReason::new(ReviewKind::Llm(e.kind()), e.to_string());
         result.llm_calls += 1;
         let first = llm.complete(request).await.map_err(llm_error)?;
         result.usage += first.usage;
@@ -453,155 +520,106 @@ impl Classifier {
                 result.usage += second.usage;
                 match parse(&second.text, true) {
                     Ok(a) => Ok((a, second)),
-                    Err(p) => Err(format!("invalid_answer: after one repair attempt: {}", p.join("; "))),
+                    Err(p) => Err(ReviewReason::new(
+                        ReviewKind::InvalidAnswer,
+                        format!("after one repair attempt: {}", p.join("; ")),
+                    )),
                 }
             }
         }
     }
 
-    /// Ask the LLM; keep the vote as the answer if the LLM fails, and flag
-    /// disagreement between the LLM and the neighbours. With two stages, the second
+    /// Ask the LLM (both stages with two-stage prompts). With two stages, the second
     /// request (the chosen category's subcategories) only decides the subcategory:
-    /// when it fails, the category stands, the subcategory of the nearest example
-    /// of that category is the suggestion and the ticket goes to review.
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_llm(
+    /// when it fails, the category stands, the subcategory of the nearest example of
+    /// that category is the suggestion and the ticket goes to review.
+    async fn ask_llm(
         &self,
         result: &mut TicketResult,
         llm: &dyn LlmClient,
-        text: &str,
-        stages: Stages<'_>,
-        vote: &Vote,
-        threshold: f32,
-        calibration: Option<&Calibration>,
-    ) {
+        stages: Stages,
+        e: &Evidence<'_>,
+    ) -> LlmOutcome {
         let taxonomy = &self.meta.taxonomy;
         result.model = Some(llm.model().to_string());
-        let two_stage = stages.subcategory.is_some();
-        let outcome = if two_stage {
+        let answer = if stages.subcategory.is_some() {
             self.ask(result, llm, &stages.request, |t, last| parse_category_answer(t, taxonomy, last)).await
         } else {
             self.ask(result, llm, &stages.request, |t, last| parse_answer(t, taxonomy, last)).await
         };
-        let outcome = outcome.map(|(a, response)| (a, label_probability(&response)));
-        let (mut answer, label_prob) = match outcome {
+        let (mut answer, response) = match answer {
             Ok(a) => a,
-            Err(reason) => {
-                // Keep the neighbours' vote as the suggestion; a person decides.
-                result.method = "knn-fallback".into();
-                result.needs_review = true;
-                result.review_reason = Some(reason.clone());
-                if reason.starts_with("llm_") {
-                    result.error = Some(reason);
-                }
-                return;
-            }
+            Err(reason) => return LlmOutcome::Failed(reason),
         };
-        // Stage 2: only the chosen category's subcategories, with its examples.
+        let label_probability = decide::label_probability(&response);
         let mut subcategory_failure = None;
         let sub_request = stages
             .subcategory
-            .and_then(|pool| build_subcategory_request(taxonomy, &answer.category, pool, stages.k, text));
-        if let (Some(request), Some(pool)) = (sub_request, stages.subcategory) {
+            .as_deref()
+            .and_then(|pool| build_subcategory_request(taxonomy, &answer.category, pool, stages.k, e.text));
+        if let (Some(request), Some(pool)) = (sub_request, stages.subcategory.as_deref()) {
             let category = answer.category.clone();
             match self.ask(result, llm, &request, |t, _| parse_subcategory_answer(t, taxonomy, &category)).await {
                 Ok((sub, _)) => answer.merge_subcategory(sub),
                 Err(reason) => {
                     let key = label_key(&category);
-                    answer.subcategory = pool
-                        .iter()
-                        .find(|e| label_key(&e.example.label) == key)
-                        .and_then(|e| e.example.subcategory.clone());
-                    if reason.starts_with("llm_") {
-                        result.error = Some(reason.clone());
+                    answer.subcategory =
+                        pool.iter().find(|x| label_key(&x.example.label) == key).and_then(|x| x.example.subcategory.clone());
+                    if matches!(reason.kind, ReviewKind::Llm(_)) {
+                        result.error = Some(reason.to_string());
                     }
                     let suggested = match &answer.subcategory {
                         Some(s) => format!("; suggested {s}, the nearest {category} example's"),
                         None => String::new(),
                     };
-                    subcategory_failure = Some(format!("subcategory: {reason}{suggested}"));
+                    subcategory_failure =
+                        Some(ReviewReason::new(ReviewKind::Subcategory, format!("{reason}{suggested}")));
                 }
             }
         }
-        let share = vote.share_of(&answer.category);
-        // The model's signal: its self-report, and its token probability for the
-        // label when the provider returned log-probabilities (the lower of the two).
-        // It is capped by how much of the neighbours' vote backs its label: a label
-        // no neighbour has cannot exceed 0.5.
-        let model_signal = label_prob.map_or(answer.confidence, |p| p.min(answer.confidence));
-        let capped = model_signal.min(0.5 + 0.5 * share);
-        result.llm_label_probability = label_prob.map(round3);
-        let agrees = label_key(&answer.category) == label_key(&vote.label);
-        // With a calibration, an answer that agrees with the vote gets the vote's
-        // calibrated probability (the held-out evidence there is); a dissenting answer
-        // keeps the capped self-report, which no held-out data has calibrated.
-        let confidence = match calibration {
-            Some(_) if agrees => result.confidence,
-            _ => capped,
-        };
-        result.method = self.demonstrations.method().into();
-        result.category = Some(answer.category.clone());
-        result.subcategory = answer.subcategory;
-        result.urgency = answer.urgency.or_else(|| vote.urgency.clone());
-        result.summary = if answer.summary.is_empty() { extractive_summary(text) } else { answer.summary };
-        result.reasoning = answer.reasoning;
-        result.confidence = round3(confidence);
-        result.raw_confidence = calibration.map(|_| round3(capped));
-        result.warnings.extend(answer.warnings);
-        result.needs_review = false;
-        result.review_reason = None;
-        if let Some(reason) = out_of_scope_reason(calibration, vote) {
-            result.needs_review = true;
-            result.review_reason = Some(reason);
-        } else if !agrees && vote.share >= 0.5 {
-            result.needs_review = true;
-            result.review_reason = Some(format!(
-                "disagreement: the model chose {} but the neighbours vote {} (share {:.2})",
-                answer.category, vote.label, vote.share
-            ));
-        } else if let Some(reason) = subcategory_failure {
-            result.needs_review = true;
-            result.review_reason = Some(reason);
-        } else if confidence < threshold {
-            result.needs_review = true;
-            result.review_reason = Some(format!(
-                "low_confidence: {:.2} is below {threshold:.2} (model {:.2}, neighbour support {:.2})",
-                confidence, model_signal, share
-            ));
-        }
+        LlmOutcome::Answered { answer, label_probability, subcategory_failure }
     }
 }
 
-/// The LLM requests for one ticket: the (stage 1) request, and with two-stage prompts
-/// the examples stage 2 picks the chosen category's demonstrations from (at most `k`).
-struct Stages<'a> {
-    request: LlmRequest,
-    subcategory: Option<&'a [ScoredExample]>,
-    k: usize,
+/// The subcategory the neighbours suggest for `label`: the vote's when the vote chose
+/// it, else the nearest candidate's with that label.
+fn subcategory_for(label: &str, vote: &Vote, candidates: &[ScoredExample]) -> Option<String> {
+    if label_key(label) == label_key(&vote.label) {
+        return vote.subcategory.clone();
+    }
+    let key = label_key(label);
+    candidates.iter().find(|c| label_key(&c.example.label) == key).and_then(|c| c.example.subcategory.clone())
 }
 
-/// `out_of_scope: ...` when the nearest example is less similar than the
-/// collection's fitted threshold: the ticket is unlike every example.
-fn out_of_scope_reason(calibration: Option<&Calibration>, vote: &Vote) -> Option<String> {
-    let c = calibration?;
-    c.out_of_scope(vote.top_score).then(|| {
-        format!(
-            "out_of_scope: the nearest example's similarity {:.3} is below the collection's threshold {:.3}",
-            vote.top_score,
-            c.oos_similarity.unwrap_or(0.0)
+/// Why the neighbours' answer alone goes to review, if it does.
+fn neighbours_review(e: &Evidence<'_>) -> Option<ReviewReason> {
+    let j = &e.judgement;
+    if !e.language.covered {
+        return Some(ReviewReason::new(
+            ReviewKind::Language,
+            format!(
+                "the ticket is in {} and the embedding model does not cover it, so the neighbours' vote is not trusted",
+                e.language.lang.as_deref().unwrap_or("another language")
+            ),
+        ));
+    }
+    if let Some(reason) = &j.out_of_scope {
+        let detail = reason.strip_prefix("out_of_scope: ").unwrap_or(reason);
+        return Some(ReviewReason::new(ReviewKind::OutOfScope, detail));
+    }
+    if j.label.is_none() {
+        return Some(ReviewReason::new(ReviewKind::OutOfScope, "no in-scope example among the nearest examples"));
+    }
+    (j.confidence < e.threshold).then(|| {
+        ReviewReason::new(
+            ReviewKind::LowConfidence,
+            match e.model {
+                Some(_) => format!(
+                    "fitted confidence {:.2} (neighbours' probability {:.2}) is below {:.2}",
+                    j.confidence, j.probability, e.threshold
+                ),
+                None => format!("neighbour vote share {:.2} is below {:.2}", j.confidence, e.threshold),
+            },
         )
     })
-}
-
-/// The probability the model gave the label it wrote, from its token log-probabilities.
-fn label_probability(response: &LlmResponse) -> Option<f32> {
-    response.logprobs.as_deref().and_then(|t| field_probability(&response.text, t, "category"))
-}
-
-fn llm_error(e: LlmError) -> String {
-    format!("{}: {e}", e.kind())
-}
-
-fn round3(x: f32) -> f32 {
-    (x * 1000.0).round() / 1000.0
 }

@@ -108,46 +108,86 @@ pub enum Command {
 /// Settings of a calibration fit (shared by `calibrate` and `eval --calibrate`).
 #[derive(Debug, Args)]
 pub struct FitArgs {
-    /// Quantile of the examples' own nearest-neighbour similarity below which a ticket is out of scope (0: off)
-    #[arg(long, default_value_t = 0.01)]
+    /// Without out-of-scope examples: quantile of the examples' own nearest-neighbour similarity below which a ticket is out of scope (0: off; it flags that share of in-scope tickets too)
+    #[arg(long, default_value_t = 0.0)]
     pub oos_quantile: f64,
-    /// Held-out vote accuracy required above the knn-shortcut threshold (above 1: never skip the LLM)
+    /// With out-of-scope examples: largest share of right in-scope answers the out-of-scope flag may take on held-out examples
+    #[arg(long, default_value_t = 0.015)]
+    pub oos_cost: f64,
+    /// Held-out accuracy required above the knn-shortcut threshold (above 1: never skip the LLM)
     #[arg(long, default_value_t = 0.99)]
     pub shortcut_accuracy: f64,
     /// Bands of nearest similarity, each with its own confidence map (fewer when a band would hold under 500 examples)
     #[arg(long, default_value_t = 3)]
     pub similarity_bands: usize,
+    /// Do not fit the logistic head over the embeddings (the neighbours' vote alone)
+    #[arg(long)]
+    pub no_head: bool,
+    /// Inverse regularisation of the head (scikit-learn's C)
+    #[arg(long, default_value_t = crate::calibrate::HEAD_C)]
+    pub head_c: f32,
 }
 
 impl FitArgs {
-    fn settings(&self, k: usize) -> crate::calibrate::Settings {
+    pub fn settings(&self, k: usize) -> crate::calibrate::Settings {
         crate::calibrate::Settings {
             k,
             oos_quantile: self.oos_quantile,
+            oos_cost_budget: self.oos_cost,
             shortcut_target: self.shortcut_accuracy,
             bands: self.similarity_bands.max(1),
             ..crate::calibrate::Settings::default()
         }
     }
+
+    pub fn head(&self) -> crate::calibrate::HeadSettings {
+        crate::calibrate::HeadSettings { enabled: !self.no_head, c: self.head_c }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
-    /// Collection to calibrate (the fitted map is stored with it)
+    /// Collection to calibrate (the fit is stored with it)
     #[arg(long)]
     pub collection: String,
-    /// Neighbours per vote; classification uses the calibration only at this k
+    /// Neighbours per vote; classification uses the fit only at this k
     #[arg(long, default_value_t = 8)]
     pub k: usize,
     /// Hold out at most this many examples (every n-th), for speed on large collections [default: all]
     #[arg(long)]
     pub max_examples: Option<usize>,
-    /// Remove the collection's calibration instead
+    /// Remove the collection's fit instead
     #[arg(long)]
     pub clear: bool,
     #[command(flatten)]
     pub fit: FitArgs,
-    /// Print the fitted calibration as JSON
+    /// Also fit the arbiter between the LLM and the neighbours: the LLM answers --llm-sample held-out examples
+    #[arg(long)]
+    pub llm: bool,
+    /// Held-out examples the LLM answers for the arbiter (one or two requests each; cached answers are free)
+    #[arg(long, default_value_t = 400)]
+    pub llm_sample: usize,
+    /// Seed of the held-out sample
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Price per LLM request in USD, for the estimate printed before the LLM is asked
+    #[arg(long, default_value_t = 0.0)]
+    pub price_per_request: f64,
+    /// Tickets classified at once while fitting the arbiter
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Cache of LLM answers (a rerun makes no calls)
+    #[arg(long, default_value = ".triage-cache")]
+    pub cache_dir: PathBuf,
+    /// Ask category and subcategory in two requests, as classification will
+    #[arg(long)]
+    pub two_stage: bool,
+    /// List at most this many categories in a prompt, as classification will (0: all)
+    #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
+    pub max_prompt_labels: usize,
+    #[command(flatten)]
+    pub llm_args: LlmArgs,
+    /// Print the fitted state as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -253,6 +293,9 @@ pub struct IndexArgs {
     /// Field holding the urgency
     #[arg(long, default_value = "urgency")]
     pub urgency_field: String,
+    /// Labels whose examples show what is out of scope (e.g. oos): indexed, never an answer (repeat or comma-separate)
+    #[arg(long, value_delimiter = ',')]
+    pub out_of_scope_label: Vec<String>,
     /// Extra fields kept with each example for filtered retrieval (e.g. product,tier): `classify --filter tier=gold`
     #[arg(long, value_delimiter = ',')]
     pub meta_fields: Vec<String>,
@@ -443,9 +486,15 @@ pub struct EvalArgs {
     /// Neither read nor write the LLM answer cache (<data-dir>/llm-cache)
     #[arg(long)]
     pub no_cache: bool,
-    /// Fit the collection's calibration (leave-one-out, at each --k) before evaluating, as `triage calibrate` does
+    /// Fit the collection's neighbours' side (leave-one-out votes, cross-fitted head, at each --k) before evaluating, as `triage calibrate` does
     #[arg(long)]
     pub calibrate: bool,
+    /// Before the rag runs, fit an arbiter per model and k on the LLM's answers to N held-out train examples, as `triage calibrate --llm` does
+    #[arg(long, value_name = "N")]
+    pub calibrate_llm: Option<usize>,
+    /// Labels (and is_oos rows) of the train side that are out-of-scope examples, e.g. oos (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub out_of_scope_label: Vec<String>,
     /// With more categories than this, rag prompts list only those of the retrieved examples (at most this many); 0: all
     #[arg(long, default_value_t = crate::classifier::DEFAULT_MAX_PROMPT_LABELS)]
     pub max_prompt_labels: usize,
@@ -517,6 +566,9 @@ pub struct ServeArgs {
     /// Seconds shutdown may take: requests in flight finish and queued webhook deliveries go out within it; connections still open then are closed
     #[arg(long, default_value_t = 10.0)]
     pub drain_seconds: f64,
+    /// Refit a calibrated collection (head and calibration) in the background after this many examples were added through the API [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
+    #[arg(long)]
+    pub refit_after: Option<usize>,
     /// Seconds a cached collection's metadata (taxonomy, calibration) is used before it is read again: how soon a change made through another replica or `triage calibrate` applies here
     #[arg(long, env = "TRIAGE_META_REFRESH", default_value_t = 1.0)]
     pub meta_refresh: f64,
@@ -592,7 +644,8 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     for f in &fields.meta {
         crate::store::validate_meta_field(f).map_err(|e| anyhow::anyhow!("--meta-fields: {e}"))?;
     }
-    let corpus = index::load_corpus(&args.path, &fields, args.taxonomy.as_deref())?;
+    let mut corpus = index::load_corpus_with(&args.path, &fields, args.taxonomy.as_deref(), &args.out_of_scope_label)?;
+    index::mark_out_of_scope(&mut corpus, &args.out_of_scope_label, &args.collection);
     let store = config::open_store(&creating_store_settings(common, &args.layout))?;
     // Fail before loading the model if another process owns the embedded store.
     store.claim()?;
@@ -605,10 +658,10 @@ async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let bar = progress_bar("indexing");
     let report = index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &bar).await?;
     if report.indexed > 0 {
-        if let Some(c) = store.get_meta(&args.collection).await?.and_then(|m| m.calibration) {
+        if let Some(f) = store.get_meta(&args.collection).await?.as_ref().and_then(crate::calibrate::stored_fit) {
             eprintln!(
-                "note: the collection's calibration was fitted on {} examples; it now has {}: re-run triage calibrate --collection {} --k {}",
-                c.collection_examples, report.points_in_collection, args.collection, c.k
+                "note: the collection was calibrated on {} examples; it now has {}: re-run triage calibrate --collection {} --k {}",
+                f.neighbours.collection_examples, report.points_in_collection, args.collection, f.neighbours.k
             );
         }
     }
@@ -846,6 +899,9 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         cache_dir: (!args.no_cache).then(|| common.data_dir.join("llm-cache")),
         llm_note,
         calibrate: args.calibrate.then(|| args.fit.settings(8)),
+        head: args.fit.head(),
+        calibrate_llm: args.calibrate_llm.filter(|n| *n > 0),
+        out_of_scope_labels: args.out_of_scope_label.clone(),
         max_prompt_labels: args.max_prompt_labels,
         two_stage: args.two_stage,
         taxonomy: args.taxonomy.clone(),
@@ -892,62 +948,85 @@ async fn calibrate(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u
             .get_meta(&args.collection)
             .await?
             .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
-        let had = meta.calibration.take().is_some();
+        let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
         meta.updated_at = crate::store::now_secs();
         store.put_meta(&meta).await?;
-        println!("collection {}: calibration {}", args.collection, if had { "removed" } else { "was not set" });
+        println!("collection {}: fit {}", args.collection, if had { "removed" } else { "was not set" });
         return Ok(0);
     }
-    let settings = args.fit.settings(args.k);
-    let bar = progress_bar("leave-one-out");
-    let progress = |done: usize, n: usize| {
+    let llm = if args.llm {
+        let client = args.llm_args.client()?.ok_or_else(|| {
+            anyhow::anyhow!("--llm needs an LLM: set OXLO_API_KEY (or TRIAGE_LLM_API_KEY, --llm-base-url, --provider)")
+        })?;
+        Some(client)
+    } else {
+        None
+    };
+    store.claim()?;
+    let bar = progress_bar("calibrating");
+    let progress = |step: &str, done: usize, n: usize| {
+        bar.set_message(step.to_string());
         bar.set_length(n as u64);
         bar.set_position(done as u64);
     };
     let started = std::time::Instant::now();
-    let c = crate::calibrate::calibrate_collection(store.as_ref(), &args.collection, &settings, args.max_examples, &progress)
-        .await?;
+    let model = crate::calibrate::calibrate_collection(
+        store.as_ref(),
+        &args.collection,
+        &args.fit.settings(args.k),
+        &args.fit.head(),
+        args.max_examples,
+        &progress,
+    )
+    .await?;
     bar.finish_and_clear();
+    if !args.json {
+        print!("{}", crate::calibrate::report::describe_neighbours(&args.collection, &model, started.elapsed().as_secs_f64()));
+    }
+    if let Some(client) = llm {
+        let most = args.llm_sample as f64 * if args.two_stage { 4.0 } else { 2.0 };
+        eprintln!(
+            "arbiter: the LLM ({}) answers {} held-out examples: {} requests at least, at most {} with repairs{}; cached answers are free",
+            client.model(),
+            args.llm_sample,
+            args.llm_sample,
+            most,
+            if args.price_per_request > 0.0 {
+                format!(" (about ${:.2} to ${:.2} at ${}/request)", args.llm_sample as f64 * args.price_per_request, most * args.price_per_request, args.price_per_request)
+            } else {
+                String::new()
+            }
+        );
+        let cached: Arc<dyn crate::llm::LlmClient> =
+            Arc::new(crate::llm::CachedLlm::new(client, args.cache_dir.clone(), String::new(), true));
+        let embedder = common.embedder()?;
+        let settings = crate::calibrate::llm::LlmFitSettings {
+            sample: args.llm_sample,
+            seed: args.seed,
+            concurrency: args.concurrency.max(1),
+            options: ClassifyOptions {
+                two_stage: args.two_stage,
+                max_prompt_labels: args.max_prompt_labels,
+                ..ClassifyOptions::new(args.k, None)
+            },
+        };
+        let bar = progress_bar("arbiter");
+        let progress = |step: &str, done: usize, n: usize| {
+            bar.set_message(step.to_string());
+            bar.set_length(n as u64);
+            bar.set_position(done as u64);
+        };
+        let report =
+            crate::calibrate::llm::fit_arbiter(embedder, store.clone(), &args.collection, cached, &settings, &progress).await?;
+        bar.finish_and_clear();
+        if !args.json {
+            print!("{}", crate::calibrate::report::describe_arbiter(&report.arbiter, report.requests));
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
-        return Ok(0);
-    }
-    let st = &c.stats;
-    println!(
-        "collection {}: calibrated at k={} by leave-one-out over {} of {} examples ({:.1} s)",
-        args.collection,
-        c.k,
-        c.examples,
-        c.collection_examples,
-        started.elapsed().as_secs_f64()
-    );
-    println!("  held-out vote accuracy      {:.3}", st.loo_accuracy);
-    println!("  ECE raw vote share          {:.3}", st.raw_ece);
-    println!("  ECE calibrated (cross-fit)  {:.3}", st.calibrated_ece);
-    println!(
-        "  confidence map              {} similarity band(s), {} blocks",
-        c.bands.len(),
-        c.bands.iter().map(|b| b.map.x.len()).sum::<usize>()
-    );
-    match c.oos_similarity {
-        Some(t) => println!(
-            "  out of scope below          nearest similarity {t:.3} (quantile {}; flags {:.1}% of held-out examples)",
-            c.oos_quantile,
-            st.oos_flag_rate.unwrap_or(0.0) * 100.0
-        ),
-        None => println!("  out of scope                off"),
-    }
-    match c.shortcut_confidence {
-        Some(t) => println!(
-            "  knn-shortcut at or above    confidence {t:.3} ({:.1}% of held-out examples, vote accuracy {:.4}; target {})",
-            st.shortcut_coverage.unwrap_or(0.0) * 100.0,
-            st.shortcut_accuracy.unwrap_or(0.0),
-            c.shortcut_target
-        ),
-        None => println!(
-            "  knn-shortcut                off (no confidence level reaches vote accuracy {} on held-out examples)",
-            c.shortcut_target
-        ),
+        let meta = store.get_meta(&args.collection).await?;
+        let fitted = meta.as_ref().and_then(crate::calibrate::stored_fit);
+        println!("{}", serde_json::to_string_pretty(&fitted)?);
     }
     Ok(0)
 }
@@ -1000,6 +1079,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
             base_delay: Duration::from_millis(args.webhook_retry_base_ms),
             ..RetrySettings::default()
         },
+        refit_after: args.refit_after,
         meta_refresh: Duration::from_secs_f64(args.meta_refresh),
     };
     let ledger = crate::helpdesk::state::open(&store_settings(common))?;

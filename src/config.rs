@@ -16,6 +16,7 @@ pub enum Provider {
     Anthropic,
     None,
     /// Instant deterministic answers (label of the nearest example): for load tests only
+    #[cfg(feature = "test-doubles")]
     #[value(hide = true)]
     Scripted,
 }
@@ -69,6 +70,7 @@ pub fn build_llm(s: &LlmSettings) -> Result<BuiltLlm, Error> {
     };
     let client: Arc<dyn LlmClient> = match provider {
         Provider::None => return Ok((None, None)),
+        #[cfg(feature = "test-doubles")]
         Provider::Scripted => Arc::new(llm::ScriptedClient),
         Provider::Openai => {
             let api_key = openai_key();

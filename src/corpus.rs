@@ -61,6 +61,13 @@ impl Row {
     pub fn text(&self, name: &str) -> Result<Option<String>, String> {
         crate::input::text_field(self.fields.as_ref().map_err(Clone::clone)?, name)
     }
+
+    /// Set a field to a text value (no effect on an unreadable row).
+    pub fn set(&mut self, name: &str, value: &str) {
+        if let Ok(f) = self.fields.as_mut() {
+            f.insert(name.to_string(), Value::String(value.to_string()));
+        }
+    }
 }
 
 pub fn read_path(path: &Path, format: Option<Format>) -> std::io::Result<(Format, Vec<Row>)> {

@@ -1,6 +1,6 @@
 //! Embedding: the `Embedder` role, a fastembed implementation that runs the ONNX model
 //! on a pool of worker threads of its own (never on an async runtime worker) that
-//! concurrent requests share, and a deterministic hashing embedder for tests.
+//! concurrent requests share, and (test builds only) a deterministic hashing embedder.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -91,6 +91,25 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize;
     /// One L2-normalised vector per text, in order.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// Which languages the model covers and the words its tokenizer knows; `None`:
+    /// unknown (nothing is withheld for a language).
+    fn coverage(&self) -> Option<Arc<crate::lang::Coverage>> {
+        None
+    }
+}
+
+/// Languages (ISO 639-1; `*`: many) of the models whose training data is known: a
+/// model folder's `triage-model.json` may say `"languages": [...]` instead.
+pub fn known_languages(model_name: &str) -> Vec<String> {
+    let n = model_name.to_ascii_lowercase();
+    let langs: &[&str] = if n.contains("multilingual") || n.contains("-m3") || n.contains("labse") {
+        &["*"]
+    } else if n.contains("all-minilm") || n.contains("-en") || n.contains("nomic-embed-text") || n.contains("mxbai-embed") {
+        &["en"]
+    } else {
+        &[]
+    };
+    langs.iter().map(|s| s.to_string()).collect()
 }
 
 fn clip(text: &str) -> &str {
@@ -111,7 +130,8 @@ pub enum ModelSource {
     /// `triage-model.json` there may set `texts_per_call`: `1` for models whose output
     /// for a text depends on the other texts of the same call (int8 activations
     /// quantised with one scale per call, like `all-minilm-l6-v2-qint8`).
-    Local { name: String, dir: PathBuf, texts_per_call: Option<usize> },
+    /// `languages`: from `triage-model.json` (`"languages": ["en"]`), else [`known_languages`].
+    Local { name: String, dir: PathBuf, texts_per_call: Option<usize>, languages: Vec<String> },
     /// A fastembed hub model (downloaded on first use; needs internet).
     Hub { name: String, model: fastembed::EmbeddingModel },
 }
@@ -126,12 +146,18 @@ impl ModelSource {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_else(|| spec.to_string());
-                let texts_per_call = std::fs::read_to_string(dir.join("triage-model.json"))
+                let settings = std::fs::read_to_string(dir.join("triage-model.json"))
                     .ok()
                     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v.get("texts_per_call").and_then(serde_json::Value::as_u64))
-                    .map(|n| n.max(1) as usize);
-                return Ok(ModelSource::Local { name, dir, texts_per_call });
+                    .unwrap_or_default();
+                let texts_per_call =
+                    settings.get("texts_per_call").and_then(serde_json::Value::as_u64).map(|n| n.max(1) as usize);
+                let languages = settings
+                    .get("languages")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+                    .unwrap_or_else(|| known_languages(&name));
+                return Ok(ModelSource::Local { name, dir, texts_per_call, languages });
             }
         }
         // Exact hub code or enum name first, then the bare model name, so that
@@ -163,6 +189,14 @@ impl ModelSource {
     pub fn name(&self) -> &str {
         match self {
             ModelSource::Local { name, .. } | ModelSource::Hub { name, .. } => name,
+        }
+    }
+
+    /// The languages the model covers (ISO 639-1, `*`: many; empty: unknown).
+    pub fn languages(&self) -> Vec<String> {
+        match self {
+            ModelSource::Local { languages, .. } => languages.clone(),
+            ModelSource::Hub { name, .. } => known_languages(name),
         }
     }
 
@@ -209,6 +243,7 @@ pub struct FastEmbedder {
     name: String,
     dim: usize,
     tx: mpsc::Sender<Job>,
+    coverage: Option<Arc<crate::lang::Coverage>>,
 }
 
 impl FastEmbedder {
@@ -228,8 +263,20 @@ impl FastEmbedder {
         let rx = Arc::new(Mutex::new(rx));
         let pref = source.texts_per_call();
         let mut dim = 0;
+        let mut coverage = None;
         for n in 0..workers {
             let mut model = build_model(source, models_dir, threads)?;
+            if coverage.is_none() {
+                let words = model
+                    .tokenizer
+                    .get_vocab(false)
+                    .into_keys()
+                    .filter(|k| !k.starts_with("##") && k.chars().all(char::is_alphabetic))
+                    .map(|k| k.to_lowercase())
+                    .collect();
+                let languages = source.languages();
+                coverage = (!languages.is_empty()).then(|| Arc::new(crate::lang::Coverage { languages, words }));
+            }
             let probe = model
                 .embed(vec!["dimension probe"], None)
                 .map_err(|e| EmbedError::Inference(e.to_string()))?;
@@ -243,7 +290,7 @@ impl FastEmbedder {
                 .spawn(move || worker(model, pref, &rx))
                 .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
         }
-        Ok(FastEmbedder { name: source.name().to_string(), dim, tx })
+        Ok(FastEmbedder { name: source.name().to_string(), dim, tx, coverage })
     }
 }
 
@@ -369,14 +416,63 @@ impl Embedder for FastEmbedder {
         }
         Ok(out)
     }
+
+    fn coverage(&self) -> Option<Arc<crate::lang::Coverage>> {
+        self.coverage.clone()
+    }
+}
+
+/// An embedder that remembers vectors by text, so that each text is embedded once
+/// however often it is asked for (evaluation: every method, k and repeat).
+pub struct MemoEmbedder {
+    inner: Arc<dyn Embedder>,
+    memo: Mutex<std::collections::HashMap<String, Vec<f32>>>,
+}
+
+#[async_trait]
+impl Embedder for MemoEmbedder {
+    fn model_name(&self) -> &str {
+        self.inner.model_name()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn coverage(&self) -> Option<Arc<crate::lang::Coverage>> {
+        self.inner.coverage()
+    }
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let missing: Vec<String> = {
+            let memo = self.memo.lock().map_err(|_| EmbedError::WorkerGone)?;
+            let set: std::collections::BTreeSet<&String> = texts.iter().filter(|t| !memo.contains_key(*t)).collect();
+            set.into_iter().cloned().collect()
+        };
+        if !missing.is_empty() {
+            let vectors = self.inner.embed(missing.clone()).await?;
+            let mut memo = self.memo.lock().map_err(|_| EmbedError::WorkerGone)?;
+            memo.extend(missing.into_iter().zip(vectors));
+        }
+        let memo = self.memo.lock().map_err(|_| EmbedError::WorkerGone)?;
+        texts
+            .iter()
+            .map(|t| memo.get(t).cloned().ok_or_else(|| EmbedError::Inference("no vector for a text".into())))
+            .collect()
+    }
+}
+
+impl MemoEmbedder {
+    pub fn new(inner: Arc<dyn Embedder>) -> Self {
+        MemoEmbedder { inner, memo: Mutex::new(std::collections::HashMap::new()) }
+    }
 }
 
 /// Deterministic bag-of-words hashing embedder: texts sharing words get similar
-/// vectors. For tests and for trying the pipeline without a model; not for accuracy.
+/// vectors. A test double (unit tests, `--features test-doubles`); not for accuracy.
+#[cfg(any(test, feature = "test-doubles"))]
 pub struct HashEmbedder {
     dim: usize,
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 impl HashEmbedder {
     pub const NAME: &'static str = "hash";
     pub fn new(dim: usize) -> Self {
@@ -384,6 +480,7 @@ impl HashEmbedder {
     }
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 #[async_trait]
 impl Embedder for HashEmbedder {
     fn model_name(&self) -> &str {

@@ -102,6 +102,17 @@ fn find_examples_file(dir: &Path) -> Option<PathBuf> {
 
 /// Load a corpus folder or file. `taxonomy_override` replaces the folder's taxonomy.
 pub fn load_corpus(path: &Path, fields: &FieldMap, taxonomy_override: Option<&Path>) -> Result<Corpus, Error> {
+    load_corpus_with(path, fields, taxonomy_override, &[])
+}
+
+/// [`load_corpus`], with `out_of_scope` labels added to the taxonomy (written or
+/// derived, see [`mark_out_of_scope`]) before the rows are checked against it.
+pub fn load_corpus_with(
+    path: &Path,
+    fields: &FieldMap,
+    taxonomy_override: Option<&Path>,
+    out_of_scope: &[String],
+) -> Result<Corpus, Error> {
     let (data_path, mut taxonomy) = if path.is_dir() {
         let file = find_examples_file(path).ok_or_else(|| {
             Error::Input(format!("{} holds no examples.jsonl, examples.csv or examples.tsv", path.display()))
@@ -116,6 +127,16 @@ pub fn load_corpus(path: &Path, fields: &FieldMap, taxonomy_override: Option<&Pa
     };
     if let Some(t) = taxonomy_override {
         taxonomy = Some(Taxonomy::load(t)?);
+    }
+    if let Some(t) = taxonomy.as_mut() {
+        for l in out_of_scope {
+            if t.category(l).is_some() {
+                return Err(Error::Input(format!("out-of-scope label {l:?} is a category of the taxonomy")));
+            }
+            if !t.is_out_of_scope(l) {
+                t.out_of_scope_labels.push(l.clone());
+            }
+        }
     }
     let (format, rows) = corpus::read_path(&data_path, None)
         .map_err(|e| Error::Input(format!("cannot read {}: {e}", data_path.display())))?;
@@ -174,6 +195,11 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     let mut urgency = opt(&f.urgency);
     let label = match taxonomy {
         None => label,
+        Some(t) if t.is_out_of_scope(&label) => {
+            // An out-of-scope example: no subcategory, since it has no category.
+            subcategory = None;
+            t.out_of_scope_label(&label).unwrap_or(&label).to_string()
+        }
         Some(t) => {
             let cat = t.category(&label).ok_or_else(|| format!("unknown label {label:?} (not in the taxonomy)"))?;
             if let Some(s) = &subcategory {
@@ -194,6 +220,36 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
     let meta = f.meta.iter().filter_map(|name| Some((name.clone(), opt(name)?))).collect();
     Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), meta })
+}
+
+/// Treat `labels` as out-of-scope labels (examples of what is not routed): added to
+/// the corpus's taxonomy, or to one derived from its labels for `collection`.
+pub fn mark_out_of_scope(corpus: &mut Corpus, labels: &[String], collection: &str) {
+    if labels.is_empty() {
+        return;
+    }
+    let mut taxonomy = corpus.taxonomy.clone().unwrap_or_else(|| {
+        let cats: BTreeSet<String> = corpus
+            .examples
+            .iter()
+            .map(|e| e.label.clone())
+            .filter(|l| !labels.iter().any(|o| crate::taxonomy::label_key(o) == crate::taxonomy::label_key(l)))
+            .collect();
+        let urg: BTreeSet<String> = corpus.examples.iter().filter_map(|e| e.urgency.clone()).collect();
+        Taxonomy::derived(collection, &cats, &urg)
+    });
+    for l in labels {
+        if !taxonomy.is_out_of_scope(l) {
+            taxonomy.out_of_scope_labels.push(l.clone());
+        }
+    }
+    for e in corpus.examples.iter_mut() {
+        if let Some(o) = taxonomy.out_of_scope_label(&e.label) {
+            e.label = o.to_string();
+            e.subcategory = None;
+        }
+    }
+    corpus.taxonomy = Some(taxonomy);
 }
 
 /// Upsert a corpus into `collection`, creating it if needed. Unchanged examples
@@ -251,7 +307,8 @@ pub async fn index_corpus(
                 dim: embedder.dim(),
                 created_at: now_secs(),
                 updated_at: now_secs(),
-                calibration: None,
+                fitted: None,
+                legacy_calibration: None,
                 meta_fields: meta_fields.iter().cloned().collect(),
             };
             store.put_meta(&meta).await?;
@@ -263,7 +320,8 @@ pub async fn index_corpus(
     let mut rejected = corpus.rejected;
     let mut examples = Vec::with_capacity(corpus.examples.len());
     for ex in corpus.examples {
-        if corpus.taxonomy.is_none() && !meta.taxonomy.derived && meta.taxonomy.category(&ex.label).is_none() {
+        let known = meta.taxonomy.category(&ex.label).is_some() || meta.taxonomy.is_out_of_scope(&ex.label);
+        if corpus.taxonomy.is_none() && !meta.taxonomy.derived && !known {
             rejected.push(Rejection {
                 line: 0,
                 reason: format!("example {:?}: unknown label {:?} (not in the collection's taxonomy)", ex.id, ex.label),

@@ -8,9 +8,10 @@ use serde::Serialize;
 use crate::example::ScoredExample;
 use crate::taxonomy::label_key;
 
-/// Softmax temperature for turning cosine similarities into vote weights: a
-/// neighbour 0.1 closer counts e (2.7) times as much.
-const TEMPERATURE: f32 = 0.1;
+/// Default softmax temperature for turning cosine similarities into vote weights: a
+/// neighbour 0.1 closer counts e (2.7) times as much. A calibrated collection uses the
+/// temperature fitted on its own examples ([`crate::fit::neighbours`]).
+pub const TEMPERATURE: f32 = 0.1;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Vote {
@@ -33,9 +34,10 @@ impl Vote {
     }
 }
 
-fn weights(neighbors: &[ScoredExample]) -> Vec<f32> {
+fn weights(neighbors: &[ScoredExample], temperature: f32) -> Vec<f32> {
     let max = neighbors.iter().map(|n| n.score).fold(f32::NEG_INFINITY, f32::max);
-    neighbors.iter().map(|n| ((n.score - max) / TEMPERATURE).exp()).collect()
+    let t = if temperature > 0.0 { temperature } else { TEMPERATURE };
+    neighbors.iter().map(|n| ((n.score - max) / t).exp()).collect()
 }
 
 /// Weighted plurality over `items`, ties broken by first appearance (nearest first).
@@ -57,10 +59,15 @@ fn plurality<'a>(items: impl Iterator<Item = (&'a str, f32)>) -> Vec<(String, f3
 
 /// The similarity-weighted vote of `neighbors` (None when there are none).
 pub fn vote(neighbors: &[ScoredExample]) -> Option<Vote> {
+    vote_with(neighbors, TEMPERATURE)
+}
+
+/// [`vote`] with another softmax temperature.
+pub fn vote_with(neighbors: &[ScoredExample], temperature: f32) -> Option<Vote> {
     if neighbors.is_empty() {
         return None;
     }
-    let w = weights(neighbors);
+    let w = weights(neighbors, temperature);
     let total: f32 = w.iter().sum();
     let labels = plurality(neighbors.iter().zip(&w).map(|(n, w)| (n.example.label.as_str(), *w)));
     let shares: Vec<(String, f32)> = labels.into_iter().map(|(l, s)| (l, s / total)).collect();

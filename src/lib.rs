@@ -7,16 +7,20 @@
 //! - [`embed`]: the `Embedder` role (fastembed on its own thread)
 //! - [`store`]: the `ExampleStore` role (Qdrant Edge embedded, Qdrant server)
 //! - [`knn`]: the neighbours' vote and label-diverse demonstrations
+//! - [`fit`]: models fitted on the collection's own examples (logistic head, isotonic
+//!   calibration, the neighbours' mixture, the LLM-vs-neighbours arbiter); pure
+//! - [`lang`]: the ticket's language and whether the embedding model covers it
 //! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
 //! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
-//! - [`calibrate`]: per-collection confidence map, out-of-scope and knn-shortcut thresholds
-//! - [`classifier`]: the pipeline that ties them together
+//! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
+//! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+//! - [`stats`]: shares, percentiles, quantiles, ECE shared by evaluation and fitting
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
 
@@ -30,19 +34,24 @@ pub mod embed;
 pub mod eval;
 mod error;
 pub mod example;
+pub mod fit;
 pub mod guard;
 pub mod helpdesk;
 pub mod index;
 pub mod input;
 pub mod knn;
+pub mod lang;
 pub mod llm;
 pub mod output;
 pub mod prompt;
+pub mod result;
 pub mod serve;
+pub mod stats;
 pub mod store;
 pub mod taxonomy;
 
-pub use classifier::{Classifier, ClassifyOptions, Demonstrations, Ticket, TicketResult};
+pub use classifier::{Classifier, ClassifyOptions, Demonstrations, Ticket};
+pub use result::{ResultMethod, ReviewKind, ReviewReason, TicketResult};
 pub use error::Error;
 pub use example::{Example, ScoredExample};
 pub use taxonomy::Taxonomy;

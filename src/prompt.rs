@@ -213,15 +213,21 @@ fn user_prompt_with(examples: &[ScoredExample], ticket: &str, label: impl Fn(&Sc
 /// the whole taxonomy goes into the prompt. Answers are still validated against the
 /// whole taxonomy.
 pub fn shortlist(t: &Taxonomy, candidates: &[ScoredExample], max: usize) -> Option<Taxonomy> {
+    shortlist_labels(t, candidates.iter().map(|c| c.example.label.as_str()), max)
+}
+
+/// [`shortlist`] from labels in order of preference (e.g. the neighbours' most
+/// probable labels, then the retrieved examples' labels).
+pub fn shortlist_labels<'a>(t: &Taxonomy, labels: impl Iterator<Item = &'a str>, max: usize) -> Option<Taxonomy> {
     if max == 0 || t.categories.len() <= max {
         return None;
     }
     let mut keep: Vec<String> = Vec::new();
-    for c in candidates {
+    for label in labels {
         if keep.len() == max {
             break;
         }
-        if let Some(cat) = t.category(&c.example.label) {
+        if let Some(cat) = t.category(label) {
             if !keep.contains(&cat.name) {
                 keep.push(cat.name.clone());
             }

@@ -57,6 +57,11 @@ pub struct Taxonomy {
     /// Urgency levels, lowest first. May be empty when the data has no urgency.
     #[serde(default)]
     pub urgency: Vec<UrgencyLevel>,
+    /// Labels whose examples show what this taxonomy does not route (e.g. `oos`):
+    /// indexed and retrieved like the others, never an answer; a ticket the
+    /// neighbours place among them goes to review as out of scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_scope_labels: Vec<String>,
     /// True when the taxonomy was derived from the labels present in the data,
     /// not written by a person (no descriptions, label set may grow on re-index).
     #[serde(default)]
@@ -108,6 +113,7 @@ impl Taxonomy {
                 .iter()
                 .map(|u| UrgencyLevel { name: u.clone(), description: String::new() })
                 .collect(),
+            out_of_scope_labels: Vec::new(),
             derived: true,
         }
     }
@@ -140,6 +146,18 @@ impl Taxonomy {
                 return Err(format!("urgency level {:?} is listed twice", u.name));
             }
         }
+        let mut oos = BTreeSet::new();
+        for l in &self.out_of_scope_labels {
+            if l.trim().is_empty() {
+                return Err("an out-of-scope label is empty".into());
+            }
+            if self.category(l).is_some() {
+                return Err(format!("{l:?} is both a category and an out-of-scope label"));
+            }
+            if !oos.insert(label_key(l)) {
+                return Err(format!("out-of-scope label {l:?} is listed twice"));
+            }
+        }
         if let Some(m) = self.min_confidence {
             if !(0.0..=1.0).contains(&m) {
                 return Err(format!("min_confidence {m} is outside [0, 1]"));
@@ -152,6 +170,18 @@ impl Taxonomy {
     pub fn category(&self, label: &str) -> Option<&Category> {
         let k = label_key(label);
         self.categories.iter().find(|c| label_key(&c.name) == k)
+    }
+
+    /// True when `label` is one of the out-of-scope labels (never an answer).
+    pub fn is_out_of_scope(&self, label: &str) -> bool {
+        let k = label_key(label);
+        self.out_of_scope_labels.iter().any(|l| label_key(l) == k)
+    }
+
+    /// The canonical out-of-scope label for `label`, if it is one.
+    pub fn out_of_scope_label(&self, label: &str) -> Option<&str> {
+        let k = label_key(label);
+        self.out_of_scope_labels.iter().find(|l| label_key(l) == k).map(String::as_str)
     }
 
     /// The canonical subcategory name under `category`.
@@ -185,7 +215,7 @@ impl Taxonomy {
     pub fn absorb(&mut self, labels: &BTreeSet<String>, urgencies: &BTreeSet<String>) -> bool {
         let mut changed = false;
         for l in labels {
-            if self.category(l).is_none() {
+            if self.category(l).is_none() && !self.is_out_of_scope(l) {
                 self.categories.push(Category { name: l.clone(), description: String::new(), subcategories: vec![] });
                 changed = true;
             }

@@ -1,7 +1,8 @@
 //! Evaluation figures as pure functions over per-ticket outcomes: accuracy with the
 //! out-of-scope rule, per-class precision/recall/F1, macro-F1, confusion matrix,
 //! calibration (ECE, Brier, reliability bins), selective accuracy and coverage,
-//! consistency over repeats, percentiles.
+//! consistency over repeats. Shares, ECE, reliability bins and percentiles are the
+//! shared ones of [`crate::stats`].
 //!
 //! Definitions (also in docs/accuracy.md):
 //! - A ticket whose gold label is in the taxonomy is correct when the predicted label
@@ -19,6 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+
+pub use crate::stats::{ece, percentile, reliability, share, Point, ReliabilityBin};
 
 /// One ticket's result, reduced to what the figures need.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,16 +53,6 @@ impl Outcome {
     pub fn label_correct(&self) -> bool {
         self.in_scope && self.predicted.as_deref() == Some(self.gold.as_str())
     }
-}
-
-/// Share of `true` values; `None` for an empty input.
-pub fn share<I: IntoIterator<Item = bool>>(values: I) -> Option<f64> {
-    let (mut yes, mut n) = (0usize, 0usize);
-    for v in values {
-        n += 1;
-        yes += usize::from(v);
-    }
-    (n > 0).then(|| yes as f64 / n as f64)
 }
 
 pub fn accuracy(outcomes: &[Outcome]) -> Option<f64> {
@@ -154,60 +147,6 @@ pub fn confusion(outcomes: &[Outcome]) -> BTreeMap<String, BTreeMap<String, usiz
     m
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReliabilityBin {
-    pub lower: f64,
-    pub upper: f64,
-    pub count: usize,
-    /// `None` for an empty bin.
-    pub mean_confidence: Option<f64>,
-    pub accuracy: Option<f64>,
-}
-
-/// `(confidence, label correct)` per ticket.
-pub type Point = (f64, bool);
-
-/// Bin index of a confidence among `bins` equal-width bins over [0, 1]; 1.0 falls in the last.
-fn bin_of(confidence: f64, bins: usize) -> usize {
-    let c = confidence.clamp(0.0, 1.0);
-    ((c * bins as f64).floor() as usize).min(bins - 1)
-}
-
-pub fn reliability(points: &[Point], bins: usize) -> Vec<ReliabilityBin> {
-    let bins = bins.max(1);
-    let mut sums = vec![(0usize, 0.0f64, 0usize); bins];
-    for &(c, ok) in points {
-        let b = &mut sums[bin_of(c, bins)];
-        b.0 += 1;
-        b.1 += c;
-        b.2 += usize::from(ok);
-    }
-    sums.into_iter()
-        .enumerate()
-        .map(|(i, (n, conf, ok))| ReliabilityBin {
-            lower: i as f64 / bins as f64,
-            upper: (i + 1) as f64 / bins as f64,
-            count: n,
-            mean_confidence: (n > 0).then(|| conf / n as f64),
-            accuracy: (n > 0).then(|| ok as f64 / n as f64),
-        })
-        .collect()
-}
-
-/// Expected calibration error over `bins` equal-width bins.
-pub fn ece(points: &[Point], bins: usize) -> Option<f64> {
-    if points.is_empty() {
-        return None;
-    }
-    let n = points.len() as f64;
-    Some(
-        reliability(points, bins)
-            .iter()
-            .filter_map(|b| Some(b.count as f64 / n * (b.accuracy? - b.mean_confidence?).abs()))
-            .sum(),
-    )
-}
-
 /// Mean one-vs-rest Brier score of the predicted label.
 pub fn brier(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
@@ -254,17 +193,6 @@ pub fn consistency(runs: &[Vec<Option<String>>]) -> Option<f64> {
     }
     let n = runs.iter().map(Vec::len).min().unwrap_or(0);
     share((0..n).map(|t| runs.iter().all(|r| r[t] == runs[0][t])))
-}
-
-/// Nearest-rank percentile (`p` in 0..=100).
-pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
 }
 
 #[cfg(test)]
@@ -364,26 +292,6 @@ mod tests {
     }
 
     #[test]
-    fn ece_and_reliability_by_hand() {
-        // Bin [0.9, 1.0]: 0.95 right, 0.95 wrong, 1.0 right -> mean conf 0.9667, acc 0.6667.
-        // Bin [0.2, 0.3): 0.25 wrong -> conf 0.25, acc 0.
-        let p = [(0.95, true), (0.95, false), (1.0, true), (0.25, false)];
-        let bins = reliability(&p, 10);
-        assert_eq!(bins.len(), 10);
-        assert_eq!(bins[9].count, 3);
-        assert_eq!(bins[2].count, 1);
-        assert_eq!(bins[0].mean_confidence, None);
-        close(bins[9].accuracy, 2.0 / 3.0);
-        // ECE = 3/4 × |2/3 − 2.9/3| + 1/4 × |0 − 0.25| = 3/4 × 0.3 + 0.0625 = 0.2875.
-        close(ece(&p, 10), 0.2875);
-        // A perfectly calibrated set: half right at 0.5.
-        close(ece(&[(0.5, true), (0.5, false)], 10), 0.0);
-        assert_eq!(ece(&[], 10), None);
-        // Bin edges: 0.1 belongs to the second bin, 0.0999 to the first.
-        assert_eq!(reliability(&[(0.1, true), (0.0999, true)], 10)[1].count, 1);
-    }
-
-    #[test]
     fn brier_is_one_vs_rest_on_the_predicted_label() {
         // (1 − 0.9)² = 0.01; 0.6² = 0.36; (1 − 1)² = 0; 0² = 0 -> mean 0.0925.
         close(brier(&[(0.9, true), (0.6, false), (1.0, true), (0.0, false)]), 0.0925);
@@ -411,16 +319,5 @@ mod tests {
         let three = vec![runs[0].clone(), runs[0].clone(), s(&[Some("B"), Some("B"), None, Some("C")])];
         close(consistency(&three), 3.0 / 4.0);
         assert_eq!(consistency(&runs[..1]), None);
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 6.0, 7.0, 8.0, 9.0];
-        close(percentile(&v, 50.0), 5.0);
-        close(percentile(&v, 95.0), 10.0);
-        close(percentile(&v, 90.0), 9.0);
-        close(percentile(&v, 0.0), 1.0);
-        close(percentile(&[3.0], 95.0), 3.0);
-        assert_eq!(percentile(&[], 50.0), None);
     }
 }

@@ -7,183 +7,13 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::metrics::{self, ClassStats, CoveragePoint, Outcome, ReliabilityBin};
-use super::{outcome, Evaluation, Run};
+use super::figures::{method_report, story, with_shortcut_effect, MethodReport, StoryRow};
+use super::metrics::ClassStats;
+use super::{outcome, Evaluation};
 use crate::taxonomy::label_key;
 use crate::Error;
-
-/// Calibration bins for ECE and the reliability diagram.
-pub const BINS: usize = 10;
-
-/// The figures of one method × model × k (pooled over repeats).
-#[derive(Debug, Clone, Serialize)]
-pub struct MethodReport {
-    pub method: &'static str,
-    pub model: Option<String>,
-    pub k: usize,
-    pub runs: usize,
-    pub tickets: usize,
-    pub accuracy: Option<f64>,
-    /// In-scope tickets with the right label and not flagged out of scope.
-    pub in_scope_accuracy: Option<f64>,
-    /// In-scope label accuracy, out-of-scope flags ignored.
-    pub in_scope_accuracy_without_abstention: Option<f64>,
-    /// Out-of-scope tickets flagged for review (any reason).
-    pub oos_recall: Option<f64>,
-    /// Out-of-scope tickets flagged `out_of_scope` specifically.
-    pub oos_flag_recall: Option<f64>,
-    /// In-scope tickets flagged `out_of_scope`.
-    pub in_scope_abstention_rate: Option<f64>,
-    pub macro_f1: Option<f64>,
-    pub urgency_accuracy: Option<f64>,
-    /// In-scope tickets with a gold subcategory whose category and subcategory are both right.
-    pub subcategory_accuracy: Option<f64>,
-    pub ece: Option<f64>,
-    /// ECE over in-scope tickets only (out-of-scope tickets have no right label, so
-    /// any confidence they get counts against `ece`).
-    pub in_scope_ece: Option<f64>,
-    pub brier: Option<f64>,
-    pub needs_review_rate: Option<f64>,
-    pub selective_accuracy: Option<f64>,
-    pub consistency: Option<f64>,
-    pub gold_in_top_k: Option<f64>,
-    /// LLM requests the method made (cache hits included: what it costs uncached).
-    pub llm_calls: u64,
-    /// Of those, requests actually sent in this run (not answered from the cache).
-    pub llm_calls_sent: u64,
-    pub cache_hits: u64,
-    pub llm_calls_per_ticket: f64,
-    /// LLM methods: share of tickets answered by the vote without calling the LLM
-    /// (`method: knn-shortcut`); `None` for knn.
-    pub llm_skip_rate: Option<f64>,
-    /// Whether the collection's calibration (fitted at this k) was applied.
-    pub calibrated: bool,
-    /// `rag` rows when a `rag-always` row with the same model and k exists: this
-    /// row's accuracy minus that row's, the accuracy effect of the knn-shortcut.
-    pub accuracy_delta_vs_always: Option<f64>,
-    pub prompt_tokens_per_ticket: f64,
-    pub completion_tokens_per_ticket: f64,
-    /// For all `llm_calls` and tokens, at the configured prices.
-    pub cost: f64,
-    pub cost_per_ticket: f64,
-    pub latency_ms_p50: Option<f64>,
-    pub latency_ms_p95: Option<f64>,
-    /// Tickets whose result carries an error (LLM unavailable, ...).
-    pub errors: usize,
-    /// Tickets where the LLM answer was unusable and the neighbours' vote was kept.
-    pub llm_fallbacks: usize,
-    pub seconds: f64,
-    pub per_class: BTreeMap<String, ClassStats>,
-    pub confusion: BTreeMap<String, BTreeMap<String, usize>>,
-    pub reliability: Vec<ReliabilityBin>,
-    pub coverage: Vec<CoveragePoint>,
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
-}
-
-fn r4(x: Option<f64>) -> Option<f64> {
-    x.map(round4)
-}
-
-pub fn method_report(eval: &Evaluation, run: &Run) -> MethodReport {
-    let tickets = &eval.tickets;
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut urgency = Vec::new();
-    let mut subcategory = Vec::new();
-    let mut in_top_k = Vec::new();
-    let mut latencies = Vec::new();
-    let (mut prompt, mut completion, mut errors, mut fallbacks, mut shortcuts) = (0u64, 0u64, 0usize, 0usize, 0usize);
-    for results in &run.results {
-        for (t, r) in tickets.iter().zip(results) {
-            outcomes.push(outcome(t, r));
-            if let Some(g) = &t.urgency {
-                urgency.push(r.urgency.as_deref().map(label_key) == Some(label_key(g)));
-            }
-            if let Some(g) = t.subcategory.as_ref().filter(|_| !t.is_oos) {
-                let category_right = r.category.as_deref().map(label_key) == Some(label_key(&t.label));
-                subcategory.push(category_right && r.subcategory.as_deref().map(label_key) == Some(label_key(g)));
-            }
-            if !t.is_oos {
-                in_top_k.push(r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)));
-            }
-            latencies.push(r.latency_ms);
-            prompt += r.usage.prompt_tokens;
-            completion += r.usage.completion_tokens;
-            errors += usize::from(r.error.is_some());
-            fallbacks += usize::from(r.method == "knn-fallback");
-            shortcuts += usize::from(r.method == "knn-shortcut");
-        }
-    }
-    let points: Vec<metrics::Point> = outcomes.iter().map(|o| (o.confidence, o.label_correct())).collect();
-    let per_class: BTreeMap<String, ClassStats> = metrics::per_class(&outcomes)
-        .into_iter()
-        .map(|(k, c)| {
-            (k, ClassStats { precision: round4(c.precision), recall: round4(c.recall), f1: round4(c.f1), support: c.support })
-        })
-        .collect();
-    let labels_per_run: Vec<Vec<Option<String>>> =
-        run.results.iter().map(|rs| rs.iter().map(|r| r.category.clone()).collect()).collect();
-    let n = outcomes.len().max(1) as f64;
-    let llm_calls = run.cache_hits + run.llm_calls_sent;
-    let cost = eval.config.prices.cost(llm_calls, prompt, completion);
-    MethodReport {
-        method: run.method.name(),
-        model: run.model.clone(),
-        k: run.k,
-        runs: run.results.len(),
-        tickets: tickets.len(),
-        accuracy: r4(metrics::accuracy(&outcomes)),
-        in_scope_accuracy: r4(metrics::in_scope_accuracy(&outcomes)),
-        in_scope_accuracy_without_abstention: r4(metrics::in_scope_accuracy_without_abstention(&outcomes)),
-        oos_recall: r4(metrics::oos_recall(&outcomes)),
-        oos_flag_recall: r4(metrics::oos_flag_recall(&outcomes)),
-        in_scope_abstention_rate: r4(metrics::in_scope_abstention_rate(&outcomes)),
-        macro_f1: r4(metrics::macro_f1(&metrics::per_class(&outcomes))),
-        urgency_accuracy: r4(metrics::share(urgency)),
-        subcategory_accuracy: r4(metrics::share(subcategory)),
-        ece: r4(metrics::ece(&points, BINS)),
-        in_scope_ece: r4(metrics::ece(
-            &outcomes.iter().filter(|o| o.in_scope).map(|o| (o.confidence, o.label_correct())).collect::<Vec<_>>(),
-            BINS,
-        )),
-        brier: r4(metrics::brier(&points)),
-        needs_review_rate: r4(metrics::needs_review_rate(&outcomes)),
-        selective_accuracy: r4(metrics::selective_accuracy(&outcomes)),
-        consistency: r4(metrics::consistency(&labels_per_run)),
-        gold_in_top_k: r4(metrics::share(in_top_k)),
-        llm_calls,
-        llm_calls_sent: run.llm_calls_sent,
-        cache_hits: run.cache_hits,
-        llm_calls_per_ticket: round4(llm_calls as f64 / n),
-        llm_skip_rate: run.method.needs_llm().then(|| round4(shortcuts as f64 / n)),
-        calibrated: run.calibrated,
-        accuracy_delta_vs_always: None,
-        prompt_tokens_per_ticket: round4(prompt as f64 / n),
-        completion_tokens_per_ticket: round4(completion as f64 / n),
-        cost: round4(cost * 100.0) / 100.0,
-        cost_per_ticket: (cost / n * 1e8).round() / 1e8,
-        latency_ms_p50: metrics::percentile(&latencies, 50.0),
-        latency_ms_p95: metrics::percentile(&latencies, 95.0),
-        errors,
-        llm_fallbacks: fallbacks,
-        seconds: run.seconds,
-        per_class,
-        confusion: metrics::confusion(&outcomes),
-        reliability: metrics::reliability(&points, BINS)
-            .into_iter()
-            .map(|b| ReliabilityBin { mean_confidence: r4(b.mean_confidence), accuracy: r4(b.accuracy), ..b })
-            .collect(),
-        coverage: metrics::coverage_curve(&points, &metrics::default_thresholds())
-            .into_iter()
-            .map(|c| CoveragePoint { accuracy: r4(c.accuracy), coverage: round4(c.coverage), ..c })
-            .collect(),
-    }
-}
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn timestamp(unix: u64) -> String {
@@ -216,6 +46,7 @@ pub fn report_json(eval: &Evaluation, rows: &[MethodReport]) -> Value {
         "embed_seconds": eval.embed_seconds,
         "skipped": eval.skipped,
         "calibrations": eval.calibrations,
+        "story": story(rows),
         "methods": rows,
     })
 }
@@ -263,6 +94,30 @@ fn cells(r: &MethodReport) -> [String; 23] {
     ]
 }
 
+const STORY_NOTE: &str = "Label accuracy over in-scope tickets: the model's own answers without and with the \
+retrieved examples (invalid answers count as wrong), the neighbours alone on the same tickets, and the combined \
+answers; then the share of tickets routed without review and their accuracy.";
+
+const STORY_COLUMNS: [&str; 10] = [
+    "model", "k", "model alone", "model + retrieval", "neighbours", "combined", "from", "auto-routed", "auto-routed acc",
+    "calls/ticket",
+];
+
+fn story_cells(r: &StoryRow) -> [String; 10] {
+    [
+        r.model.clone().unwrap_or_else(|| "–".into()),
+        r.k.to_string(),
+        f3(r.model_alone),
+        f3(r.model_with_retrieval),
+        f3(r.neighbours),
+        f3(r.combined),
+        format!("{}{}", r.combined_method, if r.arbiter { " (arbiter)" } else { "" }),
+        f3(r.auto_routed_share),
+        f3(r.auto_routed_accuracy),
+        format!("{:.2}", r.llm_calls_per_ticket),
+    ]
+}
+
 /// Off-diagonal confusion pairs, most frequent first.
 fn top_confusions(r: &MethodReport, n: usize) -> Vec<(String, String, usize)> {
     let mut pairs: Vec<(String, String, usize)> = r
@@ -292,6 +147,21 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
         eval.embedding_model,
         eval.config.repeat.max(1)
     );
+    let story = story(rows);
+    if !story.is_empty() {
+        let _ = writeln!(s, "## The story
+
+{STORY_NOTE}
+");
+        let _ = writeln!(s, "| {} |", STORY_COLUMNS.join(" | "));
+        let _ = writeln!(s, "|{}", "---|".repeat(STORY_COLUMNS.len()));
+        for r in &story {
+            let _ = writeln!(s, "| {} |", story_cells(r).join(" | "));
+        }
+        let _ = writeln!(s, "
+## All figures
+");
+    }
     let _ = writeln!(s, "| {} |", COLUMNS.join(" | "));
     let _ = writeln!(s, "|{}", "---|".repeat(COLUMNS.len()));
     for r in rows {
@@ -494,6 +364,22 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         crate::prompt::template_hash(&eval.taxonomy),
         eval.config.repeat.max(1)
     );
+    let story = story(rows);
+    if !story.is_empty() {
+        let _ = write!(s, "<h2>The story</h2><p>{}</p><table><tr>", esc(STORY_NOTE));
+        for c in STORY_COLUMNS {
+            let _ = write!(s, "<th>{}</th>", esc(c));
+        }
+        s.push_str("</tr>");
+        for r in &story {
+            s.push_str("<tr>");
+            for c in story_cells(r) {
+                let _ = write!(s, "<td>{}</td>", esc(&c));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</table><h2>All figures</h2>");
+    }
     s.push_str("<table><tr>");
     for c in COLUMNS {
         let _ = write!(s, "<th>{}</th>", esc(c));
@@ -565,6 +451,7 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
                     "correct": o.correct(), "label_correct": o.label_correct(),
                     "gold_in_top_k": !t.is_oos && r.neighbors.iter().any(|n| label_key(&n.label) == label_key(&t.label)),
                     "neighbors": r.neighbors.iter().map(|n| json!([n.label, n.score])).collect::<Vec<_>>(),
+                    "neighbours": r.neighbours, "llm_answer": r.llm_answer, "lang": r.lang, "gold_lang": t.lang,
                     "result_method": r.method, "latency_ms": r.latency_ms, "usage": r.usage, "llm_calls": r.llm_calls, "error": r.error,
                 });
                 serde_json::to_writer(&mut out, &line)?;
@@ -576,18 +463,6 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
 }
 
 /// Write every report file into `dir`; returns the figures and the paths written.
-/// Fill `accuracy_delta_vs_always` of `rag` rows from the matching `rag-always` rows.
-pub fn with_shortcut_effect(mut rows: Vec<MethodReport>) -> Vec<MethodReport> {
-    let always: Vec<(Option<String>, usize, Option<f64>)> =
-        rows.iter().filter(|r| r.method == "rag-always").map(|r| (r.model.clone(), r.k, r.accuracy)).collect();
-    for r in rows.iter_mut().filter(|r| r.method == "rag") {
-        if let Some((_, _, Some(a))) = always.iter().find(|(m, k, _)| *m == r.model && *k == r.k) {
-            r.accuracy_delta_vs_always = r.accuracy.map(|x| round4(x - a));
-        }
-    }
-    rows
-}
-
 pub fn write_all(eval: &Evaluation, dir: &Path) -> Result<(Vec<MethodReport>, Vec<PathBuf>), Error> {
     let io = |p: &Path, e: std::io::Error| Error::Input(format!("cannot write {}: {e}", p.display()));
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;

@@ -12,12 +12,14 @@ pub mod anthropic;
 pub mod cache;
 pub mod openai;
 mod retry;
+#[cfg(feature = "test-doubles")]
 mod scripted;
 
 pub use anthropic::AnthropicClient;
 pub use cache::{CacheStats, CachedLlm, Throttle};
 pub use openai::OpenAiClient;
 pub use retry::{for_ticket, requests_sent, RetryPolicy};
+#[cfg(feature = "test-doubles")]
 pub use scripted::ScriptedClient;
 
 /// An API key. Never printed: `Debug` and `Display` show `***`.

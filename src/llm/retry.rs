@@ -56,7 +56,9 @@ pub fn requests_sent() -> u64 {
     REQUESTS_SENT.load(Ordering::Relaxed)
 }
 
-/// Count one request of a provider that does not go through [`send`].
+/// Count one request of a provider that does not go through [`send`] (the scripted
+/// test double, built only with the `test-doubles` feature).
+#[cfg_attr(not(feature = "test-doubles"), allow(dead_code))]
 pub(crate) fn note_request() {
     REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
 }

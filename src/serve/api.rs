@@ -29,7 +29,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -383,6 +383,7 @@ pub async fn add_examples(
     )
     .await?;
     state.invalidate(&collection).await;
+    state.examples_added(&collection).await;
     Ok(Json(AddExamplesResponse {
         examples_in_collection: state.store.count(&collection).await?,
         collection,

@@ -62,14 +62,14 @@ impl Metrics {
     pub fn results(&self, results: &[TicketResult]) {
         let mut methods = lock(&self.methods);
         for r in results {
-            *methods.entry(r.method.clone()).or_insert(0) += 1;
+            *methods.entry(r.method.as_str().to_string()).or_insert(0) += 1;
             if r.needs_review {
                 self.needs_review.fetch_add(1, Ordering::Relaxed);
             }
             if r.failed_hard() {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
-            if r.method == "knn-fallback" {
+            if r.method == crate::result::ResultMethod::KnnFallback {
                 self.llm_failures.fetch_add(1, Ordering::Relaxed);
             }
             self.prompt_tokens.fetch_add(r.usage.prompt_tokens, Ordering::Relaxed);

@@ -2,15 +2,17 @@
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
 //! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
-//! `notify.rs`, the helpdesk push path (`/v1/webhooks/ticket`, agents' corrections)
-//! in `webhook.rs`, the accept loop with its connection limits in `listen.rs`, and
-//! the middleware against slow, hostile and cross-site clients in `protect.rs`.
+//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk
+//! push path (`/v1/webhooks/ticket`, agents' corrections) in `webhook.rs`, the accept
+//! loop with its connection limits in `listen.rs`, and the middleware against slow,
+//! hostile and cross-site clients in `protect.rs`.
 
 mod api;
 mod error;
 mod listen;
 mod metrics;
 mod notify;
+mod refit;
 mod probes;
 mod protect;
 mod webhook;
@@ -79,6 +81,9 @@ pub struct ServeConfig {
     /// Results of `/v1/webhooks/ticket` are POSTed here too.
     pub ticket_callback: Option<String>,
     pub delivery: RetrySettings,
+    /// Refit a calibrated collection in the background after this many new examples
+    /// (`None`: the larger of 50 and a tenth of its last fit's; `Some(0)`: never).
+    pub refit_after: Option<usize>,
     /// How long a cached collection (its metadata: taxonomy, calibration) is used
     /// before it is read again. Another replica or `triage calibrate` may have changed
     /// it; one metadata read per collection per interval keeps replicas in step.
@@ -98,6 +103,7 @@ pub struct AppState {
     notifier: Notifier,
     /// What the push path classified per ticket, to notice agents' corrections.
     ledger: Option<Arc<dyn HelpdeskState>>,
+    refits: refit::Refits,
 }
 
 impl AppState {
@@ -121,6 +127,7 @@ impl AppState {
             metrics,
             notifier,
             ledger,
+            refits: refit::Refits::default(),
         }))
     }
 
@@ -180,6 +187,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/examples/{id}", delete(api::delete_example))
         .route("/v1/collections", get(api::list_collections))
         .route("/v1/collections/{name}", get(api::collection_info))
+        .route("/v1/collections/{name}/calibrate", post(refit::calibrate_now))
         .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
         // Layers run outside-in from the last added: auth first, so unauthenticated
         // requests never take a concurrency slot; then the origin check; then the

@@ -137,7 +137,7 @@ pub fn review_message(r: &TicketResult) -> Value {
     let text = format!(
         "Ticket {} needs review: {}\nSuggested: {} (urgency {}, confidence {:.2}, method {})\nSummary: {}",
         r.id,
-        r.review_reason.as_deref().unwrap_or("flagged"),
+        r.review_reason.as_ref().map_or_else(|| "flagged".to_string(), |x| x.to_string()),
         if label.is_empty() { "-" } else { &label },
         r.urgency.as_deref().unwrap_or("-"),
         r.confidence,

@@ -109,6 +109,7 @@ fn state(store: Arc<Flaky>, refresh: Duration) -> Arc<AppState> {
         ticket_callback: None,
         delivery: RetrySettings::default(),
         meta_refresh: refresh,
+        refit_after: None,
     };
     AppState::new(cfg, Arc::new(HashEmbedder::new(16)), store, None, None).unwrap()
 }

@@ -63,13 +63,30 @@ pub struct CollectionMeta {
     /// Unix seconds.
     pub created_at: u64,
     pub updated_at: u64,
-    /// Fitted by `triage calibrate`; absent in collections that were never calibrated.
+    /// Models fitted on the collection's own examples by `triage calibrate`; absent in
+    /// collections that were never calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<crate::calibrate::Calibration>,
+    pub fitted: Option<FittedState>,
+    /// A calibration written by a version before `fitted` existed: read only to say
+    /// that it is no longer used, never written back.
+    #[serde(default, rename = "calibration", skip_serializing)]
+    pub legacy_calibration: Option<serde_json::Value>,
     /// Metadata fields the examples carry beyond the fixed ones (e.g. `product`,
     /// `tier`): filterable, with a keyword payload index like [`FIXED_FILTER_FIELDS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub meta_fields: Vec<String>,
+}
+
+/// State fitted on a collection's examples, kept with the collection. Opaque to the
+/// store: `format` names the writer's layout and `version` its revision, so that a
+/// reader can refuse a layout it does not know instead of misreading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedState {
+    pub format: String,
+    pub version: u32,
+    /// Unix seconds.
+    pub fitted_at: u64,
+    pub data: serde_json::Value,
 }
 
 /// Example fields every collection can be filtered on (keyword payload indexes).

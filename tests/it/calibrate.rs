@@ -12,24 +12,30 @@ fn read_json(path: &Path) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn calibrate_stores_a_map_that_classify_uses() {
+async fn calibrate_stores_a_fit_that_classify_uses() {
     let data = indexed_data_dir().await;
-    let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--json", "--oos-quantile", "0.05"])).await;
+    let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let c: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(c["k"], 8);
-    assert_eq!(c["method"], "leave-one-out");
-    assert_eq!(c["examples"], 194);
-    assert_eq!(c["bands"].as_array().unwrap().len(), 1, "194 examples: one similarity band");
-    let ys: Vec<f64> = c["bands"][0]["map"]["y"].as_array().unwrap().iter().map(|y| y.as_f64().unwrap()).collect();
+    let f: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let n = &f["neighbours"];
+    assert_eq!(n["k"], 8);
+    assert_eq!(n["stats"]["held_out"], 224, "every example held out once");
+    assert_eq!(n["collection_examples"], 224);
+    assert_eq!(n["bands"].as_array().unwrap().len(), 1, "224 examples: one similarity band");
+    let ys: Vec<f64> = n["bands"][0]["map"]["y"].as_array().unwrap().iter().map(|y| y.as_f64().unwrap()).collect();
     assert!(ys.windows(2).all(|w| w[0] <= w[1]), "monotone map: {ys:?}");
     assert!(ys.iter().all(|y| *y > 0.0 && *y < 1.0));
-    let oos = c["oos_similarity"].as_f64().unwrap();
-    assert!((0.0..1.0).contains(&oos));
-    let acc = c["stats"]["loo_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.6, "held-out accuracy {acc}");
+    // The corpus's "Not Support" examples are out-of-scope negatives: the rule is fitted on them.
+    assert_eq!(n["labels"]["out_of_scope"].as_array().unwrap().iter().filter(|b| b.as_bool().unwrap()).count(), 1);
+    assert_eq!(n["oos"]["rule"], "examples", "{}", n["oos"]);
+    assert_eq!(n["stats"]["oos_examples"], 30);
+    assert_eq!(n["head_info"]["examples"], 224);
+    let (vote, mixed) = (n["stats"]["vote_accuracy"].as_f64().unwrap(), n["stats"]["mixed_accuracy"].as_f64().unwrap());
+    assert!(mixed >= vote, "the fitted mixture is never below the vote it was chosen against: {mixed} vs {vote}");
+    assert!(vote > 0.5, "held-out vote accuracy {vote}");
+    assert_eq!(f["arbiters"].as_array().unwrap().len(), 0);
 
-    // The fit is stored with the collection: classify now reports calibrated confidence.
+    // The fit is stored with the collection: classify now reports fitted confidence.
     let out = run(triage(data.path()).args([
         "classify",
         "--collection",
@@ -37,30 +43,34 @@ async fn calibrate_stores_a_map_that_classify_uses() {
         "--format",
         "jsonl",
         "I was charged twice for my subscription this month, please refund one of the payments.",
-        "What is the capital of Mongolia and how many people live there?",
+        "Hi, I am a recruiter with two senior engineers available right now who would fit your team well. Open to a quick call this week?",
     ]))
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = results(&out);
     assert_eq!(r[0]["category"], "Billing");
     assert_eq!(r[0]["method"], "knn");
+    assert_eq!(r[0]["fit"]["examples"], 224, "{}", r[0]);
+    assert_eq!(r[0]["fit"]["head"]["examples"], 224);
     let raw = r[0]["raw_confidence"].as_f64().expect("raw_confidence when calibrated");
     let conf = r[0]["confidence"].as_f64().unwrap();
-    let map = &c["bands"][0]["map"];
+    let map = &n["bands"][0]["map"];
     let i = map["x"].as_array().unwrap().iter().filter(|x| x.as_f64().unwrap() as f32 <= raw as f32 + 1e-4).count();
     let expected = map["y"][i.max(1) - 1].as_f64().unwrap();
-    assert!((conf - expected).abs() < 2e-3, "confidence {conf} is the map's value {expected} at share {raw}");
-    // Unlike every example: out of scope, whatever the vote says.
-    assert_eq!(r[1]["needs_review"], true);
+    assert!((conf - expected).abs() < 2e-3, "confidence {conf} is the map's value {expected} at probability {raw}");
+    assert_eq!(r[0]["neighbours"]["category"], "Billing");
+    // Not a support request: the neighbours place it among the out-of-scope examples;
+    // their label is never the answer.
+    assert_eq!(r[1]["needs_review"], true, "{}", r[1]);
     let reason = r[1]["review_reason"].as_str().unwrap();
     assert!(reason.starts_with("out_of_scope:"), "{reason}");
-    assert!(r[1]["neighbors"][0]["score"].as_f64().unwrap() < oos);
+    assert_ne!(r[1]["category"], "Not Support");
 
-    // At another k the map is not applied, and the result says so.
+    // At another k the fit is not applied, and the result says so.
     let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "--k", "3"]).arg("refund please, charged twice")).await;
     let r = results(&out);
     assert!(r[0].get("raw_confidence").is_none());
-    assert!(r[0]["warnings"][0].as_str().unwrap().contains("fitted at k=8"), "{}", r[0]);
+    assert!(r[0]["warnings"][0].as_str().unwrap().contains("calibrated at k=8"), "{}", r[0]);
 
     // Indexing new examples keeps the fit but says it is stale.
     let extra = data.path().join("extra.jsonl");
@@ -69,34 +79,65 @@ async fn calibrate_stores_a_map_that_classify_uses() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("re-run triage calibrate --collection saas --k 8"), "{}", stderr(&out));
 
-    // Human-readable summary, and --clear removes the calibration.
+    // Human-readable summary, and --clear removes the fit.
     let out = run(triage(data.path()).args(["calibrate", "--collection", "saas"])).await;
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.contains("ECE calibrated (cross-fit)") && text.contains("out of scope below"), "{text}");
+    assert!(text.contains("ECE calibrated (cross-fit)") && text.contains("held-out accuracy: head"), "{text}");
+    assert!(text.contains("out of scope") && text.contains("out-of-scope examples flagged"), "{text}");
     let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--clear"])).await;
-    assert!(stdout(&out).contains("calibration removed"));
+    assert!(stdout(&out).contains("fit removed"), "{}", stdout(&out));
     let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "refund please"])).await;
     assert!(results(&out)[0].get("raw_confidence").is_none());
+    assert!(results(&out)[0].get("fit").is_none());
     let out = run(triage(data.path()).args(["calibrate", "--collection", "nope"])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
 
-/// With the scripted LLM (answers the label of the most similar demonstration), the
-/// shortcut skips at least 40% of calls with accuracy within 0.5 points of calling
-/// for every ticket. Data: a 20-label BANKING77 subset (tests/fixtures/banking77-subset).
+/// Similarity rule (no out-of-scope examples; on request): a ticket unlike every
+/// example is flagged out of scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_similarity_rule_flags_tickets_unlike_every_example_on_request() {
+    let work = tempfile::tempdir().unwrap();
+    let fixture = repo().join("tests").join("fixtures").join("banking77-subset");
+    let out = run(triage(work.path()).args(["index"]).arg(fixture.join("train.jsonl")).args(["--collection", "b"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(triage(work.path()).args(["calibrate", "--collection", "b", "--oos-quantile", "0.05", "--json"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let f: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(f["neighbours"]["oos"]["rule"], "similarity");
+    let t = f["neighbours"]["oos"]["min_similarity"].as_f64().unwrap();
+    let out = run(triage(work.path())
+        .args(["classify", "--collection", "b", "--format", "jsonl"])
+        .arg("What is the capital of Mongolia and how many people live there?"))
+    .await;
+    let r = &results(&out)[0];
+    assert!(r["review_reason"].as_str().unwrap().starts_with("out_of_scope:"), "{r}");
+    assert!(r["neighbors"][0]["score"].as_f64().unwrap() < t);
+    // By default (no out-of-scope examples) nothing is flagged as such.
+    let out = run(triage(work.path()).args(["calibrate", "--collection", "b", "--json"])).await;
+    let f: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(f["neighbours"]["oos"]["rule"], "none");
+}
+
+/// With a simulated LLM that is right 90 % of the time, the knn-shortcut skips at
+/// least 40 % of calls, and what it costs against calling for every ticket is at most
+/// half a point. Data: a 20-label BANKING77 subset (tests/fixtures/banking77-subset).
 #[tokio::test(flavor = "multi_thread")]
 async fn knn_shortcut_skips_calls_without_losing_accuracy() {
     let work = tempfile::tempdir().unwrap();
     let report_dir = work.path().join("report");
     let fixture = repo().join("tests").join("fixtures").join("banking77-subset");
+    let (train, test) = (fixture.join("train.jsonl"), fixture.join("test.jsonl"));
+    let sim = crate::sim::SimLlm::start(&[&train, &test], 0.9, &[]).await;
     let out = run(triage(&work.path().join("data"))
         .args(["eval", "--test"])
-        .arg(fixture.join("test.jsonl"))
+        .arg(&test)
         .arg("--train")
-        .arg(fixture.join("train.jsonl"))
-        .args(["--methods", "knn,rag,rag-always", "--k", "8", "--calibrate", "--provider", "scripted"])
+        .arg(&train)
+        .args(["--methods", "knn,rag,rag-always", "--k", "8", "--calibrate", "--no-cache"])
+        .args(sim.args("sim-90"))
         .arg("--report-dir")
         .arg(&report_dir))
     .await;
@@ -120,7 +161,9 @@ async fn knn_shortcut_skips_calls_without_losing_accuracy() {
     assert!((rag["accuracy_delta_vs_always"].as_f64().unwrap() - (a - b)).abs() < 1e-4);
     assert!(always["accuracy_delta_vs_always"].is_null());
     assert!(rag["prompt_tokens_per_ticket"].as_f64().unwrap() < always["prompt_tokens_per_ticket"].as_f64().unwrap());
-    // Shortcut results carry the vote, no model, no usage.
+    // The simulated model is not a copy of the vote: its own answers are measurably worse.
+    let own = always["llm_answer_accuracy"].as_f64().unwrap();
+    assert!((0.8..0.97).contains(&own), "the model's own accuracy {own}");
     let preds: Vec<Value> = std::fs::read_to_string(report_dir.join("predictions.jsonl"))
         .unwrap()
         .lines()
@@ -128,4 +171,5 @@ async fn knn_shortcut_skips_calls_without_losing_accuracy() {
         .collect();
     let short: Vec<&Value> = preds.iter().filter(|p| p["method"] == "rag" && p["result_method"] == "knn-shortcut").collect();
     assert_eq!(short.len() as f64, (skip * tickets).round());
+    assert!(short.iter().all(|p| p["llm_answer"].is_null()), "shortcut tickets never asked the model");
 }

@@ -23,6 +23,12 @@ pub fn saas_corpus() -> PathBuf {
     repo().join("examples_store").join("saas-support")
 }
 
+/// How many examples the bundled corpus holds (counted, so a corpus edit
+/// does not break every test that indexes it).
+pub fn saas_examples() -> usize {
+    std::fs::read_to_string(saas_corpus().join("examples.jsonl")).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+}
+
 /// The binary with a clean environment: no LLM keys or URLs leak in from the host.
 pub fn triage(data_dir: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"));

@@ -2,11 +2,14 @@
 //! binary and the real embedding model, with fake LLM servers on loopback.
 
 mod common;
+mod sim;
 mod index_cli;
 mod classify_knn;
 mod classify_llm;
 mod eval;
 mod calibrate;
+mod arbiter;
+mod neighbours;
 mod store;
 mod collections;
 mod serve;

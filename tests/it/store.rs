@@ -43,7 +43,8 @@ async fn suite(store: Arc<dyn ExampleStore>, name: &str) {
         dim,
         created_at: now_secs(),
         updated_at: now_secs(),
-        calibration: None,
+        fitted: None,
+        legacy_calibration: None,
         meta_fields: vec!["tier".into()],
     };
     store.put_meta(&meta).await.unwrap();
@@ -150,7 +151,8 @@ async fn edge_store_survives_reopen() {
             dim,
             created_at: 0,
             updated_at: 0,
-            calibration: None,
+            fitted: None,
+            legacy_calibration: None,
             meta_fields: Vec::new(),
         };
         store.put_meta(&meta).await.unwrap();
@@ -189,7 +191,8 @@ async fn transfer_suite(target: Arc<dyn ExampleStore>, name: &str) {
         created_at: 1,
         updated_at: 1,
         meta_fields: vec!["tier".into()],
-        calibration: None,
+        fitted: None,
+        legacy_calibration: None,
     };
     source.put_meta(&meta).await.unwrap();
     let points: Vec<ExamplePoint> = (0..600)
@@ -269,7 +272,8 @@ async fn two_embedded_stores_on_one_data_dir_cannot_both_open_it() {
         created_at: 0,
         updated_at: 0,
         meta_fields: Vec::new(),
-        calibration: None,
+        fitted: None,
+        legacy_calibration: None,
     };
     first.put_meta(&meta).await.unwrap();
     let second = EdgeStore::open(dir.path()).unwrap();

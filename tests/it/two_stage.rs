@@ -210,6 +210,7 @@ async fn an_invalid_subcategory_keeps_the_category_and_goes_to_review() {
 async fn eval_counts_both_calls_with_the_taxonomy_of_a_split() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
+    let sim = crate::sim::SimLlm::start(&[&intents_corpus().join("examples.jsonl")], 1.0, &[]).await;
     let report = |two: bool| {
         let mut cmd = triage(&data);
         let dir = work.path().join(if two { "two" } else { "one" });
@@ -217,7 +218,9 @@ async fn eval_counts_both_calls_with_the_taxonomy_of_a_split() {
             .arg(intents_corpus().join("examples.jsonl"))
             .args(["--split", "0.2", "--seed", "42", "--taxonomy"])
             .arg(intents_corpus().join("taxonomy.toml"))
-            .args(["--methods", "rag-always", "--provider", "scripted", "--no-cache", "--report-dir"])
+            .args(["--methods", "rag-always", "--no-cache"])
+            .args(sim.args("sim"))
+            .arg("--report-dir")
             .arg(&dir);
         if two {
             cmd.arg("--two-stage");

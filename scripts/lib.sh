@@ -1,0 +1,32 @@
+# Shared helpers for the scripts (sourced, not run).
+#
+# build_triage [cargo build flags...]: builds the release binary (quietly) and sets
+# $bin to it, wherever cargo put it: `cargo metadata` knows the target directory, so
+# CARGO_TARGET_DIR and .cargo/config.toml settings are honoured.
+build_triage() {
+    cargo build --release --quiet "$@" >&2
+    local target
+    target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    bin="$target/release/triage"
+    [ -x "$bin" ] || { echo "the triage binary is not at $bin after cargo build" >&2; return 1; }
+}
+
+# start_sim_llm OUT_PREFIX ARGS...: starts scripts/sim_llm.py with ARGS on a free
+# loopback port, waits for it, sets $sim_url (its /v1 base URL) and $sim_pid.
+start_sim_llm() {
+    local out="$1"
+    shift
+    python3 "$(dirname "${BASH_SOURCE[0]}")/sim_llm.py" --port 0 "$@" >"$out.out" 2>"$out.err" &
+    sim_pid=$!
+    local i
+    for i in $(seq 1 100); do
+        if grep -q '^listening on ' "$out.out" 2>/dev/null; then
+            sim_url="$(sed -n 's/^listening on //p' "$out.out")"
+            return 0
+        fi
+        kill -0 "$sim_pid" 2>/dev/null || { cat "$out.err" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "the simulated LLM did not start (see $out.err)" >&2
+    return 1
+}

@@ -1,0 +1,339 @@
+//! Fitting from the store (`triage calibrate`): held-out evidence is read from the
+//! collection itself, the models are fitted by [`crate::fit`], and the result is kept
+//! with the collection as opaque fitted state.
+//!
+//! - **Leave-one-out votes**: every stored example (or every n-th) is voted on by its
+//!   k nearest *other* examples.
+//! - **Cross-fitted head**: the examples are split into [`FOLDS`] folds by a hash of
+//!   their id; each fold's head probabilities come from a head fitted on the other
+//!   folds, so no example is scored by a head that saw it. The stored head is then
+//!   fitted on every example. A head needs at least [`MIN_HEAD_EXAMPLES`] examples of
+//!   every label; otherwise none is fitted and the reason is kept.
+//! - [`llm`]: the arbiter, fitted on the LLM's answers for a held-out sample.
+
+pub mod llm;
+pub mod report;
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::example::ExamplePoint;
+use crate::fit::logistic::{HeadOptions, LogisticHead};
+use crate::fit::neighbours::{self, HeadInfo, HeldOutPoint, LabelSet};
+use crate::fit::{Fitted, NeighbourModel};
+use crate::store::{now_secs, CollectionMeta, ExampleStore, StoreError};
+use crate::taxonomy::{label_key, Taxonomy};
+
+pub use crate::fit::neighbours::Settings;
+
+/// Fewest examples for a calibration at all.
+pub const MIN_EXAMPLES: usize = 20;
+/// Fewest examples of every label for a fitted head.
+pub const MIN_HEAD_EXAMPLES: usize = 5;
+/// Folds of the head's cross-fitting.
+pub const FOLDS: usize = 5;
+/// Default inverse regularisation of the head (scikit-learn's `C`).
+pub const HEAD_C: f32 = 10.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("collection {collection:?} has {examples} examples; calibration needs at least {MIN_EXAMPLES}")]
+    TooFew { collection: String, examples: usize },
+    #[error("invalid calibration setting: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    Fit(String),
+    #[error(
+        "the LLM failed during the fit ({message}); stopped after {sent} requests ({answered} tickets answered). \
+         The collection's previous fit is kept."
+    )]
+    LlmOutage { message: String, sent: u64, answered: usize },
+}
+
+/// How `triage calibrate` fits the head.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeadSettings {
+    /// Fit a head at all.
+    pub enabled: bool,
+    pub c: f32,
+}
+
+impl Default for HeadSettings {
+    fn default() -> Self {
+        HeadSettings { enabled: true, c: HEAD_C }
+    }
+}
+
+/// Progress of a long step: its name, done, total.
+pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+
+/// Every stored example with its vector, in point-id order.
+pub async fn load_points(store: &dyn ExampleStore, collection: &str) -> Result<Vec<ExamplePoint>, StoreError> {
+    let mut points = Vec::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store.scroll(collection, offset, 1024, true).await?;
+        points.extend(page);
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(points),
+        }
+    }
+}
+
+/// The labels a fit knows: the taxonomy's categories, then its out-of-scope labels,
+/// then any other label the examples carry (a derived taxonomy that grew), in order.
+pub fn label_set(taxonomy: &Taxonomy, points: &[ExamplePoint]) -> LabelSet {
+    let mut names: Vec<String> = taxonomy.categories.iter().map(|c| c.name.clone()).collect();
+    let mut oos = vec![false; names.len()];
+    for l in &taxonomy.out_of_scope_labels {
+        names.push(l.clone());
+        oos.push(true);
+    }
+    for p in points {
+        if !names.iter().any(|n| label_key(n) == label_key(&p.example.label)) {
+            names.push(p.example.label.clone());
+            oos.push(false);
+        }
+    }
+    LabelSet { names, out_of_scope: oos }
+}
+
+/// Which fold (0..FOLDS) an example falls in: a hash of its id.
+pub fn fold_of(id: &str) -> usize {
+    let d = Sha256::digest(format!("fold\u{0}{id}").as_bytes());
+    (u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) % FOLDS as u64) as usize
+}
+
+/// Why no head can be fitted on these labels, if so.
+pub fn head_obstacle(labels: &LabelSet, y: &[u32]) -> Option<String> {
+    let mut counts = vec![0usize; labels.len()];
+    for &l in y {
+        counts[l as usize] += 1;
+    }
+    let thin: Vec<String> = labels
+        .names
+        .iter()
+        .zip(&counts)
+        .filter(|(_, n)| **n < MIN_HEAD_EXAMPLES)
+        .map(|(l, n)| format!("{l} ({n})"))
+        .collect();
+    if labels.len() < 2 {
+        return Some("a fitted head needs at least two labels".into());
+    }
+    (!thin.is_empty()).then(|| {
+        let shown: Vec<&str> = thin.iter().take(5).map(String::as_str).collect();
+        format!(
+            "no head fitted: a head needs at least {MIN_HEAD_EXAMPLES} examples of every label; {} {} fewer: {}{}",
+            thin.len(),
+            if thin.len() == 1 { "label has" } else { "labels have" },
+            shown.join(", "),
+            if thin.len() > 5 { ", ..." } else { "" }
+        )
+    })
+}
+
+/// Fit a head on the rows of `x` (row-major, `dim` wide) that `keep` selects.
+pub fn fit_head(
+    x: &[f32],
+    dim: usize,
+    y: &[u32],
+    labels: usize,
+    keep: impl Fn(usize) -> bool,
+    c: f32,
+    init: Option<&LogisticHead>,
+) -> Result<LogisticHead, String> {
+    let rows: Vec<usize> = (0..y.len()).filter(|&i| keep(i)).collect();
+    let mut xs = Vec::with_capacity(rows.len() * dim);
+    let mut ys = Vec::with_capacity(rows.len());
+    for &i in &rows {
+        xs.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+        ys.push(y[i]);
+    }
+    let opts = HeadOptions { c, ..HeadOptions::default() };
+    LogisticHead::fit(&xs, dim, &ys, labels, &opts, init).map(|(h, _)| h).map_err(|e| e.to_string())
+}
+
+/// Out-of-fold head probabilities for the rows `score` selects, and the head fitted on
+/// every row.
+fn cross_fit(
+    x: &[f32],
+    dim: usize,
+    y: &[u32],
+    folds: &[usize],
+    labels: usize,
+    c: f32,
+    progress: Progress<'_>,
+) -> Result<(Vec<Vec<f32>>, LogisticHead), String> {
+    let mut oof: Vec<Vec<f32>> = vec![Vec::new(); y.len()];
+    let mut prev: Option<LogisticHead> = None;
+    for f in 0..FOLDS {
+        progress("head (cross-fitting)", f, FOLDS + 1);
+        let head = fit_head(x, dim, y, labels, |i| folds[i] != f, c, prev.as_ref())?;
+        for i in (0..y.len()).filter(|&i| folds[i] == f) {
+            oof[i] = head.predict_proba(&x[i * dim..(i + 1) * dim]).map_err(|e| e.to_string())?;
+        }
+        prev = Some(head);
+    }
+    progress("head (cross-fitting)", FOLDS, FOLDS + 1);
+    let all = fit_head(x, dim, y, labels, |_| true, c, prev.as_ref())?;
+    progress("head (cross-fitting)", FOLDS + 1, FOLDS + 1);
+    Ok((oof, all))
+}
+
+/// Leave-one-out neighbours of `chosen` points: `(label, similarity)` of their `k`
+/// nearest other examples, most similar first.
+async fn leave_one_out(
+    store: &dyn ExampleStore,
+    collection: &str,
+    points: &[&ExamplePoint],
+    k: usize,
+    progress: Progress<'_>,
+) -> Result<Vec<Vec<(String, f32)>>, StoreError> {
+    let n = points.len();
+    let mut out = Vec::with_capacity(n);
+    let mut stream = futures::stream::iter(points.iter().map(|p| async move {
+        let mut hits = store.search(collection, &p.vector, k + 1, None).await?;
+        match hits.iter().position(|h| h.example.id == p.example.id) {
+            Some(i) => {
+                hits.remove(i);
+            }
+            None => hits.truncate(k),
+        }
+        Ok::<_, StoreError>(hits.into_iter().map(|h| (h.example.label, h.score)).collect::<Vec<_>>())
+    }))
+    .buffered(4);
+    while let Some(r) = stream.next().await {
+        out.push(r?);
+        if out.len().is_multiple_of(256) || out.len() == n {
+            progress("leave-one-out", out.len(), n);
+        }
+    }
+    Ok(out)
+}
+
+/// Fit the neighbours' side of `collection` (leave-one-out votes, cross-fitted head)
+/// without storing it. `max_examples` caps the held-out examples (every n-th).
+pub async fn fit_neighbours(
+    store: &dyn ExampleStore,
+    meta: &CollectionMeta,
+    settings: &Settings,
+    head: &HeadSettings,
+    max_examples: Option<usize>,
+    progress: Progress<'_>,
+) -> Result<NeighbourModel, CalibrateError> {
+    settings.check().map_err(CalibrateError::Settings)?;
+    let collection = meta.name.as_str();
+    let points = load_points(store, collection).await?;
+    if points.len() < MIN_EXAMPLES {
+        return Err(CalibrateError::TooFew { collection: collection.to_string(), examples: points.len() });
+    }
+    let labels = label_set(&meta.taxonomy, &points);
+    let y: Vec<u32> = points.iter().map(|p| labels.index(&p.example.label).unwrap_or(0) as u32).collect();
+    let stride = max_examples.filter(|m| *m > 0).map(|m| points.len().div_ceil(m)).unwrap_or(1);
+    let chosen: Vec<usize> = (0..points.len()).step_by(stride.max(1)).collect();
+
+    let mut head_note = (!head.enabled).then(|| "no head fitted: turned off (--no-head)".to_string());
+    if head_note.is_none() {
+        head_note = head_obstacle(&labels, &y);
+    }
+    let dim = meta.dim;
+    let fitted_head = if head_note.is_none() && points.iter().all(|p| p.vector.len() == dim) {
+        let started = Instant::now();
+        let x: Vec<f32> = points.iter().flat_map(|p| p.vector.iter().copied()).collect();
+        let folds: Vec<usize> = points.iter().map(|p| fold_of(&p.example.id)).collect();
+        let (oof, all) = cross_fit(&x, dim, &y, &folds, labels.len(), head.c, progress).map_err(CalibrateError::Fit)?;
+        let info = HeadInfo {
+            examples: points.len(),
+            fitted_at: now_secs(),
+            c: head.c,
+            embedding_model: meta.embedding_model.clone(),
+            dim,
+            seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        };
+        Some((oof, all, info))
+    } else {
+        if head_note.is_none() {
+            head_note = Some("no head fitted: some stored vectors do not have the collection's dimensions".into());
+        }
+        None
+    };
+
+    let chosen_points: Vec<&ExamplePoint> = chosen.iter().map(|&i| &points[i]).collect();
+    let votes = leave_one_out(store, collection, &chosen_points, settings.k, progress).await?;
+    let held: Vec<HeldOutPoint> = chosen
+        .iter()
+        .zip(votes)
+        .filter(|(_, hits)| !hits.is_empty())
+        .map(|(&i, hits)| HeldOutPoint {
+            gold: y[i] as usize,
+            neighbours: hits.iter().filter_map(|(l, s)| labels.index(l).map(|j| (j, *s))).collect(),
+            head: fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
+        })
+        .collect();
+    let head_c = head.enabled.then_some(head.c);
+    Ok(neighbours::fit(&held, labels, fitted_head.map(|(_, h, info)| (h, info)), head_note, head_c, settings, points.len(), now_secs()))
+}
+
+/// Fit the neighbours' side and store it with the collection, keeping the arbiters
+/// already fitted (they read the neighbours' confidence, which stays a probability).
+pub async fn calibrate_collection(
+    store: &dyn ExampleStore,
+    collection: &str,
+    settings: &Settings,
+    head: &HeadSettings,
+    max_examples: Option<usize>,
+    progress: Progress<'_>,
+) -> Result<NeighbourModel, CalibrateError> {
+    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let model = fit_neighbours(store, &meta, settings, head, max_examples, progress).await?;
+    let mut meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let arbiters = stored_fit(&meta).map(|f| f.arbiters).unwrap_or_default();
+    store_fit(store, &mut meta, Fitted { neighbours: model.clone(), arbiters }).await?;
+    Ok(model)
+}
+
+/// The collection's fitted state, when it has a readable one.
+pub fn stored_fit(meta: &CollectionMeta) -> Option<Fitted> {
+    meta.fitted.as_ref().and_then(|s| Fitted::from_state(s).ok())
+}
+
+/// Write `fitted` into the collection's meta.
+pub async fn store_fit(store: &dyn ExampleStore, meta: &mut CollectionMeta, fitted: Fitted) -> Result<(), CalibrateError> {
+    meta.fitted = Some(fitted.to_state().map_err(|e| CalibrateError::Fit(e.to_string()))?);
+    meta.legacy_calibration = None;
+    meta.updated_at = now_secs();
+    store.put_meta(meta).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_stable_and_balanced() {
+        let f: Vec<usize> = (0..5000).map(|i| fold_of(&format!("ex-{i}"))).collect();
+        assert_eq!(f, (0..5000).map(|i| fold_of(&format!("ex-{i}"))).collect::<Vec<_>>());
+        for k in 0..FOLDS {
+            let n = f.iter().filter(|x| **x == k).count();
+            assert!((900..1100).contains(&n), "fold {k}: {n}");
+        }
+    }
+
+    #[test]
+    fn a_head_needs_enough_examples_of_every_label() {
+        let labels = LabelSet { names: vec!["A".into(), "B".into(), "C".into()], out_of_scope: vec![false; 3] };
+        let y: Vec<u32> = [vec![0; 10], vec![1; 5], vec![2; 2]].concat();
+        let why = head_obstacle(&labels, &y).unwrap();
+        assert!(why.contains("C (2)") && !why.contains("B (5)"), "{why}");
+        assert!(head_obstacle(&labels, &[vec![0; 5], vec![1; 5], vec![2; 5]].concat()).is_none());
+        let one = LabelSet { names: vec!["A".into()], out_of_scope: vec![false] };
+        assert!(head_obstacle(&one, &[0; 10]).is_some());
+    }
+}
