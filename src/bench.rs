@@ -1,6 +1,7 @@
-//! `triage bench-latency` (hidden): single-ticket classification latency measured
-//! in-process, so process start and model load are paid once and not per ticket.
-//! Used by `scripts/bench.sh`.
+//! `triage bench-latency` and `triage bench-search` (hidden): single-ticket
+//! classification latency and vector search latency measured in-process, so process
+//! start and model load are paid once and not per ticket. Used by `scripts/bench.sh`
+//! and `scripts/bench-store.sh`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,22 +24,14 @@ pub struct Percentiles {
 impl Percentiles {
     /// Nearest-rank percentiles of `samples` (milliseconds).
     pub fn of(samples: &[f64]) -> Self {
-        let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        let rank = |p: f64| {
-            if s.is_empty() {
-                return 0.0;
-            }
-            let i = ((p / 100.0) * s.len() as f64).ceil() as usize;
-            s[i.clamp(1, s.len()) - 1]
-        };
+        let rank = |p: f64| crate::stats::percentile(samples, p).unwrap_or(0.0);
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         Percentiles {
             p50_ms: round(rank(50.0)),
             p90_ms: round(rank(90.0)),
             p99_ms: round(rank(99.0)),
-            mean_ms: round(if s.is_empty() { 0.0 } else { s.iter().sum::<f64>() / s.len() as f64 }),
-            max_ms: round(s.last().copied().unwrap_or(0.0)),
+            mean_ms: round(if samples.is_empty() { 0.0 } else { samples.iter().sum::<f64>() / samples.len() as f64 }),
+            max_ms: round(rank(100.0)),
         }
     }
 }
@@ -119,6 +112,56 @@ pub async fn latency(
         classify: Percentiles::of(&classify),
         embed: Percentiles::of(&embed),
         search: Percentiles::of(&search),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub collection: String,
+    pub backend: &'static str,
+    pub examples: usize,
+    pub queries: usize,
+    pub limit: usize,
+    pub search_ms_p50: f64,
+    pub search_ms_p99: f64,
+    pub search_ms_mean: f64,
+    pub embed_ms_per_ticket_batched: f64,
+}
+
+/// Embed `texts` in one batch, run `warmup` untimed searches, then time one search per
+/// ticket (`limit` results, no filter).
+pub async fn search(
+    embedder: &dyn Embedder,
+    store: &dyn ExampleStore,
+    collection: &str,
+    texts: &[String],
+    limit: usize,
+    warmup: usize,
+) -> anyhow::Result<SearchReport> {
+    anyhow::ensure!(!texts.is_empty(), "no tickets to time");
+    let started = Instant::now();
+    let vectors = embedder.embed(texts.to_vec()).await?;
+    let embed_ms_per_ticket = ms(started) / texts.len() as f64;
+    for v in vectors.iter().cycle().take(warmup) {
+        store.search(collection, v, limit, None).await?;
+    }
+    let mut times = Vec::with_capacity(vectors.len());
+    for v in &vectors {
+        let t = Instant::now();
+        store.search(collection, v, limit, None).await?;
+        times.push(ms(t));
+    }
+    let p = Percentiles::of(&times);
+    Ok(SearchReport {
+        collection: collection.to_string(),
+        backend: store.backend(),
+        examples: store.count(collection).await?,
+        queries: times.len(),
+        limit,
+        search_ms_p50: p.p50_ms,
+        search_ms_p99: p.p99_ms,
+        search_ms_mean: p.mean_ms,
+        embed_ms_per_ticket_batched: (embed_ms_per_ticket * 1000.0).round() / 1000.0,
     })
 }
 

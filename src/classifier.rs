@@ -147,7 +147,7 @@ impl Classifier {
         collection: &str,
         options: ClassifyOptions,
     ) -> Result<Self, StoreError> {
-        let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
+        let meta = store.require_meta(collection).await?;
         meta.check_model(embedder.model_name(), embedder.dim())?;
         let coverage = embedder.coverage();
         let mut c = Classifier {

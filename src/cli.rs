@@ -944,10 +944,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
 async fn calibrate(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
     if args.clear {
-        let mut meta = store
-            .get_meta(&args.collection)
-            .await?
-            .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
+        let mut meta = store.require_meta(&args.collection).await?;
         let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
         meta.updated_at = crate::store::now_secs();
         store.put_meta(&meta).await?;
@@ -1156,7 +1153,7 @@ async fn collections(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Re
             Ok(0)
         }
         CollectionsCommand::Info { name, json } => {
-            let meta = store.get_meta(&name).await?.ok_or_else(|| StoreError::NoSuchCollection(name.clone()))?;
+            let meta = store.require_meta(&name).await?;
             let examples = store.count(&name).await?;
             let per_label = label_counts(store.as_ref(), &name).await?;
             let indexes = store.payload_indexes(&name).await?;
@@ -1268,49 +1265,15 @@ async fn import(common: &CommonArgs, args: ImportArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn bench_search(common: &CommonArgs, args: BenchSearchArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
-    let meta = store
-        .get_meta(&args.collection)
-        .await?
-        .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
+    let meta = store.require_meta(&args.collection).await?;
     let embedder = common.embedder()?;
     meta.check_model(embedder.model_name(), embedder.dim())?;
     let (_, rows) = corpus::read_path(&args.input, None).with_context(|| format!("cannot read {}", args.input.display()))?;
     let texts: Vec<String> = rows.iter().filter_map(|r| r.get("text")).filter(|t| !t.trim().is_empty()).collect();
     anyhow::ensure!(!texts.is_empty(), "no tickets in {}", args.input.display());
-    let started = std::time::Instant::now();
-    let vectors = embedder.embed(texts.clone()).await?;
-    let embed_ms_per_ticket = started.elapsed().as_secs_f64() * 1000.0 / texts.len() as f64;
-    for v in vectors.iter().cycle().take(args.warmup) {
-        store.search(&args.collection, v, args.limit, None).await?;
-    }
-    let mut ms = Vec::with_capacity(vectors.len());
-    for v in &vectors {
-        let t = std::time::Instant::now();
-        store.search(&args.collection, v, args.limit, None).await?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let report = serde_json::json!({
-        "collection": args.collection,
-        "backend": store.backend(),
-        "examples": store.count(&args.collection).await?,
-        "queries": ms.len(),
-        "limit": args.limit,
-        "search_ms_p50": (percentile(&ms, 50.0) * 1000.0).round() / 1000.0,
-        "search_ms_p99": (percentile(&ms, 99.0) * 1000.0).round() / 1000.0,
-        "search_ms_mean": ((ms.iter().sum::<f64>() / ms.len() as f64) * 1000.0).round() / 1000.0,
-        "embed_ms_per_ticket_batched": (embed_ms_per_ticket * 1000.0).round() / 1000.0,
-    });
-    println!("{report}");
+    let report = crate::bench::search(embedder.as_ref(), store.as_ref(), &args.collection, &texts, args.limit, args.warmup).await?;
+    println!("{}", serde_json::to_string(&report)?);
     Ok(0)
 }

@@ -16,7 +16,7 @@ use crate::fit::arbiter::{Arbiter, ArbiterPoint, LlmPoint};
 use crate::fit::Fitted;
 use crate::llm::LlmClient;
 use crate::result::{ReviewKind, TicketResult};
-use crate::store::{now_secs, ExampleStore, StoreError};
+use crate::store::{now_secs, ExampleStore};
 use crate::taxonomy::label_key;
 
 /// How many held-out examples the LLM answers, and how.
@@ -79,7 +79,7 @@ pub async fn fit_arbiter(
     settings: &LlmFitSettings,
     progress: Progress<'_>,
 ) -> Result<LlmFitReport, CalibrateError> {
-    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let meta = store.require_meta(collection).await?;
     let fitted = stored_fit(&meta).ok_or_else(|| {
         CalibrateError::Fit(format!("collection {collection:?} has no fitted neighbours' side: run triage calibrate first"))
     })?;
@@ -133,7 +133,7 @@ pub async fn fit_arbiter(
     }
     let arbiter = Arbiter::fit(llm.model(), k, &answers, now_secs()).map_err(|e| CalibrateError::Fit(e.to_string()))?;
     // Store into the newest meta (examples may have been added meanwhile).
-    let mut meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let mut meta = store.require_meta(collection).await?;
     let mut current: Fitted = stored_fit(&meta).unwrap_or(fitted);
     current.put_arbiter(arbiter.clone());
     store_fit(store.as_ref(), &mut meta, current).await?;

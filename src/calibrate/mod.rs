@@ -289,9 +289,9 @@ pub async fn calibrate_collection(
     max_examples: Option<usize>,
     progress: Progress<'_>,
 ) -> Result<NeighbourModel, CalibrateError> {
-    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let meta = store.require_meta(collection).await?;
     let model = fit_neighbours(store, &meta, settings, head, max_examples, progress).await?;
-    let mut meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let mut meta = store.require_meta(collection).await?;
     let arbiters = stored_fit(&meta).map(|f| f.arbiters).unwrap_or_default();
     store_fit(store, &mut meta, Fitted { neighbours: model.clone(), arbiters }).await?;
     Ok(model)

@@ -140,11 +140,7 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
     let embedder = common.embedder()?;
     let options = ClassifyOptions::new(args.k, args.min_confidence);
     let classifier = Classifier::open(embedder.clone(), store.clone(), llm, &args.collection, options).await?;
-    let taxonomy = store
-        .get_meta(&args.collection)
-        .await?
-        .map(|m| m.taxonomy)
-        .ok_or_else(|| crate::store::StoreError::NoSuchCollection(args.collection.clone()))?;
+    let taxonomy = store.require_meta(&args.collection).await?.taxonomy;
     let engine = Engine {
         classifier,
         taxonomy,

@@ -13,7 +13,7 @@ use crate::embed::Embedder;
 use crate::fit::Fitted;
 use crate::index::{self, Corpus};
 use crate::llm::LlmClient;
-use crate::store::{ExampleStore, StoreError};
+use crate::store::ExampleStore;
 use crate::Error;
 
 use super::EvalConfig;
@@ -61,7 +61,7 @@ pub(crate) async fn use_fit(
 ) -> Result<(), Error> {
     let Some(settings) = &config.calibrate else { return Ok(()) };
     let mut meta =
-        store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+        store.require_meta(collection).await?;
     if let Some(f) = fits.get(&k) {
         if stored_fit(&meta).as_ref() != Some(f) {
             store_fit(store.as_ref(), &mut meta, f.clone()).await?;
@@ -76,7 +76,7 @@ pub(crate) async fn use_fit(
     // Arbiters fitted at another k are kept with that k's fit, not this one.
     let fitted = Fitted { neighbours: m, arbiters: Vec::new() };
     let mut meta =
-        store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+        store.require_meta(collection).await?;
     store_fit(store.as_ref(), &mut meta, fitted.clone()).await?;
     fits.insert(k, fitted);
     Ok(())
@@ -121,7 +121,7 @@ pub(crate) async fn use_arbiter(
         "arbiter fitted on {} answers",
         st.answers
     );
-    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let meta = store.require_meta(collection).await?;
     if let Some(f) = stored_fit(&meta) {
         fits.insert(k, f);
     }

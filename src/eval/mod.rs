@@ -302,7 +302,7 @@ pub async fn run(
         }
     };
 
-    let meta = store.get_meta(&collection).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(collection.clone()))?;
+    let meta = store.require_meta(&collection).await?;
     meta.check_model(embedder.model_name(), embedder.dim())?;
     let taxonomy = meta.taxonomy.clone();
     let stored_fit = crate::calibrate::stored_fit(&meta);

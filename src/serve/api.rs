@@ -337,7 +337,7 @@ pub async fn add_examples(
     }
     let collection = state.collection_name(req.collection.as_deref()).to_string();
     let mut meta =
-        state.store.get_meta(&collection).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(collection.clone()))?;
+        state.store.require_meta(&collection).await?;
     meta.check_model(state.embedder.model_name(), state.embedder.dim())?;
     let rows = req
         .examples
@@ -408,9 +408,7 @@ pub async fn delete_example(
     Query(q): Query<CollectionQuery>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let collection = state.collection_name(q.collection.as_deref()).to_string();
-    if state.store.get_meta(&collection).await?.is_none() {
-        return Err(crate::store::StoreError::NoSuchCollection(collection).into());
-    }
+    state.store.require_meta(&collection).await?;
     let point = point_id_for(&id);
     if state.store.content_hashes(&collection, &[point]).await?.is_empty() {
         return Err(ApiError::not_found("unknown_example", format!("no example with id {id:?} in {collection:?}")));
@@ -446,7 +444,7 @@ pub async fn collection_info(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
-    let meta = state.store.get_meta(&name).await?.ok_or_else(|| crate::store::StoreError::NoSuchCollection(name.clone()))?;
+    let meta = state.store.require_meta(&name).await?;
     let examples_per_label = label_counts(state.store.as_ref(), &name).await?;
     Ok(Json(CollectionInfo {
         filter_fields: meta.filter_fields(),

@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::calibrate::{self, stored_fit, HeadSettings};
 use crate::fit::{Fitted, NeighbourModel};
-use crate::store::{ExampleStore, StoreError};
+use crate::store::ExampleStore;
 
 /// Collections being refitted now.
 #[derive(Default)]
@@ -71,7 +71,7 @@ pub async fn refit(
     collection: &str,
     default_k: usize,
 ) -> Result<NeighbourModel, calibrate::CalibrateError> {
-    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
+    let meta = store.require_meta(collection).await?;
     let last: Option<Fitted> = stored_fit(&meta);
     let settings = last
         .as_ref()

@@ -178,6 +178,10 @@ pub trait ExampleStore: Send + Sync {
     }
     async fn list_collections(&self) -> Result<Vec<String>, StoreError>;
     async fn get_meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError>;
+    /// The collection's metadata; `NoSuchCollection` when it does not exist.
+    async fn require_meta(&self, collection: &str) -> Result<CollectionMeta, StoreError> {
+        self.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))
+    }
     /// Create the collection if it does not exist, and store `meta` with it.
     async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError>;
     /// Stored content hashes of those point ids that exist.

@@ -262,7 +262,7 @@ impl ExampleStore for ServerStore {
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
         // The server builds its HNSW index in the background; payload indexes are
         // created here, for the fields the meta lists that have none yet.
-        let meta = self.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
+        let meta = self.require_meta(collection).await?;
         let indexed = self.indexed_fields(collection).await?;
         for field in meta.filter_fields() {
             if indexed.contains(&field) {

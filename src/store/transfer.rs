@@ -57,7 +57,7 @@ pub async fn export(
     collection: &str,
     out: &mut dyn Write,
 ) -> Result<TransferReport, StoreError> {
-    let meta = store.get_meta(collection).await?.ok_or_else(|| StoreError::NoSuchCollection(collection.into()))?;
+    let meta = store.require_meta(collection).await?;
     let header = ExportHeader { format: FORMAT.into(), version: VERSION, meta: meta.clone() };
     serde_json::to_writer(&mut *out, &header).map_err(io)?;
     out.write_all(b"\n").map_err(io)?;
