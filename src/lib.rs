@@ -14,6 +14,7 @@
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
+//! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
@@ -43,6 +44,7 @@ pub mod llm;
 pub mod output;
 pub mod prompt;
 pub mod result;
+pub mod secondary;
 pub mod serve;
 pub mod stats;
 pub mod store;
