@@ -37,7 +37,9 @@ ENV TRIAGE_MODELS_DIR=/opt/triage/models \
 USER 10001:10001
 WORKDIR /var/lib/triage
 EXPOSE 8080
-# /readyz: the default collection opens with the loaded embedding model. No curl in the
+# Listening on 0.0.0.0: serve refuses to start without TRIAGE_API_KEY unless
+# TRIAGE_ALLOW_UNAUTHENTICATED=true (see deploy/triage.env.example).
+# /readyz: the default collection opens with the loaded embedding model and answers a search. No curl in the
 # image: bash's /dev/tcp speaks the HTTP request.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${TRIAGE_ADDR##*:} && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]

@@ -247,7 +247,7 @@ impl Classifier {
         let mut slots = Vec::with_capacity(tickets.len());
         for t in &tickets {
             match &t.text {
-                Ok(s) if !s.trim().is_empty() => {
+                Ok(s) if crate::input::blank_reason(s).is_none() => {
                     slots.push(Some(texts.len()));
                     texts.push(s.clone());
                 }
@@ -285,7 +285,7 @@ impl Classifier {
     pub async fn classify_with(&self, ticket: &Ticket, options: &ClassifyOptions) -> TicketResult {
         let started = Instant::now();
         let vector = match &ticket.text {
-            Ok(s) if !s.trim().is_empty() => Some(
+            Ok(s) if crate::input::blank_reason(s).is_none() => Some(
                 self.embedder
                     .embed(vec![s.clone()])
                     .await
@@ -306,8 +306,9 @@ impl Classifier {
     ) -> TicketResult {
         let text = match &ticket.text {
             Err(e) => return TicketResult::failed(&ticket.id, e.clone(), started),
-            Ok(s) if s.trim().is_empty() => {
-                return TicketResult::failed(&ticket.id, "empty ticket: no text to classify".into(), started)
+            Ok(s) if crate::input::blank_reason(s).is_some() => {
+                let why = crate::input::blank_reason(s).unwrap_or_default();
+                return TicketResult::failed(&ticket.id, why.into(), started);
             }
             Ok(s) => s,
         };
@@ -336,7 +337,7 @@ impl Classifier {
                 ));
             } else {
                 let stages = self.stages(&evidence, options);
-                let outcome = self.ask_llm(&mut result, llm.as_ref(), stages, &evidence).await;
+                let outcome = crate::llm::for_ticket(self.ask_llm(&mut result, llm.as_ref(), stages, &evidence)).await;
                 let arbiter = options
                     .arbiter
                     .then(|| self.fitted.as_ref().and_then(|f| f.arbiter(llm.model(), evidence.k)))

@@ -21,6 +21,15 @@ use crate::output::{self, OutputFormat};
 
 pub mod pull;
 
+/// `println!` that hands a write error (a closed pipe: `triage ... | head -1`) back to
+/// the caller instead of panicking; `main` ends quietly when stdout is gone.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 /// Classify support tickets into your own taxonomy with retrieved few-shot examples.
 #[derive(Debug, Parser)]
 #[command(name = "triage", version, about)]
@@ -320,6 +329,9 @@ pub struct LlmArgs {
     /// First backoff delay in milliseconds (doubles each retry, with jitter; Retry-After wins)
     #[arg(long, env = "TRIAGE_LLM_RETRY_BASE_MS", default_value_t = 500)]
     pub llm_retry_base_ms: u64,
+    /// Seconds all LLM requests of one ticket may take, retries and waits included; a retry that would start later (e.g. a long Retry-After) is not made and the ticket falls back to the neighbours' vote
+    #[arg(long, env = "TRIAGE_LLM_DEADLINE", default_value_t = 90.0)]
+    pub llm_deadline: f64,
     /// How to ask OpenAI-compatible servers for JSON
     #[arg(long, env = "TRIAGE_LLM_JSON_MODE", value_enum, default_value = "schema")]
     pub json_mode: JsonMode,
@@ -340,6 +352,10 @@ impl LlmArgs {
             self.llm_timeout.is_finite() && self.llm_timeout > 0.0,
             "--llm-timeout must be a positive number of seconds"
         );
+        anyhow::ensure!(
+            self.llm_deadline.is_finite() && self.llm_deadline > 0.0,
+            "--llm-deadline must be a positive number of seconds"
+        );
         Ok(LlmSettings {
             provider: self.provider,
             base_url: self.llm_base_url.clone().filter(|u| !u.trim().is_empty()),
@@ -349,6 +365,7 @@ impl LlmArgs {
                 max_retries: self.llm_max_retries,
                 base_delay: Duration::from_millis(self.llm_retry_base_ms),
                 max_delay: Duration::from_secs(30),
+                deadline: Duration::from_secs_f64(self.llm_deadline),
             },
             json_mode: self.json_mode,
         })
@@ -548,7 +565,7 @@ pub struct ServeArgs {
     /// Delay before retrying a failed webhook delivery, in ms (doubles each time)
     #[arg(long, default_value_t = 1000)]
     pub webhook_retry_base_ms: u64,
-    /// Seconds to wait for queued webhook deliveries on shutdown
+    /// Seconds shutdown may take: requests in flight finish and queued webhook deliveries go out within it; connections still open then are closed
     #[arg(long, default_value_t = 10.0)]
     pub drain_seconds: f64,
     /// Refit a calibrated collection (head and calibration) in the background after this many examples were added through the API [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
@@ -557,6 +574,18 @@ pub struct ServeArgs {
     /// Seconds a cached collection's metadata (taxonomy, calibration) is used before it is read again: how soon a change made through another replica or `triage calibrate` applies here
     #[arg(long, env = "TRIAGE_META_REFRESH", default_value_t = 1.0)]
     pub meta_refresh: f64,
+    /// Open connections at most (more wait in the listen backlog)
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive connection stays open)
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers arrived (else 408)
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// Listen on a non-loopback address without TRIAGE_API_KEY (only behind something that controls access)
+    #[arg(long, env = "TRIAGE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -699,9 +728,11 @@ fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
             let text = match (&row.fields, format) {
                 (Err(e), _) => Err(format!("line {}: {e}", row.line)),
                 (Ok(_), Format::Lines) => Ok(row.get("text").unwrap_or_default()),
-                (Ok(_), _) => row
-                    .get(&args.text_field)
-                    .ok_or_else(|| format!("line {}: no {:?} field", row.line, args.text_field)),
+                (Ok(_), _) => match row.text(&args.text_field) {
+                    Ok(Some(t)) => Ok(t),
+                    Ok(None) => Err(format!("line {}: no {:?} field", row.line, args.text_field)),
+                    Err(e) => Err(format!("line {}: {e}", row.line)),
+                },
             };
             tickets.push(Ticket { id, text });
         }
@@ -1019,7 +1050,13 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
     anyhow::ensure!(args.meta_refresh.is_finite() && args.meta_refresh >= 0.0, "--meta-refresh must be >= 0 seconds");
+    for (flag, v) in [("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)] {
+        anyhow::ensure!(v.is_finite() && v > 0.0, "{flag} must be a positive number of seconds");
+    }
+    anyhow::ensure!(args.max_connections >= 1, "--max-connections must be at least 1");
     let api_key = std::env::var("TRIAGE_API_KEY").ok().filter(|k| !k.trim().is_empty());
+    let loopback = serve::check_listen_address(&args.addr, api_key.is_some(), args.allow_unauthenticated)
+        .map_err(anyhow::Error::msg)?;
     let llm = args.llm.client()?;
     let store = config::open_store(&store_settings(common))?;
     // The embedded store is single-process: own it for as long as the server runs.
@@ -1033,6 +1070,12 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         max_body: args.max_body,
         max_inflight: args.max_inflight,
         api_key: api_key.clone(),
+        loopback_only: loopback && api_key.is_none(),
+        limits: serve::ConnLimits {
+            max_connections: args.max_connections,
+            header_timeout: Duration::from_secs_f64(args.header_timeout),
+            body_timeout: Duration::from_secs_f64(args.body_timeout),
+        },
         webhook: WebhookMapping {
             id_field: args.webhook_id_field.clone(),
             text_fields: args.webhook_text_fields.clone(),

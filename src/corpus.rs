@@ -56,6 +56,12 @@ impl Row {
         }
     }
 
+    /// A field that must hold text: `Ok(None)` when absent or null, an error when the
+    /// row is unreadable or the field is not a string (`{"text": true}`).
+    pub fn text(&self, name: &str) -> Result<Option<String>, String> {
+        crate::input::text_field(self.fields.as_ref().map_err(Clone::clone)?, name)
+    }
+
     /// Set a field to a text value (no effect on an unreadable row).
     pub fn set(&mut self, name: &str, value: &str) {
         if let Ok(f) = self.fields.as_mut() {
@@ -133,13 +139,14 @@ fn parse_delimited(bytes: &[u8], delimiter: u8) -> Vec<Row> {
     };
     let mut rows = Vec::new();
     let mut record = csv::ByteRecord::new();
+    let mut lines = LineCounter::new(bytes);
     loop {
-        let line = rdr.position().line() as usize;
+        let before = rdr.position().byte() as usize;
         match rdr.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                // csv reports the line before the record's first line here; files count from 1.
-                let line = record.position().map(|p| p.line() as usize + 1).unwrap_or(line + 1);
+                let start = record.position().map_or(before, |p| p.byte() as usize);
+                let line = lines.line_at(start);
                 if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
                     continue;
                 }
@@ -162,15 +169,47 @@ fn parse_delimited(bytes: &[u8], delimiter: u8) -> Vec<Row> {
                 rows.push(Row { line, fields });
             }
             Err(e) => {
-                rows.push(Row { line: line + 1, fields: Err(format!("malformed row: {e}")) });
+                let start = e.position().map_or(before, |p| p.byte() as usize);
+                rows.push(Row { line: lines.line_at(start), fields: Err(format!("malformed row: {e}")) });
                 // csv cannot always resynchronise after an error; stop only if it makes no progress.
-                if rdr.position().line() as usize == line && rdr.is_done() {
+                if rdr.position().byte() as usize == before && rdr.is_done() {
                     break;
                 }
             }
         }
     }
     rows
+}
+
+/// Line numbers (from 1) of byte offsets, asked for in increasing order. The csv
+/// crate's own line counter disagrees between `\n` and `\r\n` files (a record's
+/// position can sit on the previous line's terminator), so lines are counted here:
+/// a record starts at its first byte that is not a line terminator.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter { bytes, pos: 0, line: 1 }
+    }
+
+    fn line_at(&mut self, offset: usize) -> usize {
+        let mut start = offset.min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start < self.pos {
+            // Not in increasing order (cannot happen with one reader): count afresh.
+            self.pos = 0;
+            self.line = 1;
+        }
+        self.line += self.bytes[self.pos..start].iter().filter(|b| **b == b'\n').count();
+        self.pos = start;
+        self.line
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +242,19 @@ mod tests {
         assert!(rows[2].fields.as_ref().unwrap_err().contains("1 fields"));
         assert_eq!(rows[3].line, 6);
         assert_eq!(rows[3].get("label").as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn csv_rows_keep_their_own_line_numbers_with_either_line_ending() {
+        for nl in ["\n", "\r\n"] {
+            let data = ["text,label", "hello there,a", "short", "\"multi", "line\",b", "", "last one,c", ""].join(nl);
+            let rows = parse(data.as_bytes(), Format::Csv);
+            let lines: Vec<usize> = rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, [2, 3, 4, 7], "line ending {nl:?}");
+            assert!(rows[1].fields.as_ref().unwrap_err().contains("1 fields"));
+            let multi = if nl == "\n" { "multi\nline" } else { "multi\r\nline" };
+            assert_eq!(rows[2].get("text").as_deref(), Some(multi));
+        }
     }
 
     #[test]

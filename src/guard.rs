@@ -38,6 +38,23 @@ fn extract_object(text: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
+/// Longest `reasoning` kept from an answer, in characters; the rest is cut.
+pub const MAX_REASONING_CHARS: usize = 2000;
+/// Longest `summary` kept, in characters (twelve words of any real language fit).
+pub const MAX_SUMMARY_CHARS: usize = 200;
+
+/// `s` cut to at most `max` characters, ending with `…` when cut.
+pub fn cap_chars(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s,
+        Some(_) => {
+            let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+            t.push('…');
+            t
+        }
+    }
+}
+
 fn str_field(m: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
     match m.get(key)? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -158,8 +175,8 @@ fn parse(text: &str, t: &Taxonomy, final_try: bool, with_subcategory: bool) -> R
                 category,
                 subcategory,
                 urgency,
-                summary,
-                reasoning: str_field(&m, "reasoning").unwrap_or_default(),
+                summary: cap_chars(summary, MAX_SUMMARY_CHARS),
+                reasoning: cap_chars(str_field(&m, "reasoning").unwrap_or_default(), MAX_REASONING_CHARS),
                 confidence,
                 secondary,
                 warnings,
@@ -193,7 +210,8 @@ pub fn parse_subcategory_answer(text: &str, t: &Taxonomy, category: &str) -> Res
         },
         Some(other) => return Err(vec![format!("subcategory {other} is not a name")]),
     };
-    Ok(SubcategoryAnswer { subcategory, reasoning: str_field(&m, "reasoning").unwrap_or_default() })
+    let reasoning = cap_chars(str_field(&m, "reasoning").unwrap_or_default(), MAX_REASONING_CHARS);
+    Ok(SubcategoryAnswer { subcategory, reasoning })
 }
 
 impl Answer {
@@ -207,6 +225,7 @@ impl Answer {
             } else {
                 format!("{} Subcategory: {}", self.reasoning, s.reasoning)
             };
+            self.reasoning = cap_chars(std::mem::take(&mut self.reasoning), MAX_REASONING_CHARS);
         }
     }
 }
@@ -225,7 +244,7 @@ pub fn extractive_summary(text: &str) -> String {
         s = s.trim_end_matches(['.', ',', ';', ':']).to_string();
         s.push('…');
     }
-    s
+    cap_chars(s, MAX_SUMMARY_CHARS)
 }
 
 #[cfg(test)]
@@ -341,6 +360,24 @@ name = "High"
         let mut b = Answer { reasoning: String::new(), ..before };
         b.merge_subcategory(SubcategoryAnswer { subcategory: Some("Refund".into()), reasoning: "r".into() });
         assert_eq!(b.reasoning, "subcategory: r");
+    }
+
+    #[test]
+    fn answer_fields_are_capped() {
+        let long = serde_json::json!({"category": "Billing", "urgency": "Low", "summary": "x".repeat(5000),
+            "reasoning": "why ".repeat(100_000), "confidence": 0.9}).to_string();
+        let a = parse_answer(&long, &t(), true).unwrap();
+        assert_eq!(a.reasoning.chars().count(), MAX_REASONING_CHARS);
+        assert!(a.reasoning.ends_with('…'));
+        assert_eq!(a.summary.chars().count(), MAX_SUMMARY_CHARS);
+        let sub = parse_subcategory_answer(&format!(r#"{{"subcategory": null, "reasoning": "{}"}}"#, "é".repeat(9000)), &t(), "Billing")
+            .unwrap();
+        assert_eq!(sub.reasoning.chars().count(), MAX_REASONING_CHARS);
+        let mut merged = a.clone();
+        merged.merge_subcategory(sub);
+        assert_eq!(merged.reasoning.chars().count(), MAX_REASONING_CHARS);
+        assert_eq!(cap_chars("short".into(), 10), "short");
+        assert_eq!(extractive_summary(&"y".repeat(10_000)).chars().count(), MAX_SUMMARY_CHARS);
     }
 
     #[test]

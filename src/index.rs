@@ -1,6 +1,8 @@
 //! Indexing: load a corpus (folder with `taxonomy.toml` + examples, or one
 //! JSONL/CSV/TSV file), validate each row against the taxonomy, embed the new and
-//! changed examples in batches, and upsert them under deterministic ids.
+//! changed examples in batches, and upsert them under deterministic ids. Each batch
+//! is on disk once its upsert returns, so a killed run keeps what it wrote and a
+//! re-run embeds only the rest.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -176,9 +178,10 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     if let Err(e) = &row.fields {
         return Err(e.clone());
     }
-    let text = row.get(&f.text).map(|t| t.trim().to_string()).unwrap_or_default();
-    if text.is_empty() {
-        return Err(format!("empty text (field {:?})", f.text));
+    let text = row.text(&f.text)?.map(|t| t.trim().to_string()).unwrap_or_default();
+    if crate::input::blank_reason(&text).is_some() {
+        let invisible = if text.is_empty() { "" } else { ": only control or invisible characters" };
+        return Err(format!("empty text (field {:?}){invisible}", f.text));
     }
     let label = match &f.label {
         Some(name) => row.get(name),
@@ -359,7 +362,13 @@ pub async fn index_corpus(
     let (indexed, unchanged) =
         upsert_examples_timed(&examples, collection, embedder.as_ref(), store.as_ref(), batch_size, progress, &mut timings)
             .await?;
-    if indexed > 0 {
+    // A run killed after its last batch but before this step left payload indexes
+    // missing; the next run finds nothing to embed and finishes the job here.
+    let unfinished = indexed == 0 && {
+        let have = store.payload_indexes(collection).await?;
+        meta.filter_fields().iter().any(|f| !have.contains(f))
+    };
+    if indexed > 0 || unfinished {
         let t = std::time::Instant::now();
         store.finish_indexing(collection).await?;
         timings.optimize_seconds = t.elapsed().as_secs_f64();
@@ -461,9 +470,13 @@ async fn upsert_examples_timed(
             let points: Vec<ExamplePoint> =
                 todo.iter().zip(vectors).map(|(e, vector)| ExamplePoint { example: (*e).clone(), vector }).collect();
             indexed += todo.len();
+            let committed = indexed;
             pending = Some(Box::pin(async move {
                 let t = std::time::Instant::now();
+                // Durable when it returns: a run killed later keeps this batch, and
+                // the next run skips it (same ids, same content hashes).
                 store.upsert(collection, points).await?;
+                tracing::info!(collection, committed, "batch committed");
                 Ok(t.elapsed().as_secs_f64())
             }));
         }

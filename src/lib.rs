@@ -13,6 +13,7 @@
 //! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
+//! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
 //! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
@@ -38,6 +39,7 @@ pub mod fit;
 pub mod guard;
 pub mod helpdesk;
 pub mod index;
+pub mod input;
 pub mod knn;
 pub mod lang;
 pub mod llm;

@@ -13,6 +13,8 @@ use crate::taxonomy::{label_key, Taxonomy};
 
 /// Most secondary issues per ticket.
 pub const MAX_SECONDARY: usize = 2;
+/// Longest reason kept for one secondary issue (characters).
+pub const MAX_REASON_CHARS: usize = 200;
 
 /// Validate the `secondary` value of an LLM answer whose primary is `primary`
 /// (canonical). Missing or null: none. Each item is `{"category", "reason"}` (a bare
@@ -56,7 +58,7 @@ pub fn parse(
             None => bad.push(format!("secondary category {name:?} is not in the taxonomy")),
             Some(c) if label_key(&c.name) == label_key(primary) => {}
             Some(c) if out.iter().any(|o| o.category == c.name) => {}
-            Some(c) => out.push(SecondaryIssue { category: c.name.clone(), reason }),
+            Some(c) => out.push(SecondaryIssue { category: c.name.clone(), reason: crate::guard::cap_chars(reason, MAX_REASON_CHARS) }),
         }
     }
     if out.len() > MAX_SECONDARY {

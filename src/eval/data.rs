@@ -46,7 +46,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
     let mut out = Vec::new();
     let mut skipped = 0;
     for row in rows {
-        let text = row.get(&fields.text).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let text = row.text(&fields.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         let label = match &fields.label {
             Some(f) => row.get(f),
             None => row.get("label").or_else(|| row.get("category")),

@@ -74,7 +74,7 @@ impl LlmClient for AnthropicClient {
             "tool_choice": {"type": "tool", "name": TOOL},
         });
         let hint = "set TRIAGE_LLM_API_KEY or ANTHROPIC_API_KEY to a valid Anthropic key";
-        let (text, attempts) = retry::send(&self.settings.retry, hint, || {
+        let (text, attempts) = retry::send(&self.settings.retry, self.settings.timeout, hint, || {
             let mut rb = self.http.post(&self.url).header("anthropic-version", API_VERSION).json(&body);
             if let Some(key) = &self.settings.api_key {
                 rb = rb.header("x-api-key", key.expose());

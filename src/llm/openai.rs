@@ -125,7 +125,7 @@ impl OpenAiClient {
 
     async fn post(&self, body: &serde_json::Value) -> Result<(String, u32), LlmError> {
         let hint = "set TRIAGE_LLM_API_KEY (or OXLO_API_KEY / OPENAI_API_KEY) to a valid key for this base URL";
-        retry::send(&self.settings.retry, hint, || {
+        retry::send(&self.settings.retry, self.settings.timeout, hint, || {
             let mut rb = self.http.post(&self.url).json(body);
             if let Some(key) = &self.settings.api_key {
                 rb = rb.bearer_auth(key.expose());

@@ -1,7 +1,13 @@
 //! Retries with exponential backoff and jitter on 429, 5xx, timeouts and connection
-//! errors, honouring `Retry-After`; 4xx other than 429 fail at once.
+//! errors, honouring `Retry-After`; 4xx other than 429 fail at once. Every LLM
+//! request of one ticket shares a deadline ([`for_ticket`], [`RetryPolicy::deadline`]):
+//! each request's timeout is cut to the time left, and a retry that would start
+//! after the deadline (a long `Retry-After`, a long backoff) is not waited for: the
+//! call fails at once with the reason, and the ticket falls back to the vote.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use reqwest::{RequestBuilder, StatusCode};
@@ -13,21 +19,57 @@ pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
     pub base_delay: Duration,
+    /// Longest wait before a retry; a `Retry-After` asking for more ends the retries.
     pub max_delay: Duration,
+    /// Time all LLM requests of one ticket may take together, waits included.
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 3, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            deadline: Duration::from_secs(90),
+        }
     }
+}
+
+tokio::task_local! {
+    /// When the current ticket's LLM work started.
+    static TICKET_START: Instant;
+}
+
+/// Run `work` as one ticket's LLM requests: they share one deadline, counted from now
+/// ([`RetryPolicy::deadline`]). Outside such a scope each call has its own.
+pub async fn for_ticket<F: Future>(work: F) -> F::Output {
+    TICKET_START.scope(Instant::now(), work).await
+}
+
+/// HTTP requests sent to LLM providers by this process, failed ones and retries included.
+static REQUESTS_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// HTTP requests sent to LLM providers by this process (what per-request pricing
+/// charges and rate limits count), failed ones and retries included.
+pub fn requests_sent() -> u64 {
+    REQUESTS_SENT.load(Ordering::Relaxed)
+}
+
+/// Count one request of a provider that does not go through [`send`] (the scripted
+/// test double, built only with the `test-doubles` feature).
+#[cfg_attr(not(feature = "test-doubles"), allow(dead_code))]
+pub(crate) fn note_request() {
+    REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
 }
 
 impl RetryPolicy {
     /// Delay before retry number `retry` (0-based): base * 2^retry with +-50% jitter,
-    /// or the server's `Retry-After` when it gave one; never above `max_delay`.
+    /// at most `max_delay`; or the server's `Retry-After` when it gave one, as given
+    /// (whether to wait that long is [`send`]'s decision).
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(d) = retry_after {
-            return d.min(self.max_delay);
+            return d;
         }
         let exp = self.base_delay.saturating_mul(1u32 << retry.min(16));
         let jitter = rand::thread_rng().gen_range(0.5..1.5);
@@ -57,21 +99,36 @@ pub(crate) fn error_message(body: &str) -> String {
     msg.chars().take(300).collect()
 }
 
-/// Send a request built by `build` until it succeeds or the policy gives up.
+/// Send a request built by `build` (each with at most `timeout`, and never past the
+/// ticket's deadline) until it succeeds or the policy gives up.
 /// Returns the body of the 2xx response and the number of attempts made.
 pub(crate) async fn send(
     policy: &RetryPolicy,
+    timeout: Duration,
     auth_hint: &str,
     build: impl Fn() -> RequestBuilder,
 ) -> Result<(String, u32), LlmError> {
+    let deadline = TICKET_START.try_with(|t| *t).unwrap_or_else(|_| Instant::now()) + policy.deadline;
     let mut attempt = 0u32;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LlmError::Unavailable {
+                attempts: attempt,
+                last: format!("the ticket's LLM deadline of {} s passed", policy.deadline.as_secs_f64()),
+            });
+        }
         attempt += 1;
-        let (last, wait) = match build().send().await {
+        REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+        let (last, wait) = match build().timeout(timeout.min(left)).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 let after = retry_after(&resp);
-                let body = resp.text().await.unwrap_or_default();
+                let body = match read_capped(resp).await {
+                    Ok(b) => b,
+                    Err(e) if status.is_success() => return Err(e),
+                    Err(_) => String::new(),
+                };
                 if status.is_success() {
                     return Ok((body, attempt));
                 }
@@ -94,8 +151,51 @@ pub(crate) async fn send(
             return Err(LlmError::Unavailable { attempts: attempt, last });
         }
         let delay = policy.delay(attempt - 1, wait);
+        if let Some(asked) = wait.filter(|w| *w > policy.max_delay) {
+            return Err(LlmError::Unavailable {
+                attempts: attempt,
+                last: format!(
+                    "{last}; the server asked to retry after {} s, longer than the {} s a ticket waits (not retried)",
+                    asked.as_secs_f64(),
+                    policy.max_delay.as_secs_f64()
+                ),
+            });
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if delay >= left {
+            return Err(LlmError::Unavailable {
+                attempts: attempt,
+                last: format!(
+                    "{last}; a retry in {:.1} s would pass the ticket's LLM deadline ({:.1} s left of {} s)",
+                    delay.as_secs_f64(),
+                    left.as_secs_f64(),
+                    policy.deadline.as_secs_f64()
+                ),
+            });
+        }
         tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, "LLM call failed, retrying: {last}");
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Largest LLM reply read, in bytes: a classification answer is a few hundred.
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
+/// The response body as text, refusing replies over [`MAX_REPLY_BYTES`] without
+/// holding more than that in memory.
+async fn read_capped(mut resp: reqwest::Response) -> Result<String, LlmError> {
+    let mut buf = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_REPLY_BYTES {
+                    return Err(LlmError::BadResponse(format!("the reply is larger than {MAX_REPLY_BYTES} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(String::from_utf8_lossy(&buf).into_owned()),
+            Err(e) => return Err(LlmError::BadResponse(format!("reading the reply failed: {}", without_url(&e)))),
+        }
     }
 }
 
@@ -114,7 +214,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_retries: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            deadline: Duration::from_secs(60),
+        };
         for _ in 0..20 {
             let d0 = p.delay(0, None);
             assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(150));
@@ -123,7 +228,8 @@ mod tests {
             assert_eq!(p.delay(10, None), Duration::from_secs(1));
         }
         assert_eq!(p.delay(0, Some(Duration::from_millis(700))), Duration::from_millis(700));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(90))), Duration::from_secs(1));
+        // Retry-After is the server's: not shortened (`send` decides not to wait).
+        assert_eq!(p.delay(0, Some(Duration::from_secs(90))), Duration::from_secs(90));
     }
 
     #[test]

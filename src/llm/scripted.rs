@@ -19,6 +19,7 @@ impl LlmClient for ScriptedClient {
     }
 
     async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        super::retry::note_request();
         let prompt = req.messages.first().map(|m| m.content.as_str()).unwrap_or_default();
         let demo: Value = prompt
             .lines()

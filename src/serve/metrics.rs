@@ -27,7 +27,6 @@ pub struct Metrics {
     methods: Mutex<BTreeMap<String, u64>>,
     needs_review: AtomicU64,
     failed: AtomicU64,
-    llm_calls: AtomicU64,
     llm_failures: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
@@ -70,7 +69,6 @@ impl Metrics {
             if r.failed_hard() {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
-            self.llm_calls.fetch_add(u64::from(r.llm_calls), Ordering::Relaxed);
             if r.method == crate::result::ResultMethod::KnnFallback {
                 self.llm_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -117,10 +115,11 @@ impl Metrics {
         for (m, n) in lock(&self.methods).iter() {
             writeln!(o, "triage_classifications_total{{method=\"{}\"}} {n}", esc(m))?;
         }
+        let llm_requests = AtomicU64::new(crate::llm::requests_sent());
         let counters = [
             ("triage_needs_review_total", "Results flagged for human review.", &self.needs_review),
             ("triage_ticket_errors_total", "Tickets that could not be classified at all (bad input, store or embedding failure).", &self.failed),
-            ("triage_llm_calls_total", "LLM requests made (repairs and two-stage subcategory requests included).", &self.llm_calls),
+            ("triage_llm_calls_total", "HTTP requests sent to the LLM (retries, repairs and two-stage subcategory requests included).", &llm_requests),
             ("triage_llm_errors_total", "Tickets whose LLM call failed (answered by the neighbours' vote instead).", &self.llm_failures),
             ("triage_llm_prompt_tokens_total", "Prompt tokens reported by the LLM.", &self.prompt_tokens),
             ("triage_llm_completion_tokens_total", "Completion tokens reported by the LLM.", &self.completion_tokens),

@@ -2,15 +2,19 @@
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
 //! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
-//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk push path (`/v1/webhooks/ticket`, agents' corrections)
-//! in `webhook.rs`.
+//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk
+//! push path (`/v1/webhooks/ticket`, agents' corrections) in `webhook.rs`, the accept
+//! loop with its connection limits in `listen.rs`, and the middleware against slow,
+//! hostile and cross-site clients in `protect.rs`.
 
 mod api;
 mod error;
+mod listen;
 mod metrics;
 mod notify;
 mod refit;
 mod probes;
+mod protect;
 mod webhook;
 
 use std::collections::HashMap;
@@ -34,6 +38,7 @@ use crate::llm::LlmClient;
 use crate::store::{ExampleStore, StoreError};
 
 pub use api::ApiDoc;
+pub use listen::ConnLimits;
 use error::ApiError;
 use metrics::Metrics;
 pub use notify::RetrySettings;
@@ -63,8 +68,13 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// `/v1` requests handled at once; more get 429.
     pub max_inflight: usize,
-    /// Bearer token every `/v1` route requires, when set.
+    /// Bearer token every `/v1` route requires, when set. Without it, requests that
+    /// change something must be JSON and carry no foreign origin.
     pub api_key: Option<String>,
+    /// Listening on a loopback address without an API key: `/v1` answers only
+    /// requests addressed to a loopback host name (no DNS rebinding).
+    pub loopback_only: bool,
+    pub limits: ConnLimits,
     pub webhook: WebhookMapping,
     /// Results with `needs_review` are POSTed here (Slack-compatible message).
     pub review_webhook: Option<String>,
@@ -149,9 +159,13 @@ impl AppState {
         Ok(c)
     }
 
-    /// Whether the default collection opens with the loaded embedding model.
+    /// Whether the default collection opens with the loaded embedding model and the
+    /// store answers a search in it (which reads vectors and a payload).
     pub async fn ready(&self) -> Result<(), StoreError> {
-        self.classifier(None).await.map(|_| ())
+        let classifier = self.classifier(None).await?;
+        let mut probe = vec![0.0f32; classifier.meta().dim.max(1)];
+        probe[0] = 1.0;
+        self.store.search(&self.cfg.collection, &probe, 1, None).await.map(|_| ())
     }
 
     /// Forget the cached classifier so the next request reads the taxonomy again.
@@ -176,8 +190,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections/{name}/calibrate", post(refit::calibrate_now))
         .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
         // Layers run outside-in from the last added: auth first, so unauthenticated
-        // requests never take a concurrency slot.
+        // requests never take a concurrency slot; then the origin check; then the
+        // whole body is read, and only then is a concurrency slot taken.
         .route_layer(from_fn_with_state(state.clone(), limit_inflight))
+        .route_layer(from_fn_with_state(state.clone(), protect::read_body))
+        .route_layer(from_fn_with_state(state.clone(), protect::same_origin))
         .route_layer(from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(v1)
@@ -188,12 +205,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body))
+        .layer(axum::middleware::from_fn(protect::json_errors))
         .layer(from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
 }
 
 /// Serve until `shutdown` resolves, then stop accepting, let requests in flight
-/// finish, and give queued webhook deliveries up to `drain` to go out.
+/// finish and queued webhook deliveries go out, all within `drain`: connections
+/// still open at that deadline are closed, whatever their clients do.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
@@ -201,9 +220,27 @@ pub async fn run(
     drain: Duration,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    state.notifier.close(drain).await;
+    let deadline = listen::serve(listener, app, state.cfg.limits, shutdown, drain).await;
+    state.notifier.close(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     Ok(())
+}
+
+/// Error unless `addr` may be listened on: without an API key only loopback
+/// addresses, unless `allow_unauthenticated` (anyone who can reach the port could
+/// otherwise classify, read the collections and plant or delete examples).
+pub fn check_listen_address(addr: &str, has_api_key: bool, allow_unauthenticated: bool) -> Result<bool, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> =
+        addr.to_socket_addrs().map_err(|e| format!("cannot resolve --addr {addr}: {e}"))?.collect();
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    if !loopback && !has_api_key && !allow_unauthenticated {
+        return Err(format!(
+            "refusing to listen on {addr} without authentication: set TRIAGE_API_KEY (clients then send \
+             Authorization: Bearer <key>), listen on a loopback address (127.0.0.1), or pass \
+             --allow-unauthenticated if something in front of triage (a gateway, a private network) controls access"
+        ));
+    }
+    Ok(loopback)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -273,10 +310,19 @@ async fn limit_inflight(State(state): State<Arc<AppState>>, req: Request, next: 
 }
 
 async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    // Label values come from a fixed set, whatever clients send: methods outside
+    // the standard ones are OTHER, paths no route matches are `unmatched`.
+    let method = match *req.method() {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::HEAD | Method::OPTIONS | Method::PATCH => {
+            req.method().as_str()
+        }
+        _ => "OTHER",
+    };
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| format!("{} {}", req.method(), p.as_str()))
+        .map(|p| format!("{method} {}", p.as_str()))
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
     let resp = next.run(req).await;

@@ -1,5 +1,5 @@
 //! Liveness and readiness probes: `/healthz` (the process answers) and `/readyz` (the
-//! default collection opens with the loaded model and, on a Qdrant cluster, every shard
+//! default collection opens with the loaded model and answers a one-result search and, on a Qdrant cluster, every shard
 //! has an active copy; `degraded` when some copy is dead or recovering).
 
 use std::sync::Arc;
@@ -35,8 +35,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into(), reason: None, collection: None, replicas: None })
 }
 
-/// Readiness: the embedding model is loaded, the default collection opens with it, and
-/// (on a Qdrant server) every shard of it has an active replica. `degraded` (still 200):
+/// Readiness: the embedding model is loaded, the default collection opens with it and
+/// answers a search, and (on a Qdrant server) every shard of it has an active replica. `degraded` (still 200):
 /// some shard copy is dead or recovering, answers still come.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -48,7 +48,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         replicas: replicas.and_then(|r| serde_json::to_value(r).ok()),
     };
     let not_ready = |h: Health| (StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response();
-    if let Err(e) = state.classifier(None).await {
+    // Opens the collection and runs a one-result search: a store whose pages cannot be
+    // read is not ready, even where the metadata still opens.
+    if let Err(e) = state.ready().await {
         return not_ready(health("not_ready", Some(e.to_string()), None));
     }
     // A live look at the store: the classifier above may be a cached copy.

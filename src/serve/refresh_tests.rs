@@ -99,6 +99,8 @@ fn state(store: Arc<Flaky>, refresh: Duration) -> Arc<AppState> {
         max_body: 1 << 20,
         max_inflight: 4,
         api_key: None,
+        loopback_only: true,
+        limits: super::ConnLimits::default(),
         webhook: WebhookMapping {
             id_field: "id".into(),
             text_fields: vec!["text".into()],

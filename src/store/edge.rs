@@ -1,6 +1,8 @@
 //! Qdrant Edge: the embedded, in-process store. Layout under the data dir:
 //! `collections/<name>/meta.json` and `collections/<name>/shard/` (Qdrant segments + WAL),
 //! and `.lock`: one process at a time opens shards or writes (see [`super::lock`]).
+//! Every write returns once it is on disk: updates share flushes (see [`super::commit`]),
+//! `meta.json` is replaced atomically and synced.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,9 @@ use qdrant_edge::{
 };
 use tokio::sync::Mutex;
 
+use super::commit::{sync_dir, write_atomic, Gate, GroupCommit};
+use super::journal::{Journal, Record, CHECKPOINT_BYTES};
+use super::transfer::ExportLine;
 use super::lock::DataDirLock;
 use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
@@ -19,12 +24,118 @@ use super::{
 };
 use crate::example::{ExamplePoint, ScoredExample};
 
+/// Prefix of a collection folder being deleted (collection names never start with '.').
+const TOMBSTONE: &str = ".deleted-";
+/// A collection's journal, next to its `shard/` folder.
+const JOURNAL: &str = "journal.log";
+
 pub struct EdgeStore {
     data_dir: PathBuf,
     root: PathBuf,
-    shards: Mutex<HashMap<String, Arc<EdgeShard>>>,
+    shards: Mutex<HashMap<String, Arc<OpenShard>>>,
     /// Taken on the first shard open or write, kept until the store is dropped.
     lock: std::sync::Mutex<Option<DataDirLock>>,
+}
+
+/// An open shard, the journal that makes its writes durable (see [`super::journal`]),
+/// the gate its writes go through and the group commit of journal syncs.
+struct OpenShard {
+    shard: EdgeShard,
+    journal: Journal,
+    gate: Gate,
+    commit: GroupCommit,
+    /// Set once the journal was replayed: only then may closing empty it.
+    replayed: bool,
+}
+
+impl OpenShard {
+    /// Open the shard and replay what its journal holds (writes acknowledged after
+    /// the last checkpoint), then checkpoint.
+    fn open(dir: &Path, dim: usize) -> Result<OpenShard, StoreError> {
+        let shard = open_shard(&dir.join("shard"), dim)?;
+        let (journal, records) = Journal::open(&dir.join(JOURNAL))?;
+        let mut open =
+            OpenShard { shard, journal, gate: Gate::default(), commit: GroupCommit::default(), replayed: false };
+        if !records.is_empty() {
+            let n = records.len();
+            for record in records {
+                open.shard.update(operation(record)).map_err(backend)?;
+            }
+            open.checkpoint()?;
+            tracing::info!("{}: replayed {n} journaled write(s)", dir.display());
+        }
+        open.replayed = true;
+        Ok(open)
+    }
+
+    /// Apply a write and append it to the journal, under the gate; returns its
+    /// sequence number. Durable once the journal is synced past it.
+    fn write(&self, record: Record) -> Result<u64, StoreError> {
+        self.gate
+            .apply(|| {
+                self.shard.update(operation(record.clone())).map_err(backend)?;
+                self.journal.append(&record)
+            })
+            .map(|((), seq)| seq)
+    }
+
+    /// Sync the journal; returns the last write it covers. Appends go on meanwhile.
+    fn sync(&self) -> Result<u64, StoreError> {
+        let covered = self.gate.applied();
+        self.journal.sync()?;
+        Ok(covered)
+    }
+
+    /// Flush the shard and empty the journal, with no write in between.
+    fn checkpoint(&self) -> Result<u64, StoreError> {
+        self.gate.flush(|| {
+            // `EdgeShard::flush` panics (`expect`) on I/O errors; a panic must not
+            // take the process down, and the journal is then kept.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
+                .map_err(|_| StoreError::Io("flushing the shard failed (see the log)".into()))?;
+            self.journal.reset()
+        })
+    }
+}
+
+impl Drop for OpenShard {
+    fn drop(&mut self) {
+        if self.replayed && self.journal.bytes() > 0 {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!("checkpoint at close failed (the journal is replayed on the next open): {e}");
+            }
+        }
+    }
+}
+
+/// The shard update a journal record stands for.
+fn operation(record: Record) -> UpdateOperation {
+    match record {
+        Record::Upsert { points } => {
+            let points = points
+                .into_iter()
+                .map(|p| PointStruct::new(p.id, p.vector, serde_json::Value::Object(p.payload)).into())
+                .collect();
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)))
+        }
+        Record::Delete { ids } => UpdateOperation::PointOperation(PointOperations::DeletePoints {
+            ids: ids.into_iter().map(PointId::from).collect(),
+        }),
+    }
+}
+
+/// Apply and journal a write; return once it is durable. Checkpoint when the journal
+/// has grown past [`CHECKPOINT_BYTES`].
+async fn write_durably(open: Arc<OpenShard>, record: Record) -> Result<(), StoreError> {
+    let writing = open.clone();
+    let seq = blocking(move || writing.write(record)).await?;
+    let syncing = open.clone();
+    open.commit.wait_durable(seq, || blocking(move || syncing.sync())).await?;
+    if open.journal.bytes() > CHECKPOINT_BYTES {
+        let flushing = open.clone();
+        blocking(move || flushing.checkpoint().map(|_| ())).await?;
+    }
+    Ok(())
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -58,8 +169,21 @@ impl EdgeStore {
         let mut held = self.lock.lock().map_err(|_| StoreError::Io("lock state poisoned".into()))?;
         if held.is_none() {
             *held = Some(DataDirLock::acquire(&self.data_dir)?);
+            self.remove_tombstones();
         }
         Ok(())
+    }
+
+    /// Collections a crashed `delete_collection` renamed away but did not finish removing.
+    fn remove_tombstones(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TOMBSTONE) {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!("cannot remove {}: {e}", entry.path().display());
+                }
+            }
+        }
     }
 
     fn dir(&self, collection: &str) -> PathBuf {
@@ -79,16 +203,15 @@ impl EdgeStore {
     }
 
     /// The open shard for `collection`, opening (or creating) it on first use.
-    async fn shard(&self, collection: &str) -> Result<Arc<EdgeShard>, StoreError> {
+    async fn shard(&self, collection: &str) -> Result<Arc<OpenShard>, StoreError> {
         let mut shards = self.shards.lock().await;
         if let Some(s) = shards.get(collection) {
             return Ok(s.clone());
         }
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
         self.take_lock()?;
-        let path = self.dir(collection).join("shard");
-        let shard = blocking(move || open_shard(&path, meta.dim)).await?;
-        let shard = Arc::new(shard);
+        let dir = self.dir(collection);
+        let shard = Arc::new(blocking(move || OpenShard::open(&dir, meta.dim)).await?);
         shards.insert(collection.to_string(), shard.clone());
         Ok(shard)
     }
@@ -181,11 +304,15 @@ impl ExampleStore for EdgeStore {
         validate_name(&meta.name)?;
         self.take_lock()?;
         let dir = self.dir(&meta.name);
+        let new = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let tmp = dir.join("meta.json.tmp");
         let json = serde_json::to_vec_pretty(meta).map_err(io)?;
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, dir.join("meta.json")).map_err(io)?;
+        let path = dir.join("meta.json");
+        write_atomic(&path, &json).map_err(|e| StoreError::Io(format!("cannot write {}: {e}", path.display())))?;
+        if new {
+            // The collection's folder itself must survive a crash too.
+            sync_dir(&self.root).map_err(io)?;
+        }
         Ok(())
     }
 
@@ -194,6 +321,7 @@ impl ExampleStore for EdgeStore {
         let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
         blocking(move || {
             let records = shard
+                .shard
                 .retrieve(&ids, Some(WithPayloadInterface::Fields(vec![hash_path()?])), Some(WithVector::Bool(false)))
                 .map_err(backend)?;
             Ok(records
@@ -216,32 +344,16 @@ impl ExampleStore for EdgeStore {
             return Ok(());
         }
         let shard = self.shard(collection).await?;
-        blocking(move || {
-            let points = points
-                .into_iter()
-                .map(|p| {
-                    let payload = serde_json::Value::Object(example_payload(&p.example));
-                    PointStruct::new(p.example.point_id(), p.vector, payload).into()
-                })
-                .collect();
-            shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(points),
-                )))
-                .map_err(backend)
-        })
-        .await
+        let points = points
+            .into_iter()
+            .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
+            .collect();
+        write_durably(shard, Record::Upsert { points }).await
     }
 
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
         let shard = self.shard(collection).await?;
-        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
-        blocking(move || {
-            shard
-                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
-                .map_err(backend)
-        })
-        .await
+        write_durably(shard, Record::Delete { ids: ids.to_vec() }).await
     }
 
     async fn search(
@@ -268,6 +380,7 @@ impl ExampleStore for EdgeStore {
                 with_payload: WithPayloadInterface::Selector(PayloadSelector::new_exclude(vec![hash_path()?])),
             };
             shard
+                .shard
                 .query(request)
                 .map_err(backend)?
                 .into_iter()
@@ -282,7 +395,7 @@ impl ExampleStore for EdgeStore {
 
     async fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let shard = self.shard(collection).await?;
-        blocking(move || Ok(shard.info().points_count)).await
+        blocking(move || Ok(shard.shard.info().points_count)).await
     }
 
     async fn scroll(
@@ -302,7 +415,7 @@ impl ExampleStore for EdgeStore {
                 with_vector: WithVector::Bool(with_vectors),
                 order_by: None,
             };
-            let (records, next) = shard.scroll(request).map_err(backend)?;
+            let (records, next) = shard.shard.scroll(request).map_err(backend)?;
             let points = records
                 .into_iter()
                 .map(|r| {
@@ -333,24 +446,28 @@ impl ExampleStore for EdgeStore {
 
     async fn finish_indexing(&self, collection: &str) -> Result<(), StoreError> {
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
-        let shard = self.shard(collection).await?;
+        let open = self.shard(collection).await?;
         blocking(move || {
-            let indexed = shard.info().payload_schema;
-            for field in meta.filter_fields() {
-                let path = json_path(&field)?;
-                if indexed.contains_key(&path) {
-                    continue;
-                }
-                shard
-                    .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+            // Index changes and optimisation (which swaps segments) run under the gate,
+            // then a checkpoint makes them and every journaled write part of the shard.
+            open.gate.apply(|| {
+                let indexed = open.shard.info().payload_schema;
+                for field in meta.filter_fields() {
+                    let path = json_path(&field)?;
+                    if indexed.contains_key(&path) {
+                        continue;
+                    }
+                    let index = CreateIndex {
                         field_name: path,
                         field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                    })))
-                    .map_err(backend)?;
-            }
-            shard.optimize().map_err(backend)?;
-            shard.flush();
-            Ok(())
+                    };
+                    open.shard
+                        .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(index)))
+                        .map_err(backend)?;
+                }
+                open.shard.optimize().map(|_| ()).map_err(backend)
+            })?;
+            open.checkpoint().map(|_| ())
         })
         .await
     }
@@ -364,14 +481,19 @@ impl ExampleStore for EdgeStore {
         if !dir.exists() {
             return Ok(false);
         }
-        std::fs::remove_dir_all(&dir).map_err(io)?;
+        // Renamed away first (atomic), so a crash mid-way never leaves a half-deleted
+        // collection that still looks like one; leftovers are removed on the next start.
+        let tomb = self.root.join(format!("{TOMBSTONE}{collection}-{}", std::process::id()));
+        std::fs::rename(&dir, &tomb).map_err(io)?;
+        sync_dir(&self.root).map_err(io)?;
+        std::fs::remove_dir_all(&tomb).map_err(io)?;
         Ok(true)
     }
 
     async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError> {
         let shard = self.shard(collection).await?;
         blocking(move || {
-            let mut fields: Vec<String> = shard.info().payload_schema.keys().map(|k| k.to_string()).collect();
+            let mut fields: Vec<String> = shard.shard.info().payload_schema.keys().map(|k| k.to_string()).collect();
             fields.sort();
             Ok(fields)
         })

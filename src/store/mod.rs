@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
+pub mod commit;
 mod edge;
 mod health;
 mod layout;
+mod journal;
 mod lock;
 mod server;
 pub mod transfer;

@@ -27,7 +27,7 @@ pub struct ExportHeader {
     pub meta: CollectionMeta,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportLine {
     pub id: u64,
     pub vector: Vec<f32>,

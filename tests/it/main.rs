@@ -24,3 +24,6 @@ mod qdrant;
 mod parity;
 mod replicas;
 mod cluster;
+mod durability;
+mod hostile;
+mod input_edges;
