@@ -39,12 +39,63 @@ fn gap_line(s: &Sections, f: &super::segments::FieldSegments) -> String {
     line
 }
 
+fn md_row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+fn html_row(cells: &[String]) -> String {
+    format!("<tr>{}</tr>", cells.iter().map(|c| format!("<td>{c}</td>")).collect::<String>())
+}
+
+fn segment_cells(x: &super::segments::Segment) -> [String; 5] {
+    [
+        format!("{}{}", x.value, if x.too_small { " (too small)" } else { "" }),
+        x.tickets.to_string(),
+        f3(x.accuracy),
+        f3(x.review_rate),
+        f3(x.ece),
+    ]
+}
+
+fn edge_cells(t: &super::segments::EdgeTicket, no: &str) -> [String; 5] {
+    [
+        t.id.clone(),
+        t.gold.clone(),
+        t.predicted.clone().unwrap_or_else(|| "–".into()),
+        if t.needs_review { "yes" } else { "no" }.into(),
+        if t.correct { "yes".into() } else { no.to_string() },
+    ]
+}
+
+fn secondary_cells(r: &RunSections, x: &super::segments::SecondaryFigures) -> [String; 9] {
+    [
+        run_title(r),
+        x.tickets.to_string(),
+        x.multi_issue_tickets.to_string(),
+        x.listed.to_string(),
+        x.predicted.to_string(),
+        x.found.to_string(),
+        f3(x.precision),
+        f3(x.recall),
+        f3(x.primary_accuracy_multi_issue),
+    ]
+}
+
+fn budget_cells(p: &super::segments::BudgetPoint) -> [String; 4] {
+    [k_cell(p.k), format!("{:.0}", p.prompt_tokens_per_ticket), format!("{:.2}", p.llm_calls_per_ticket), f3(p.accuracy)]
+}
+
+fn k_cell(k: usize) -> String {
+    if k == 0 { "0 (zero-shot)".into() } else { k.to_string() }
+}
+
 fn budget_note(c: &BudgetCurve) -> String {
     format!(
-        "Best accuracy {:.3}; the smallest k within {:.0} point of it is **k={}**.",
+        "Best accuracy {:.3}; the smallest k within {:.0} point of it is **k={}**{}.",
         c.best_accuracy,
         BUDGET_TOLERANCE * 100.0,
-        c.smallest_k_near_best
+        c.smallest_k_near_best,
+        if c.smallest_k_near_best == 0 { " (zero-shot: no examples in the prompt)" } else { "" }
     )
 }
 
@@ -56,16 +107,7 @@ pub fn markdown(s: &Sections) -> String {
             for f in &r.segments {
                 let _ = writeln!(out, "### {} · {}\n\n| {} | tickets | accuracy | review rate | ECE |\n|---|---|---|---|---|", run_title(r), f.field, f.field);
                 for x in &f.segments {
-                    let _ = writeln!(
-                        out,
-                        "| {}{} | {} | {} | {} | {} |",
-                        x.value,
-                        if x.too_small { " (too small)" } else { "" },
-                        x.tickets,
-                        f3(x.accuracy),
-                        f3(x.review_rate),
-                        f3(x.ece)
-                    );
+                    out.push_str(&md_row(&segment_cells(x)));
                 }
                 let _ = writeln!(out, "\n{}\n", gap_line(s, f));
             }
@@ -87,16 +129,9 @@ pub fn markdown(s: &Sections) -> String {
             );
             let _ = writeln!(out, "| id | gold | predicted | review | correct |\n|---|---|---|---|---|");
             for t in &e.list {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {} |",
-                    t.id,
-                    t.gold,
-                    t.predicted.as_deref().unwrap_or("–"),
-                    if t.needs_review { "yes" } else { "no" },
-                    if t.correct { "yes" } else { "**no**" }
-                );
+                out.push_str(&md_row(&edge_cells(t, "**no**")));
             }
+            out.push('\n');
         }
     }
     if s.runs.iter().any(|r| r.secondary.is_some()) {
@@ -107,23 +142,11 @@ pub fn markdown(s: &Sections) -> String {
         );
         for r in &s.runs {
             let Some(x) = &r.secondary else { continue };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                run_title(r),
-                x.tickets,
-                x.multi_issue_tickets,
-                x.listed,
-                x.predicted,
-                x.found,
-                f3(x.precision),
-                f3(x.recall),
-                f3(x.primary_accuracy_multi_issue)
-            );
+            out.push_str(&md_row(&secondary_cells(r, x)));
         }
     }
     if !s.context_budget.is_empty() {
-        let _ = writeln!(out, "\n## Context budget\n\nAccuracy against prompt tokens per ticket over the k sweep.\n");
+        let _ = writeln!(out, "\n## Context budget\n\nAccuracy against prompt tokens per ticket over the k sweep (a zero-shot run of the same model is the k = 0 point).\n");
         for c in &s.context_budget {
             let _ = writeln!(
                 out,
@@ -132,7 +155,7 @@ pub fn markdown(s: &Sections) -> String {
                 c.model.as_deref().unwrap_or("")
             );
             for p in &c.points {
-                let _ = writeln!(out, "| {} | {:.0} | {:.2} | {} |", p.k, p.prompt_tokens_per_ticket, p.llm_calls_per_ticket, f3(p.accuracy));
+                out.push_str(&md_row(&budget_cells(p)));
             }
             let _ = writeln!(out, "\n{}\n", budget_note(c));
         }
@@ -211,16 +234,7 @@ pub fn html(s: &Sections) -> String {
                     esc(&f.field)
                 );
                 for x in &f.segments {
-                    let _ = write!(
-                        out,
-                        "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&x.value),
-                        if x.too_small { " (too small)" } else { "" },
-                        x.tickets,
-                        f3(x.accuracy),
-                        f3(x.review_rate),
-                        f3(x.ece)
-                    );
+                    out.push_str(&html_row(&segment_cells(x).map(|c| esc(&c))));
                 }
                 let line = gap_line(s, f).replace("**", "");
                 let _ = write!(out, "</table><p>{}</p>", esc(&line));
@@ -244,15 +258,11 @@ pub fn html(s: &Sections) -> String {
                 f3(e.other_accuracy)
             );
             for t in &e.list {
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&t.id),
-                    esc(&t.gold),
-                    esc(t.predicted.as_deref().unwrap_or("–")),
-                    if t.needs_review { "yes" } else { "no" },
-                    if t.correct { "yes" } else { "<b>no</b>" }
-                );
+                let mut cells = edge_cells(t, "no").map(|c| esc(&c));
+                if !t.correct {
+                    cells[4] = "<b>no</b>".into();
+                }
+                out.push_str(&html_row(&cells));
             }
             out.push_str("</table>");
         }
@@ -265,19 +275,7 @@ pub fn html(s: &Sections) -> String {
         );
         for r in &s.runs {
             let Some(x) = &r.secondary else { continue };
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&run_title(r)),
-                x.tickets,
-                x.multi_issue_tickets,
-                x.listed,
-                x.predicted,
-                x.found,
-                f3(x.precision),
-                f3(x.recall),
-                f3(x.primary_accuracy_multi_issue)
-            );
+            out.push_str(&html_row(&secondary_cells(r, x).map(|c| esc(&c))));
         }
         out.push_str("</table></section>");
     }
@@ -292,14 +290,7 @@ pub fn html(s: &Sections) -> String {
                 budget_svg(c)
             );
             for p in &c.points {
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{}</td></tr>",
-                    p.k,
-                    p.prompt_tokens_per_ticket,
-                    p.llm_calls_per_ticket,
-                    f3(p.accuracy)
-                );
+                out.push_str(&html_row(&budget_cells(p).map(|c| esc(&c))));
             }
             let _ = write!(out, "</table><p>{}</p></figure>", esc(&budget_note(c).replace("**", "")));
         }

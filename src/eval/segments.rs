@@ -348,10 +348,22 @@ pub fn budget_curves(rows: &[MethodReport]) -> Vec<BudgetCurve> {
 }
 
 /// Curves of runs with LLM prompts, per method and model with at least two k values.
+/// A zero-shot run of the same model (no examples in the prompt, whatever its k) is the
+/// k = 0 point of the curves of the methods that show examples.
 fn curves(items: Vec<(&'static str, Option<String>, BudgetPoint)>) -> Vec<BudgetCurve> {
     let mut groups: BTreeMap<(&'static str, Option<String>), Vec<BudgetPoint>> = BTreeMap::new();
+    let mut zero: BTreeMap<Option<String>, BudgetPoint> = BTreeMap::new();
     for (method, model, p) in items.into_iter().filter(|x| x.2.prompt_tokens_per_ticket > 0.0) {
-        groups.entry((method, model)).or_default().push(p);
+        if method == "zero-shot" {
+            zero.entry(model).or_insert(BudgetPoint { k: 0, ..p });
+        } else {
+            groups.entry((method, model)).or_default().push(p);
+        }
+    }
+    for ((_, model), points) in groups.iter_mut() {
+        if let Some(z) = zero.get(model) {
+            points.push(z.clone());
+        }
     }
     groups
         .into_iter()
@@ -422,8 +434,12 @@ mod tests {
             ("knn", None, p(8, 0.8, 0.0)),
             ("zero-shot", Some("m".into()), p(8, 0.6, 600.0)),
         ]);
-        assert_eq!(c.len(), 1, "knn has no prompts; one k is no curve");
-        assert_eq!(c[0].points.iter().map(|p| p.k).collect::<Vec<_>>(), [1, 4, 8, 16]);
+        assert_eq!(c.len(), 1, "knn has no prompts; zero-shot is a point, not a curve");
+        assert_eq!(c[0].points.iter().map(|p| p.k).collect::<Vec<_>>(), [0, 1, 4, 8, 16], "zero-shot is k = 0");
         assert_eq!((c[0].best_accuracy, c[0].smallest_k_near_best), (0.905, 4));
+        assert_eq!(c[0].points[0].prompt_tokens_per_ticket, 600.0);
+        // Zero-shot within a point of the best: k = 0 is the answer.
+        let c = curves(vec![("rag", None, p(2, 0.80, 900.0)), ("rag", None, p(4, 0.81, 1200.0)), ("zero-shot", None, p(2, 0.805, 400.0))]);
+        assert_eq!(c[0].smallest_k_near_best, 0);
     }
 }

@@ -34,6 +34,13 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert!(mixed >= vote, "the fitted mixture is never below the vote it was chosen against: {mixed} vs {vote}");
     assert!(vote > 0.5, "held-out vote accuracy {vote}");
     assert_eq!(f["arbiters"].as_array().unwrap().len(), 0);
+    // The corpus's two-issue examples set the secondary threshold (labeled, not the budget).
+    let sec = &n["secondary"];
+    assert_eq!(sec["method"], "labeled", "{sec}");
+    let labeled = std::fs::read_to_string(saas_corpus().join("examples.jsonl")).unwrap().matches("\"secondary\"").count();
+    assert_eq!(sec["labeled"].as_u64().unwrap() as usize, labeled, "{sec}");
+    let t = sec["threshold"].as_f64().unwrap();
+    assert!(t > 0.0 && t < 1.0 && sec["precision"].is_number() && sec["recall"].is_number(), "{sec}");
 
     // The fit is stored with the collection: classify now reports fitted confidence.
     let out = run(triage(data.path()).args([
