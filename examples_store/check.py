@@ -39,7 +39,7 @@ LANG_NAMES = {
 
 # Fields per kind of file: required, optional. A file's kind comes from its name.
 FIELDS = {
-    "examples.jsonl": ({"id", "text", "label", "urgency", "lang", "rationale"}, set()),
+    "examples.jsonl": ({"id", "text", "label", "urgency", "lang", "rationale"}, {"secondary"}),
     "test.jsonl": ({"id", "text", "label", "urgency", "lang"}, {"secondary", "edge", "is_oos"}),
     "test-multilingual.jsonl": ({"id", "text", "label", "urgency", "lang"}, {"in_corpus"}),
 }

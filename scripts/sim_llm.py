@@ -107,6 +107,7 @@ class Gold:
     label: str
     subcategory: str | None = None
     urgency: str | None = None
+    secondary: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -194,9 +195,21 @@ def load_gold(paths: list[str], args: argparse.Namespace) -> GoldIndex:
                     label=label,
                     subcategory=_field(row, args.subcategory_field),
                     urgency=_field(row, args.urgency_field),
+                    secondary=_labels(row.get(args.secondary_field)) if args.secondary_field else [],
                 )
             )
     return index
+
+
+def _labels(v: Any) -> list[str]:
+    """Secondary labels: a JSON list of names, or comma-separated text (CSV)."""
+    if isinstance(v, list):
+        items = [x for x in v if isinstance(x, str)]
+    elif isinstance(v, str):
+        items = v.split(",")
+    else:
+        items = []
+    return [x.strip() for x in items if x.strip()]
 
 
 # --- reading a request ------------------------------------------------------------
@@ -596,6 +609,14 @@ class Simulator:
             answer["subcategory"] = self._subcategory(p, category, gold if kind == "right" else None, chosen_demo)
         if "urgency" in p.required or p.urgency:
             answer["urgency"] = self._urgency(p, gold)
+        if "secondary" in p.required or (p.schema and "secondary" in (p.schema.get("properties") or {})):
+            # Right answers name the gold file's secondary issues (those the prompt
+            # offers, never the chosen category); wrong and unknown ones none.
+            sec = [canon(s, allowed) for s in (gold.secondary if gold and kind == "right" else [])]
+            answer["secondary"] = [
+                {"category": s, "reason": f"The ticket also raises a {s} issue."}
+                for s in dict.fromkeys(x for x in sec if x and label_key(x) != label_key(category))
+            ]
         answer["summary"] = summary
         answer["confidence"] = self._confidence(kind, key)
         return Decision(kind, answer, "category", gold_not_offered=gold_not_offered, gold=gold.label if gold else None)
@@ -939,6 +960,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--label-field", default=None, help="default: label, then category")
     ap.add_argument("--subcategory-field", default="subcategory")
     ap.add_argument("--urgency-field", default="urgency")
+    ap.add_argument("--secondary-field", default="secondary", help="list of secondary labels (JSON list or comma-separated)")
     ap.add_argument("--p", type=rate, default=0.85, help="probability of a right answer per ticket")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--host", default="127.0.0.1")

@@ -121,9 +121,12 @@ def answer_schema(t) -> dict:
     if t["urgency"]:
         props["urgency"] = {"type": "string", "enum": [n for n, _ in t["urgency"]]}
         required.append("urgency")
+    props["secondary"] = {"type": "array", "items": {"type": "object", "properties": {
+        "category": {"type": "string", "enum": [c["name"] for c in t["categories"]]}, "reason": {"type": "string"}},
+        "required": ["category", "reason"], "additionalProperties": False}}
     props["summary"] = {"type": "string"}
     props["confidence"] = {"type": "number", "minimum": 0, "maximum": 1}
-    required += ["summary", "confidence"]
+    required += ["secondary", "summary", "confidence"]
     return {"type": "object", "properties": dict(sorted(props.items())), "required": required,
             "additionalProperties": False}
 
@@ -450,6 +453,27 @@ class SimLlmTest(unittest.TestCase):
             self.assertEqual(list(a)[:2], ["reasoning", "category"])
         st = s.stats()
         self.assertEqual((st["right"], st["wrong"], st["unknown"], st["answered"]), (len(self.rows), 0, 0, len(self.rows)))
+
+    def test_secondary_issues_of_right_answers_only(self):
+        # A ticket with two issues (the gold file's `secondary`), beside the others.
+        rows = self.rows[:10] + [{"text": "I was double charged this month AND the export has been broken since Monday.",
+                                  "label": "Billing", "subcategory": "Refund", "urgency": "High",
+                                  "secondary": ["technical issue"]}]
+        gold = Path(self.tmp.name) / "two-issues.jsonl"
+        write_jsonl(gold, rows)
+        two = len(rows) - 1
+        s = self.start("--p", "1", gold=gold)
+        a = json.loads(s.answer(self.req(two, rows))[0])
+        self.assertEqual([x["category"] for x in a["secondary"]], ["Technical Issue"], a)
+        self.assertTrue(all(x["reason"] for x in a["secondary"]))
+        self.assertEqual(json.loads(s.answer(self.req(0, rows))[0])["secondary"], [], "one issue: none")
+        s0 = self.start("--p", "0", gold=gold)
+        self.assertEqual(json.loads(s0.answer(self.req(two, rows))[0])["secondary"], [], "a wrong answer names none")
+        # Without the key in the schema (older prompts) no key is added.
+        req = self.req(two, rows)
+        req["schema"]["properties"].pop("secondary")
+        req["schema"]["required"].remove("secondary")
+        self.assertNotIn("secondary", json.loads(s.answer(req)[0]))
 
     def test_p0_never_gold_and_prefers_demonstration_labels(self):
         s = self.start("--p", "0")

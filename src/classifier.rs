@@ -458,6 +458,7 @@ impl Classifier {
             head: m.head_info.as_ref().filter(|_| m.head.is_some()).map(|h| FitRef { fitted_at: h.fitted_at, examples: h.examples }),
             arbiter: None,
         });
+        self.neighbours_secondary(&mut result, e);
         if let Some(w) = &self.fit_warning {
             result.warnings.push(w.clone());
         }
@@ -473,6 +474,29 @@ impl Classifier {
             result.flag(reason);
         }
         result
+    }
+
+    /// Secondary issues from the fitted rule (none without a fit), and the primary by
+    /// the taxonomy's priority order: after a swap the confidence is the new label's
+    /// uncalibrated mixture probability.
+    fn neighbours_secondary(&self, result: &mut TicketResult, e: &Evidence<'_>) {
+        let (Some(rule), Some(_)) = (e.model.and_then(|m| m.secondary.as_ref()), &result.category) else { return };
+        let taxonomy = &self.meta.taxonomy;
+        let nearest = &e.candidates[..e.candidates.len().min(e.k)];
+        result.secondary = crate::secondary::from_neighbours(taxonomy, &e.judgement, rule, nearest);
+        let Some(mut category) = result.category.clone() else { return };
+        let Some(note) = crate::secondary::order_by_priority(taxonomy, &mut category, &mut result.secondary) else { return };
+        let p = e.judgement.probability_of(&category);
+        result.confidence = round3(result.confidence.min(p));
+        result.subcategory = subcategory_for(&category, &e.vote, &e.candidates);
+        result.reasoning.push_str(&format!("; {note} (its probability {p:.2} is the confidence)"));
+        if result.confidence < e.threshold {
+            result.flag(ReviewReason::new(
+                ReviewKind::LowConfidence,
+                format!("{category} by priority: probability {p:.2} is below {:.2}", e.threshold),
+            ));
+        }
+        result.category = Some(category);
     }
 
     /// The LLM request(s) for a ticket.

@@ -505,6 +505,8 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with = "collection")]
     pub taxonomy: Option<PathBuf>,
     #[command(flatten)]
+    pub routing: crate::eval::segments::Thresholds,
+    #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]
     pub llm: LlmArgs,
@@ -881,7 +883,15 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     let cfg = EvalConfig {
         test: args.test.clone(),
         source,
-        fields: Fields { text: args.text_field.clone(), label: args.label_field.clone(), ..Fields::default() },
+        fields: Fields {
+            text: args.text_field.clone(),
+            label: args.label_field.clone(),
+            segment: args.routing.segment_field.clone(),
+            edge: args.routing.edge_field.clone(),
+            secondary: args.routing.secondary_field.clone(),
+            ..Fields::default()
+        },
+        routing: args.routing.clone(),
         methods,
         ks: args.k.clone(),
         repeat: args.repeat,

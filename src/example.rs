@@ -19,6 +19,10 @@ pub struct Example {
     pub rationale: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
+    /// Further issues the ticket raises besides `label` (0 to 2 categories), shown to
+    /// the LLM with the example; empty for single-issue examples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient_labels")]
+    pub secondary: Vec<String>,
     /// Metadata for filtered retrieval (e.g. `product`, `tier`), stored as top-level
     /// payload fields next to the fixed ones; chosen with `triage index --meta-fields`.
     #[serde(flatten, default, deserialize_with = "lenient_meta")]
@@ -41,6 +45,22 @@ fn lenient_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
         .collect())
 }
 
+/// Secondary labels: a list of names, or one comma-separated string (CSV files);
+/// anything else counts as none rather than making the example unreadable.
+fn lenient_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(labels_from_value(&serde_json::Value::deserialize(d)?))
+}
+
+/// Labels from a JSON value: `["A", "B"]` or `"A, B"`; blanks dropped.
+pub fn labels_from_value(v: &serde_json::Value) -> Vec<String> {
+    let raw: Vec<String> = match v {
+        serde_json::Value::String(s) => s.split(',').map(str::to_string).collect(),
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    raw.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
 impl Example {
     /// An example with only the required fields; set the others with struct update syntax.
     pub fn new(id: impl Into<String>, text: impl Into<String>, label: impl Into<String>) -> Self {
@@ -52,6 +72,7 @@ impl Example {
             urgency: None,
             rationale: None,
             lang: None,
+            secondary: Vec::new(),
             meta: BTreeMap::new(),
         }
     }

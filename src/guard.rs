@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::prompt::MAX_SUMMARY_WORDS;
+use crate::result::SecondaryIssue;
 use crate::taxonomy::Taxonomy;
 
 /// A validated answer, with canonical taxonomy names.
@@ -15,6 +16,8 @@ pub struct Answer {
     pub summary: String,
     pub reasoning: String,
     pub confidence: f32,
+    /// Further issues, validated against the taxonomy ([`crate::secondary::parse`]).
+    pub secondary: Vec<SecondaryIssue>,
     pub warnings: Vec<String>,
 }
 
@@ -154,16 +157,31 @@ fn parse(text: &str, t: &Taxonomy, final_try: bool, with_subcategory: bool) -> R
         }
     };
 
+    let secondary = match &category {
+        Some(c) => crate::secondary::parse(m.get("secondary"), t, c, final_try, &mut problems, &mut warnings),
+        None => Vec::new(),
+    };
+
     match (category, confidence) {
-        (Some(category), Some(confidence)) if problems.is_empty() => Ok(Answer {
-            category,
-            subcategory,
-            urgency,
-            summary: cap_chars(summary, MAX_SUMMARY_CHARS),
-            reasoning: cap_chars(str_field(&m, "reasoning").unwrap_or_default(), MAX_REASONING_CHARS),
-            confidence,
-            warnings,
-        }),
+        (Some(mut category), Some(confidence)) if problems.is_empty() => {
+            let mut secondary = secondary;
+            if let Some(note) = crate::secondary::order_by_priority(t, &mut category, &mut secondary) {
+                if subcategory.as_deref().is_some_and(|s| t.subcategory(&category, s).is_none()) {
+                    subcategory = None;
+                }
+                warnings.push(note);
+            }
+            Ok(Answer {
+                category,
+                subcategory,
+                urgency,
+                summary: cap_chars(summary, MAX_SUMMARY_CHARS),
+                reasoning: cap_chars(str_field(&m, "reasoning").unwrap_or_default(), MAX_REASONING_CHARS),
+                confidence,
+                secondary,
+                warnings,
+            })
+        }
         _ => Err(problems),
     }
 }

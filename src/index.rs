@@ -219,7 +219,30 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     };
     let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
     let meta = f.meta.iter().filter_map(|name| Some((name.clone(), opt(name)?))).collect();
-    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), meta })
+    let secondary = secondary_labels(row, "secondary", taxonomy, &label)?;
+    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), secondary, meta })
+}
+
+/// A row's secondary labels (field `field`: a list, or comma-separated text), checked
+/// against the taxonomy when there is one: canonical names, never the primary, no
+/// repeats, at most 2.
+pub fn secondary_labels(row: &Row, field: &str, taxonomy: Option<&Taxonomy>, primary: &str) -> Result<Vec<String>, String> {
+    let raw = row.fields.as_ref().ok().and_then(|f| f.get(field)).map(crate::example::labels_from_value).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for l in raw {
+        let name = match taxonomy {
+            Some(t) => t.category(&l).map(|c| c.name.clone()).ok_or_else(|| format!("unknown secondary label {l:?} (not a category)"))?,
+            None => l,
+        };
+        let k = crate::taxonomy::label_key(&name);
+        if k != crate::taxonomy::label_key(primary) && !out.iter().any(|o| crate::taxonomy::label_key(o) == k) {
+            out.push(name);
+        }
+    }
+    if out.len() > 2 {
+        return Err(format!("{} secondary labels; at most 2", out.len()));
+    }
+    Ok(out)
 }
 
 /// Treat `labels` as out-of-scope labels (examples of what is not routed): added to

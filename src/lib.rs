@@ -15,6 +15,7 @@
 //! - [`guard`]: answer validation and review routing rules
 //! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
+//! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
 //! - [`serve`]: the HTTP classification API (`triage serve`)
@@ -45,6 +46,7 @@ pub mod llm;
 pub mod output;
 pub mod prompt;
 pub mod result;
+pub mod secondary;
 pub mod serve;
 pub mod stats;
 pub mod store;

@@ -18,7 +18,7 @@ pub const MAX_EXAMPLE_CHARS: usize = 1200;
 pub const MAX_SUMMARY_WORDS: usize = 12;
 
 /// Bump when the wording below changes, so results and caches can tell prompts apart.
-pub const TEMPLATE_VERSION: &str = "v1";
+pub const TEMPLATE_VERSION: &str = "v2";
 
 /// Cut `text` to at most `max` bytes on a char boundary; says whether it cut.
 pub fn truncate(text: &str, max: usize) -> (&str, bool) {
@@ -103,6 +103,13 @@ pub fn system_prompt(t: &Taxonomy) -> String {
     for r in &t.rules {
         s.push_str(&format!("- {r}\n"));
     }
+    if !t.priority.is_empty() {
+        s.push_str(&format!(
+            "- When a ticket raises several issues, \"category\" is the one that comes first in this order: {} (then the others); \
+             the rest go in \"secondary\".\n",
+            t.priority.join(", ")
+        ));
+    }
     s.push_str(FENCE_RULE);
     s.push_str(
         "- The labeled examples are earlier tickets from this taxonomy, most similar first. Use them as precedent \
@@ -125,6 +132,10 @@ fn answer_shape(t: &Taxonomy) -> String {
     if !t.urgency.is_empty() {
         parts.push("\"urgency\": an urgency level".into());
     }
+    parts.push(
+        "\"secondary\": up to 2 further issues the ticket raises, each {\"category\": another category name, \"reason\": a few words}; [] when it raises one issue"
+            .into(),
+    );
     parts.push(format!("\"summary\": the ticket in {MAX_SUMMARY_WORDS} words or fewer"));
     parts.push("\"confidence\": a number from 0 to 1".into());
     format!("{{{}}}", parts.join(", "))
@@ -149,9 +160,16 @@ pub fn answer_schema(t: &Taxonomy) -> Value {
         props.insert("urgency".into(), json!({"type": "string", "enum": levels}));
         required.push("urgency");
     }
+    // At most 2 items: checked when parsing (strict structured outputs reject maxItems).
+    props.insert(
+        "secondary".into(),
+        json!({"type": "array", "items": {"type": "object", "properties": {
+            "category": {"type": "string", "enum": t.labels()}, "reason": {"type": "string"}},
+            "required": ["category", "reason"], "additionalProperties": false}}),
+    );
     props.insert("summary".into(), json!({"type": "string"}));
     props.insert("confidence".into(), json!({"type": "number", "minimum": 0, "maximum": 1}));
-    required.extend(["summary", "confidence"]);
+    required.extend(["secondary", "summary", "confidence"]);
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
 }
 
@@ -165,6 +183,9 @@ fn demo_label(t: &Taxonomy, e: &ScoredExample) -> String {
         if let Some(u) = &e.example.urgency {
             m.insert("urgency".into(), json!(u));
         }
+    }
+    if !e.example.secondary.is_empty() {
+        m.insert("secondary".into(), json!(e.example.secondary));
     }
     if let Some(r) = &e.example.rationale {
         m.insert("why".into(), json!(r));
@@ -492,7 +513,8 @@ description = "Blocked"
         assert_eq!(s["properties"]["category"]["enum"], json!(["Billing", "Technical"]));
         assert_eq!(s["properties"]["urgency"]["enum"], json!(["Low", "High"]));
         assert_eq!(s["properties"]["subcategory"]["enum"], json!(["Refund", null]));
-        assert_eq!(s["required"].as_array().unwrap().len(), 6);
+        assert_eq!(s["required"].as_array().unwrap().len(), 7);
+        assert_eq!(s["properties"]["secondary"]["items"]["properties"]["category"]["enum"], json!(["Billing", "Technical"]));
     }
 
     fn hierarchical() -> Taxonomy {

@@ -163,6 +163,15 @@ pub struct FitRef {
     pub examples: usize,
 }
 
+/// A further issue the ticket raises besides `category`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SecondaryIssue {
+    /// A category of the taxonomy (never `category` itself, never an out-of-scope label).
+    pub category: String,
+    /// Why, in a few words: the LLM's, or the neighbours' evidence.
+    pub reason: String,
+}
+
 /// The result for one ticket: the JSON object the CLI prints and the API returns.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TicketResult {
@@ -172,6 +181,9 @@ pub struct TicketResult {
     pub urgency: Option<String>,
     pub summary: String,
     pub reasoning: String,
+    /// Further issues (0 to 2 taxonomy categories) besides the primary `category`,
+    /// which is the first by the taxonomy's `priority` order when it has one.
+    pub secondary: Vec<SecondaryIssue>,
     /// Probability that `category` is right: fitted on the collection's own examples
     /// (`triage calibrate`; with `--llm`, on the LLM's answers too) when it has been
     /// calibrated, else the raw figure.
@@ -225,6 +237,7 @@ impl TicketResult {
             urgency: None,
             summary: String::new(),
             reasoning: String::new(),
+            secondary: Vec::new(),
             confidence: 0.0,
             raw_confidence: None,
             llm_label_probability: None,

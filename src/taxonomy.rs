@@ -62,6 +62,11 @@ pub struct Taxonomy {
     /// neighbours place among them goes to review as out of scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub out_of_scope_labels: Vec<String>,
+    /// Which issue is primary when a ticket raises several: categories listed here
+    /// come first, in this order (e.g. outages before billing); unlisted ones after
+    /// them. Empty: the primary is the one the answer names (by the `rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority: Vec<String>,
     /// True when the taxonomy was derived from the labels present in the data,
     /// not written by a person (no descriptions, label set may grow on re-index).
     #[serde(default)]
@@ -114,6 +119,7 @@ impl Taxonomy {
                 .map(|u| UrgencyLevel { name: u.clone(), description: String::new() })
                 .collect(),
             out_of_scope_labels: Vec::new(),
+            priority: Vec::new(),
             derived: true,
         }
     }
@@ -156,6 +162,15 @@ impl Taxonomy {
             }
             if !oos.insert(label_key(l)) {
                 return Err(format!("out-of-scope label {l:?} is listed twice"));
+            }
+        }
+        let mut ranked = BTreeSet::new();
+        for p in &self.priority {
+            if self.category(p).is_none() {
+                return Err(format!("priority names {p:?}, which is not a category"));
+            }
+            if !ranked.insert(label_key(p)) {
+                return Err(format!("priority lists {p:?} twice"));
             }
         }
         if let Some(m) = self.min_confidence {
@@ -205,6 +220,13 @@ impl Taxonomy {
 
     pub fn labels(&self) -> Vec<&str> {
         self.categories.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// Rank of `label` in the priority order (0 first); unlisted labels rank after
+    /// every listed one.
+    pub fn priority_rank(&self, label: &str) -> usize {
+        let k = label_key(label);
+        self.priority.iter().position(|p| label_key(p) == k).unwrap_or(self.priority.len())
     }
 
     pub fn review_threshold(&self) -> f32 {
@@ -280,6 +302,17 @@ name = "High"
         let bad = SAMPLE.replace("min_confidence = 0.8", "min_confidence = 1.5");
         assert!(Taxonomy::parse(&bad).unwrap_err().contains("outside"));
         assert!(Taxonomy::parse("name = \"x\"\ncategories = []").is_err());
+    }
+
+    #[test]
+    fn priority_orders_listed_categories_first_and_is_checked() {
+        let t = Taxonomy::parse(&SAMPLE.replace("rules = [", "priority = [\"feature request\"]\nrules = [")).unwrap();
+        assert_eq!((t.priority_rank("Feature Request"), t.priority_rank("Billing")), (0, 1));
+        assert_eq!(Taxonomy::parse(SAMPLE).unwrap().priority_rank("Billing"), 0, "no order: all equal");
+        let bad = SAMPLE.replace("rules = [", "priority = [\"Sales\"]\nrules = [");
+        assert!(Taxonomy::parse(&bad).unwrap_err().contains("not a category"));
+        let twice = SAMPLE.replace("rules = [", "priority = [\"Billing\", \"billing\"]\nrules = [");
+        assert!(Taxonomy::parse(&twice).unwrap_err().contains("twice"));
     }
 
     #[test]

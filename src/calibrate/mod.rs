@@ -265,18 +265,24 @@ pub async fn fit_neighbours(
 
     let chosen_points: Vec<&ExamplePoint> = chosen.iter().map(|&i| &points[i]).collect();
     let votes = leave_one_out(store, collection, &chosen_points, settings.k, progress).await?;
-    let held: Vec<HeldOutPoint> = chosen
+    let (held, secondary): (Vec<HeldOutPoint>, Vec<Vec<usize>>) = chosen
         .iter()
         .zip(votes)
         .filter(|(_, hits)| !hits.is_empty())
-        .map(|(&i, hits)| HeldOutPoint {
-            gold: y[i] as usize,
-            neighbours: hits.iter().filter_map(|(l, s)| labels.index(l).map(|j| (j, *s))).collect(),
-            head: fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
+        .map(|(&i, hits)| {
+            let point = HeldOutPoint {
+                gold: y[i] as usize,
+                neighbours: hits.iter().filter_map(|(l, s)| labels.index(l).map(|j| (j, *s))).collect(),
+                head: fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
+            };
+            (point, points[i].example.secondary.iter().filter_map(|l| labels.index(l)).collect())
         })
-        .collect();
+        .unzip();
     let head_c = head.enabled.then_some(head.c);
-    Ok(neighbours::fit(&held, labels, fitted_head.map(|(_, h, info)| (h, info)), head_note, head_c, settings, points.len(), now_secs()))
+    let mut model =
+        neighbours::fit(&held, labels, fitted_head.map(|(_, h, info)| (h, info)), head_note, head_c, settings, points.len(), now_secs());
+    model.secondary = crate::fit::secondary::fit(&model, &held, &secondary, crate::fit::secondary::DEFAULT_BUDGET);
+    Ok(model)
 }
 
 /// Fit the neighbours' side and store it with the collection, keeping the arbiters

@@ -85,6 +85,21 @@ pub fn describe_neighbours(collection: &str, m: &NeighbourModel, seconds: f64) -
             );
         }
     }
+    if let Some(r) = &m.secondary {
+        let _ = writeln!(
+            s,
+            "  secondary issue at or above {:.3} ({}: {} labeled secondary issues on {} held-out examples{}; {} of them get one)",
+            r.threshold,
+            r.method,
+            r.labeled,
+            r.held_out,
+            match (r.precision, r.recall) {
+                (Some(p), Some(c)) => format!(", precision {p:.3} recall {c:.3}"),
+                _ => String::new(),
+            },
+            pct(r.flag_rate)
+        );
+    }
     s
 }
 

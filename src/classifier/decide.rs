@@ -135,6 +135,7 @@ pub(super) fn apply(
     if llm_wins {
         result.category = Some(answer.category.clone());
         result.subcategory = answer.subcategory.clone();
+        result.secondary = answer.secondary.clone();
     }
     // When the neighbours' label wins, their subcategory (already in `result`) stays.
     result.urgency = answer.urgency.clone().or_else(|| e.vote.urgency.clone());
@@ -226,6 +227,7 @@ mod tests {
                 summary: "Charged twice".into(),
                 reasoning: "the customer says so".into(),
                 confidence,
+                secondary: Vec::new(),
                 warnings: Vec::new(),
             },
             label_probability: None,

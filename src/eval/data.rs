@@ -26,6 +26,13 @@ pub struct LabeledTicket {
     pub subcategory: Option<String>,
     /// The ticket's language as the test file says (`lang` field), when it does.
     pub lang: Option<String>,
+    /// Values of the `--segment-field` fields (missing ones left out).
+    pub segments: std::collections::BTreeMap<String, String>,
+    /// Marked as an edge case by the `--edge-field` field.
+    pub edge: bool,
+    /// Secondary issues by the test file's `secondary` field; `None` when the row has
+    /// no such field.
+    pub secondary: Option<Vec<String>>,
     pub(crate) group: Option<String>,
     pub(crate) line: usize,
 }
@@ -59,6 +66,14 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
             urgency: opt(&fields.urgency),
             subcategory: opt(&fields.subcategory),
             lang: opt(&fields.lang),
+            segments: fields.segment.iter().filter_map(|f| Some((f.clone(), opt(f)?))).collect(),
+            edge: fields.edge.as_deref().is_some_and(|f| truthy(row.get(f))),
+            secondary: row
+                .fields
+                .as_ref()
+                .ok()
+                .and_then(|m| m.get(&fields.secondary))
+                .map(crate::example::labels_from_value),
             group: group_field.and_then(opt),
             line: row.line,
         });
@@ -251,6 +266,9 @@ mod tests {
                 urgency: None,
                 subcategory: None,
                 lang: None,
+                segments: Default::default(),
+                edge: false,
+                secondary: None,
                 group: None,
                 line: i,
             })

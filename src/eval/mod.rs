@@ -14,6 +14,8 @@ pub mod figures;
 mod fitting;
 pub mod metrics;
 pub mod report;
+pub mod report_sections;
+pub mod segments;
 
 pub use data::{fixed_demonstrations, in_test_split, read_labeled, sample, LabeledTicket};
 
@@ -114,6 +116,11 @@ pub struct Fields {
     pub id: String,
     /// The ticket's language, when the test file has it (scores language detection).
     pub lang: String,
+    /// Fields to report figures by (`--segment-field`), the boolean edge-case field
+    /// (`--edge-field`) and the field listing secondary issues.
+    pub segment: Vec<String>,
+    pub edge: Option<String>,
+    pub secondary: String,
 }
 
 impl Default for Fields {
@@ -126,6 +133,9 @@ impl Default for Fields {
             is_oos: "is_oos".into(),
             id: "id".into(),
             lang: "lang".into(),
+            segment: Vec::new(),
+            edge: None,
+            secondary: "secondary".into(),
         }
     }
 }
@@ -168,6 +178,8 @@ pub struct EvalConfig {
     /// Taxonomy file for the train side of `--train` (overriding a folder's own) and
     /// `--split`; `None`: a train folder's `taxonomy.toml`, else labels from the data.
     pub taxonomy: Option<PathBuf>,
+    /// Thresholds of the segment, edge-case and context-budget sections.
+    pub routing: segments::Thresholds,
 }
 
 /// One evaluated configuration: all its repeats.
@@ -310,6 +322,13 @@ pub async fn run(
         match taxonomy.category(&t.label) {
             Some(c) if !t.is_oos => t.label = c.name.clone(),
             _ => t.is_oos = true,
+        }
+        if let Some(s) = t.secondary.as_mut() {
+            for l in s.iter_mut() {
+                if let Some(c) = taxonomy.category(l) {
+                    *l = c.name.clone();
+                }
+            }
         }
     }
     if let Some(n) = config.limit {

@@ -48,6 +48,7 @@ pub fn report_json(eval: &Evaluation, rows: &[MethodReport]) -> Value {
         "calibrations": eval.calibrations,
         "story": story(rows),
         "methods": rows,
+        "sections": super::segments::sections(eval, rows),
     })
 }
 
@@ -170,6 +171,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     for sk in &eval.skipped {
         let _ = writeln!(s, "\nSkipped **{}**: {}", sk.method, sk.reason);
     }
+    s.push_str(&super::report_sections::markdown(&super::segments::sections(eval, rows)));
     for r in rows {
         let _ = writeln!(
             s,
@@ -430,6 +432,7 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         }
         s.push_str("</table></details></section>");
     }
+    s.push_str(&super::report_sections::html(&super::segments::sections(eval, rows)));
     s.push_str("</body></html>\n");
     s
 }
@@ -453,6 +456,7 @@ pub fn write_predictions(eval: &Evaluation, path: &Path) -> std::io::Result<()> 
                     "neighbors": r.neighbors.iter().map(|n| json!([n.label, n.score])).collect::<Vec<_>>(),
                     "neighbours": r.neighbours, "llm_answer": r.llm_answer, "lang": r.lang, "gold_lang": t.lang,
                     "result_method": r.method, "latency_ms": r.latency_ms, "usage": r.usage, "llm_calls": r.llm_calls, "error": r.error,
+                    "secondary": r.secondary, "gold_secondary": t.secondary, "edge": t.edge, "segments": t.segments,
                 });
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;

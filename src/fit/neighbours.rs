@@ -207,6 +207,10 @@ pub struct NeighbourModel {
     pub collection_examples: usize,
     pub fitted_at: u64,
     pub stats: FitStats,
+    /// When a runner-up label counts as a secondary issue (fitted on the same held-out
+    /// points, [`super::secondary`]); `None` in fits made before it existed.
+    #[serde(default)]
+    pub secondary: Option<super::secondary::SecondaryRule>,
 }
 
 /// The neighbours' answer for one ticket.
@@ -463,6 +467,7 @@ pub fn fit(
         collection_examples,
         fitted_at,
         stats,
+        secondary: None,
     }
 }
 
@@ -518,6 +523,12 @@ impl NeighbourModel {
             out_of_scope,
             distribution,
         }
+    }
+
+    /// A held-out point's mixture over [`Self::labels`] under this fit (the vote at the
+    /// fitted temperature, the head at the fitted weight).
+    pub fn held_out_mixture(&self, p: &HeldOutPoint) -> Vec<f32> {
+        mix(&shares(&p.neighbours, self.vote_temperature), p.head.as_deref(), self.head_weight, self.labels.len())
     }
 
     /// True when the calibrated confidence is decisive enough to skip the LLM.

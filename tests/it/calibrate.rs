@@ -19,9 +19,9 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     let f: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let n = &f["neighbours"];
     assert_eq!(n["k"], 8);
-    assert_eq!(n["stats"]["held_out"], 224, "every example held out once");
-    assert_eq!(n["collection_examples"], 224);
-    assert_eq!(n["bands"].as_array().unwrap().len(), 1, "224 examples: one similarity band");
+    assert_eq!(n["stats"]["held_out"], saas_examples(), "every example held out once");
+    assert_eq!(n["collection_examples"], saas_examples());
+    assert_eq!(n["bands"].as_array().unwrap().len(), 1, "a few hundred examples: one similarity band");
     let ys: Vec<f64> = n["bands"][0]["map"]["y"].as_array().unwrap().iter().map(|y| y.as_f64().unwrap()).collect();
     assert!(ys.windows(2).all(|w| w[0] <= w[1]), "monotone map: {ys:?}");
     assert!(ys.iter().all(|y| *y > 0.0 && *y < 1.0));
@@ -29,11 +29,18 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert_eq!(n["labels"]["out_of_scope"].as_array().unwrap().iter().filter(|b| b.as_bool().unwrap()).count(), 1);
     assert_eq!(n["oos"]["rule"], "examples", "{}", n["oos"]);
     assert_eq!(n["stats"]["oos_examples"], 30);
-    assert_eq!(n["head_info"]["examples"], 224);
+    assert_eq!(n["head_info"]["examples"], saas_examples());
     let (vote, mixed) = (n["stats"]["vote_accuracy"].as_f64().unwrap(), n["stats"]["mixed_accuracy"].as_f64().unwrap());
     assert!(mixed >= vote, "the fitted mixture is never below the vote it was chosen against: {mixed} vs {vote}");
     assert!(vote > 0.5, "held-out vote accuracy {vote}");
     assert_eq!(f["arbiters"].as_array().unwrap().len(), 0);
+    // The corpus's two-issue examples set the secondary threshold (labeled, not the budget).
+    let sec = &n["secondary"];
+    assert_eq!(sec["method"], "labeled", "{sec}");
+    let labeled = std::fs::read_to_string(saas_corpus().join("examples.jsonl")).unwrap().matches("\"secondary\"").count();
+    assert_eq!(sec["labeled"].as_u64().unwrap() as usize, labeled, "{sec}");
+    let t = sec["threshold"].as_f64().unwrap();
+    assert!(t > 0.0 && t < 1.0 && sec["precision"].is_number() && sec["recall"].is_number(), "{sec}");
 
     // The fit is stored with the collection: classify now reports fitted confidence.
     let out = run(triage(data.path()).args([
@@ -50,8 +57,8 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     let r = results(&out);
     assert_eq!(r[0]["category"], "Billing");
     assert_eq!(r[0]["method"], "knn");
-    assert_eq!(r[0]["fit"]["examples"], 224, "{}", r[0]);
-    assert_eq!(r[0]["fit"]["head"]["examples"], 224);
+    assert_eq!(r[0]["fit"]["examples"], saas_examples(), "{}", r[0]);
+    assert_eq!(r[0]["fit"]["head"]["examples"], saas_examples());
     let raw = r[0]["raw_confidence"].as_f64().expect("raw_confidence when calibrated");
     let conf = r[0]["confidence"].as_f64().unwrap();
     let map = &n["bands"][0]["map"];

@@ -34,7 +34,7 @@ fn essence(results: &[Value]) -> Vec<Value> {
 async fn export(dir: &Path, collection: &str, file: &Path) {
     let out = run(triage(dir).args(["export", "--collection", collection, "--output"]).arg(file)).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("exported 224 examples"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("exported {} examples", saas_examples())), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,8 +67,8 @@ async fn export_then_import_gives_the_same_answers_without_re_embedding() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(report["examples"], 224, "{report}");
-    assert_eq!(report["examples_in_collection"], 224);
+    assert_eq!(report["examples"], saas_examples(), "{report}");
+    assert_eq!(report["examples_in_collection"], saas_examples());
     assert_eq!(report["created"], true);
 
     let before = classify(src.path(), "saas", &[]).await;
@@ -76,11 +76,11 @@ async fn export_then_import_gives_the_same_answers_without_re_embedding() {
     assert_eq!(essence(&before), essence(&after));
     assert_eq!(before[0]["category"], "Billing");
 
-    // A second import of the same file overwrites: still 224.
+    // A second import of the same file overwrites: still the same count.
     let out = run(triage(&dst).args(["import"]).arg(&file).args(["--collection", "moved", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(report["examples_in_collection"], 224);
+    assert_eq!(report["examples_in_collection"], saas_examples());
     assert_eq!(report["created"], false);
 
     // A re-export of the imported collection holds the same examples and vectors.
@@ -144,7 +144,7 @@ async fn import_refuses_another_embedding_model_and_bad_files_and_writes_nothing
     // saas itself is untouched.
     let out = run(triage(src.path()).args(["collections", "info", "saas", "--json"])).await;
     let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(info["examples"], 224);
+    assert_eq!(info["examples"], saas_examples());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,16 +155,16 @@ async fn collections_list_info_and_delete() {
     let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         list,
-        json!([{"name": "saas", "backend": "edge", "embedding_model": "all-minilm-l6-v2-int8", "dim": 384, "examples": 224}])
+        json!([{"name": "saas", "backend": "edge", "embedding_model": "all-minilm-l6-v2-int8", "dim": 384, "examples": saas_examples()}])
     );
 
     let out = run(triage(dir.path()).args(["collections", "info", "saas", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(info["embedding_model"], "all-minilm-l6-v2-int8");
-    assert_eq!(info["examples"], 224);
+    assert_eq!(info["examples"], saas_examples());
     let per_label = info["examples_per_label"].as_object().unwrap();
-    assert_eq!(per_label.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 224);
+    assert_eq!(per_label.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), saas_examples() as u64);
     assert_eq!(info["payload_indexes"], json!(["label", "lang", "subcategory", "urgency"]));
     let out = run(triage(dir.path()).args(["collections", "info", "saas"])).await;
     assert!(stdout(&out).contains("embedding model: all-minilm-l6-v2-int8 (384 dims)"), "{}", stdout(&out));
@@ -362,11 +362,11 @@ async fn a_second_process_on_a_served_data_dir_gets_a_clear_error_and_the_data_s
     let out = run(triage(dir.path()).args(["collections", "info", "saas", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(info["examples"], 224);
+    assert_eq!(info["examples"], saas_examples());
     let out = run(triage(dir.path()).args(["index"]).arg(saas_corpus()).args(["--collection", "saas", "--json"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(report["unchanged"], 224, "nothing was lost or changed: {report}");
+    assert_eq!(report["unchanged"], saas_examples(), "nothing was lost or changed: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -146,7 +146,7 @@ async fn eval_reports_figures_that_match_the_scripted_answers_and_reruns_from_ca
     let report = read_json(&report_dir.join("report.json"));
     assert_eq!(report["dataset"]["rows"], 6);
     assert_eq!(report["dataset"]["out_of_scope_rows"], 1);
-    assert_eq!(report["dataset"]["train_examples"], 224);
+    assert_eq!(report["dataset"]["train_examples"], saas_examples());
     assert!(report["collection"].as_str().unwrap().starts_with("eval-"));
     assert!(report["prompt_template_hash"].as_str().unwrap().len() >= 8);
 

@@ -15,6 +15,7 @@ mod collections;
 mod serve;
 mod bench;
 mod two_stage;
+mod routing;
 mod embed;
 mod helpdesk_fake;
 mod helpdesk;

@@ -18,6 +18,7 @@ fn example(id: &str, text: &str, label: &str) -> Example {
         urgency: Some("Low".into()),
         rationale: None,
         lang: Some("en".into()),
+        secondary: Vec::new(),
         meta: Default::default(),
     }
 }
