@@ -31,7 +31,7 @@ datasets="${BENCH_DATASETS:-banking77 clinc150}"
 ./scripts/setup.sh >/dev/null
 build_triage
 work="$(mktemp -d)"
-if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-arbiter: work dir $work" >&2; else trap 'kill "${sim_pid:-0}" 2>/dev/null; rm -rf "$work"' EXIT; fi
+if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-arbiter: work dir $work" >&2; else trap 'kill "${sim_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT; fi
 export TRIAGE_DATA_DIR="$work/data"
 export TRIAGE_LLM_API_KEY=simulated
 started=$(date +%s)
