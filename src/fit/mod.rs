@@ -15,6 +15,8 @@ pub mod arbiter;
 pub mod isotonic;
 pub mod logistic;
 pub mod neighbours;
+#[cfg(test)]
+mod refusal_tests;
 
 use serde::{Deserialize, Serialize};
 

@@ -26,3 +26,4 @@ mod cluster;
 mod durability;
 mod hostile;
 mod input_edges;
+mod first_hour;
