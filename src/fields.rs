@@ -121,7 +121,7 @@ pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::corpus::{parse, Format};
+    use crate::corpus::{parse, parse_with, Format};
 
     #[test]
     fn several_fields_join_in_order_and_skip_blank_parts() {
@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_named_with_the_header_and_the_delimiter() {
-        let rows = parse(b"ticket_id;subject;body;queue\n1;a;b;c\n", Format::Csv);
+        // Read with the wrong delimiter (sniffing would have found the `;`).
+        let rows = parse_with(b"ticket_id;subject;body;queue\n1;a;b;c\n", Format::Csv, Some(b','));
         let err = check_columns(&rows, &Needed::each_text_field("--text-field", "subject,body")).unwrap_err();
         assert!(err.contains("column \"subject\" (--text-field) not found"), "{err}");
         assert!(err.contains("the header has: ticket_id;subject;body;queue"), "{err}");

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::classifier::Ticket;
 use crate::corpus::{self, Format};
-use crate::fields::{check_columns, row_text, Needed};
+use crate::fields::{check_columns, row_text, text_fields, Needed};
 use crate::index::FieldMap;
 
 #[derive(Debug, Clone, Args)]
@@ -85,6 +85,8 @@ pub fn read_input_tickets(path: &Path, f: &FieldArgs) -> anyhow::Result<Vec<Tick
                 (Ok(_), Format::Lines) => Ok(row.get("text").unwrap_or_default()),
                 (Ok(_), _) => match row_text(&row, &f.text_field) {
                     Ok(Some(t)) => Ok(t),
+                    // Present but blank: the classifier says "empty ticket", as for any blank text.
+                    Ok(None) if text_fields(&f.text_field).iter().any(|n| row.get(n).is_some()) => Ok(String::new()),
                     Ok(None) => Err(format!("line {}: no text in {:?}", row.line, f.text_field)),
                     Err(e) => Err(format!("line {}: {e}", row.line)),
                 },

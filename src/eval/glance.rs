@@ -54,7 +54,7 @@ pub fn headline(r: &MethodReport) -> Vec<(&'static str, String, String)> {
             usd(r.cost_per_ticket * 1000.0),
             format!("per 1,000 tickets (USD at the given prices), {:.2} LLM calls per ticket", r.llm_calls_per_ticket),
         ),
-        ("latency", r.latency_ms_p50.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "–".into()), "median per ticket".into()),
+        ("latency", r.latency_ms_p50.map(|v| if v < 10.0 { format!("{v:.1} ms") } else { format!("{v:.0} ms") }).unwrap_or_else(|| "–".into()), "median per ticket".into()),
     ]
 }
 

@@ -237,8 +237,10 @@ fn confusion_svg(r: &MethodReport) -> String {
     let size = margin + cell * n as f64 + 10.0;
     let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" font-size=\"10\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{size:.0}\" font-size=\"10\" \
          font-family=\"sans-serif\"><rect x=\"{margin}\" y=\"{margin}\" width=\"{w:.1}\" height=\"{w:.1}\" fill=\"#f7f7f7\"/>",
+        // Wider than tall: the top labels lean right past the last column.
+        size + margin * 0.5,
         w = cell * n as f64
     );
     for (g, row) in &r.confusion {
@@ -375,7 +377,7 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
          .wide{max-width:100%;overflow-x:auto}.cards{display:flex;flex-wrap:wrap;gap:1em}\
          .card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:10em;max-width:16em}\
          .card .v{font-size:26px;font-weight:bold}.card .n{font-weight:bold}.card .d{font-size:12px;color:#555}\
-         table.miss td.t{text-align:left;max-width:28em}table.conf td{text-align:left}table.conf td:nth-child(n+3){text-align:right}\
+         table.miss td{text-align:left}table.miss td:nth-child(5){text-align:right}table.miss td.t{max-width:28em}table.conf td{text-align:left}table.conf td:nth-child(n+3){text-align:right}\
          caption{text-align:left;font-weight:bold;padding:4px 0}</style></head><body>",
     );
     let _ = write!(
