@@ -26,8 +26,12 @@ pub fn tickets(from: usize, n: usize) -> Vec<(String, String)> {
 
 /// `triage pull --once --json` against `fake` with fast retries and a 1 s request timeout.
 pub fn pull(dir: &Path, fake: &Fake, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = triage(dir);
-    cmd.args(["pull", "--source", fake.flavor.name(), "--base-url", &fake.url, "--collection", "saas", "--json"])
+    pull_into(triage(dir), "saas", fake, extra)
+}
+
+/// The same pull, with `cmd` (its store settings) and `collection` given.
+fn pull_into(mut cmd: tokio::process::Command, collection: &str, fake: &Fake, extra: &[&str]) -> tokio::process::Command {
+    cmd.args(["pull", "--source", fake.flavor.name(), "--base-url", &fake.url, "--collection", collection, "--json"])
         .args(["--retry-base-ms", "50", "--http-timeout", "1", "--max-retries", "4"])
         .args(extra)
         .env("ZENDESK_EMAIL", ZENDESK_EMAIL)
@@ -136,7 +140,11 @@ async fn freshdesk_each_ticket_written_back_once_through_faults() {
 
 /// Start a pull, wait until the fake holds the request it was told to hold, kill -9.
 async fn kill_when_held(dir: &Path, fake: &Fake) {
-    let mut child = pull(dir, fake, &["--once", "--page-size", "40"])
+    kill_cmd_when_held(pull(dir, fake, &["--once", "--page-size", "40"]), fake).await;
+}
+
+async fn kill_cmd_when_held(mut cmd: tokio::process::Command, fake: &Fake) {
+    let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -187,6 +195,38 @@ async fn zendesk_kill_nine_mid_run_then_rerun_leaves_one_note_per_ticket() {
 #[tokio::test(flavor = "multi_thread")]
 async fn freshdesk_kill_nine_mid_run_then_rerun_leaves_one_note_per_ticket() {
     kill_nine_then_rerun(Flavor::Freshdesk).await;
+}
+
+/// The pull state (cursor and ledger) in a side collection of a Qdrant server: a run
+/// killed mid-way and re-run leaves one note per ticket, and nothing is written to the
+/// local data dir.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Qdrant server: QDRANT_URL (./scripts/test.sh starts one from ../shared/bin/qdrant)"]
+async fn server_pull_state_survives_kill_nine() {
+    use crate::qdrant::{server_url, triage_on, unique};
+    let url = server_url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("unused");
+    let name = unique("pull");
+    let corpus = saas_corpus();
+    let out = run(triage_on(&url, &data).args(["index", corpus.to_str().unwrap(), "--collection", &name])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fake = Fake::start(Flavor::Zendesk).await;
+    fake.add(&tickets(0, 60), false);
+    fake.fault(Kind::Write, 25, Fault::HoldBefore);
+    let on_server = |extra: &[&str]| pull_into(triage_on(&url, &data), &name, &fake, extra);
+    kill_cmd_when_held(on_server(&["--once", "--page-size", "20"]), &fake).await;
+    let done = fake.all().iter().filter(|t| !t.notes.is_empty()).count();
+    assert_eq!(done, 24, "killed after 24 notes");
+
+    let out = run_pull(&mut on_server(&["--once", "--page-size", "20"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report(&out)["written"], 36, "only the tickets the killed run had not written: {}", stdout(&out));
+    assert_one_note_each(&fake);
+    let out = run_pull(&mut on_server(&["--once"])).await;
+    assert_eq!(report(&out)["written"], 0, "{}", stdout(&out));
+    assert!(!data.exists(), "a server-backed pull wrote to its data dir");
+    let _ = run(triage_on(&url, &data).args(["collections", "delete", &name, "--yes"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -170,7 +170,7 @@ async fn serve_refits_on_demand_and_after_enough_new_examples() {
         spawn_serve(triage(work.path()).args(["serve", "--collection", "b", "--addr", "127.0.0.1:0", "--refit-after", "5"]))
             .await;
     let http = reqwest::Client::new();
-    let r: Value = http.post(format!("{base}/v1/collections/b/calibrate")).send().await.unwrap().json().await.unwrap();
+    let r: Value = http.post(format!("{base}/v1/collections/b/calibrate")).json(&serde_json::json!({})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["examples"], 795, "{r}");
     assert!(r["head_accuracy"].as_f64().is_some(), "{r}");
     // Five new examples: a background refit starts; the next fit counts them.
