@@ -3,6 +3,7 @@
 # use into .venv-openapi/ beside the repository (so a fresh clone needs only Python 3
 # and access to PyPI).
 #   scripts/openapi-validate.sh FILE.json
+#   scripts/openapi-validate.sh --setup       (only make the venv; scripts/test.sh)
 # Exit 0: valid; 1: invalid (the validator's message on stderr); 77: the venv could
 # not be made (no python3 -m venv, no PyPI): the caller reports the check as skipped.
 set -euo pipefail
@@ -16,4 +17,5 @@ if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
         exit 77
     fi
 fi
+[ "$1" = --setup ] && exit 0
 "$venv/bin/openapi-spec-validator" "$1"
