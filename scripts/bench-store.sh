@@ -56,8 +56,8 @@ qdrant_bin="${QDRANT_BIN:-$root/../shared/bin/qdrant}"
 if [ -n "${BENCH_BIN:-}" ]; then
     bin="$BENCH_BIN"
 else
-    cargo build --release --quiet
-    bin="$root/target/release/triage"
+    . scripts/lib.sh
+    build_triage
 fi
 work="$(mktemp -d)"
 clusters=()

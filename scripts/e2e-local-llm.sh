@@ -35,8 +35,8 @@ if [ ! -f "$f16" ]; then
 fi
 gguf="$f16"
 
-cargo build --release --quiet
-bin="$root/target/release/triage"
+. scripts/lib.sh
+build_triage
 work="$(mktemp -d)"
 port="$("$venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")"
 "$venv/bin/python" -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \

@@ -10,8 +10,8 @@ train="${1:-$root/../shared/datasets/banking77/train.jsonl}"
 test="${2:-$root/../shared/datasets/banking77/test.jsonl}"
 k="${3:-8}"
 ./scripts/setup.sh >/dev/null
-cargo build --release --quiet
-bin="$root/target/release/triage"
+. scripts/lib.sh
+build_triage
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export TRIAGE_DATA_DIR="$work/data"

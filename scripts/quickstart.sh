@@ -7,8 +7,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ./scripts/setup.sh
-cargo build --release
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+# The binary wherever cargo puts it (CARGO_TARGET_DIR, .cargo/config.toml).
+build_triage
 export TRIAGE_DATA_DIR="${TRIAGE_DATA_DIR:-$root/.triage}"
-./target/release/triage index examples_store/saas-support --collection saas-support
-./target/release/triage classify --collection saas-support \
+"$bin" index examples_store/saas-support --collection saas-support
+"$bin" classify --collection saas-support \
   --input examples_store/saas-support/sample_tickets.txt --format table

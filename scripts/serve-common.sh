@@ -6,8 +6,8 @@
 bin="${TRIAGE_BIN:-}"
 if [ -z "$bin" ]; then
     ./scripts/setup.sh >/dev/null
-    cargo build --release --quiet
-    bin="$PWD/target/release/triage"
+    . scripts/lib.sh
+    build_triage
 fi
 export TRIAGE_MODELS_DIR="${TRIAGE_MODELS_DIR:-$PWD/models}"
 

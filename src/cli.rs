@@ -9,17 +9,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use progress::progress_bar;
 
 use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
 use crate::config::{self, JsonMode, LlmSettings, Provider, StoreSettings};
-use crate::corpus::{self, Format};
+use crate::corpus;
 use crate::embed::DEFAULT_MODEL;
 use crate::index::{self, FieldMap};
 use crate::llm::RetryPolicy;
 use crate::output::{self, OutputFormat};
 
+pub mod fields;
+pub mod progress;
 pub mod pull;
+pub mod taxonomy;
 
 /// `println!` that hands a write error (a closed pipe: `triage ... | head -1`) back to
 /// the caller instead of panicking; `main` ends quietly when stdout is gone.
@@ -43,9 +46,9 @@ pub struct Cli {
 /// Store and embedding settings shared by every command.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Folder of the embedded Qdrant Edge store
-    #[arg(long, env = "TRIAGE_DATA_DIR", default_value = ".triage", global = true)]
-    pub data_dir: PathBuf,
+    /// Folder of the embedded Qdrant Edge store and the LLM cache [default: $XDG_DATA_HOME/ticket-triage, else ~/.local/share/ticket-triage; the same from any working folder]
+    #[arg(long, env = "TRIAGE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
     /// Use a Qdrant server (gRPC URL, e.g. http://localhost:6334) instead of the embedded store; API key from QDRANT_API_KEY
     #[arg(long, env = "QDRANT_URL", global = true)]
     pub qdrant_url: Option<String>,
@@ -67,6 +70,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// `--data-dir` / `TRIAGE_DATA_DIR`, else the per-user default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| config::default_data_dir(|v| std::env::var_os(v)))
+    }
+
     /// The embedding model named by `--embedding-model`, from `--models-dir`, on
     /// `--embed-workers` workers (default: one per core).
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
@@ -88,6 +96,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Fit a collection's confidence map, out-of-scope and knn-shortcut thresholds by leave-one-out over its examples
     Calibrate(CalibrateArgs),
+    /// Check a taxonomy file and print what was understood
+    #[command(subcommand)]
+    Taxonomy(taxonomy::TaxonomyCommand),
     /// List, inspect or delete collections
     #[command(subcommand)]
     Collections(CollectionsCommand),
@@ -176,9 +187,9 @@ pub struct CalibrateArgs {
     /// Tickets classified at once while fitting the arbiter
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// Cache of LLM answers (a rerun makes no calls)
-    #[arg(long, default_value = ".triage-cache")]
-    pub cache_dir: PathBuf,
+    /// Cache of LLM answers (a rerun makes no calls) [default: <data dir>/llm-cache, as eval's]
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// Ask category and subcategory in two requests, as classification will
     #[arg(long)]
     pub two_stage: bool,
@@ -284,15 +295,8 @@ pub struct IndexArgs {
     /// Taxonomy file to use instead of the folder's taxonomy.toml (or for a single file)
     #[arg(long)]
     pub taxonomy: Option<PathBuf>,
-    /// Field holding the ticket text
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// Field holding the label [default: label, else category]
-    #[arg(long)]
-    pub label_field: Option<String>,
-    /// Field holding the urgency
-    #[arg(long, default_value = "urgency")]
-    pub urgency_field: String,
+    #[command(flatten)]
+    pub fields: fields::FieldArgs,
     /// Labels whose examples show what is out of scope (e.g. oos): indexed, never an answer (repeat or comma-separate)
     #[arg(long, value_delimiter = ',')]
     pub out_of_scope_label: Vec<String>,
@@ -382,9 +386,8 @@ pub struct ClassifyArgs {
     /// Read tickets from a file, or - for stdin: JSONL (text, optional id), CSV/TSV with a header, or one ticket per line
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Field holding the ticket text in JSONL/CSV input
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
+    #[command(flatten)]
+    pub fields: fields::FieldArgs,
     /// Write results here (JSON lines unless --format says otherwise) instead of stdout
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -441,12 +444,8 @@ pub struct EvalArgs {
     /// With --split: rows sharing this field's value (paraphrase groups) stay on the same side
     #[arg(long)]
     pub group_field: Option<String>,
-    /// Field holding the ticket text
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// Field holding the gold label [default: label, else category]
-    #[arg(long)]
-    pub label_field: Option<String>,
+    #[command(flatten)]
+    pub fields: fields::FieldArgs,
     /// Methods to compare
     #[arg(long, value_enum, value_delimiter = ',', default_value = "zero-shot,fixed-few-shot,rag,knn")]
     pub methods: Vec<crate::eval::Method>,
@@ -594,6 +593,44 @@ pub struct ServeArgs {
 pub const EXIT_SOME_FAILED: u8 = 3;
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let common = store_settings(&cli.common);
+    match dispatch(cli).await {
+        Err(e) => Err(where_collections_are(e, &common).await),
+        ok => ok,
+    }
+}
+
+/// A "no such collection" error, told where the store looked, which collections it
+/// does hold and the nearest name.
+async fn where_collections_are(e: anyhow::Error, settings: &StoreSettings) -> anyhow::Error {
+    use crate::store::StoreError::NoSuchCollection;
+    let Some(name) = e.chain().find_map(|c| match (c.downcast_ref(), c.downcast_ref()) {
+        (Some(NoSuchCollection(n)), _) | (_, Some(crate::Error::Store(NoSuchCollection(n)))) => Some(n.clone()),
+        _ => None,
+    }) else {
+        return e;
+    };
+    let place = match &settings.qdrant_url {
+        Some(url) => format!("the Qdrant server at {url}"),
+        None => format!("the data dir {} (--data-dir, TRIAGE_DATA_DIR)", settings.data_dir.display()),
+    };
+    let existing = match config::open_store(settings) {
+        Ok(store) => store.list_collections().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut msg = format!("looked in {place}; ");
+    if existing.is_empty() {
+        msg.push_str("it holds no collections (create one with triage index)");
+    } else {
+        msg.push_str(&format!("its collections: {}", existing.join(", ")));
+        if let Some(near) = crate::fields::nearest(&name, existing.iter().map(String::as_str)) {
+            msg.push_str(&format!("; did you mean {near:?}?"));
+        }
+    }
+    e.context(msg)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Index(args) => index(&cli.common, args).await,
         Command::Classify(args) => classify(&cli.common, args).await,
@@ -601,6 +638,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve(&cli.common, args).await,
         Command::Calibrate(args) => calibrate(&cli.common, args).await,
         Command::Collections(cmd) => collections(&cli.common, cmd).await,
+        Command::Taxonomy(cmd) => taxonomy::run(cmd),
         Command::Export(args) => export(&cli.common, args).await,
         Command::Import(args) => import(&cli.common, args).await,
         Command::Pull(args) => pull::pull(&cli.common, args).await,
@@ -609,22 +647,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn progress_bar(what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    if let Ok(style) =
-        ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}}) {{msg}}"))
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
-}
-
 fn store_settings(c: &CommonArgs) -> StoreSettings {
     StoreSettings {
-        data_dir: c.data_dir.clone(),
+        data_dir: c.data_dir(),
         qdrant_url: c.qdrant_url.clone().filter(|u| !u.trim().is_empty()),
         layout: Default::default(),
     }
@@ -637,11 +662,8 @@ fn creating_store_settings(c: &CommonArgs, layout: &crate::store::CollectionLayo
 
 async fn index(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let fields = FieldMap {
-        text: args.text_field.clone(),
-        label: args.label_field.clone(),
-        urgency: args.urgency_field.clone(),
         meta: args.meta_fields.iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
-        ..FieldMap::default()
+        ..args.fields.field_map()
     };
     for f in &fields.meta {
         crate::store::validate_meta_field(f).map_err(|e| anyhow::anyhow!("--meta-fields: {e}"))?;
@@ -721,21 +743,7 @@ fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
         })
         .collect();
     if let Some(path) = &args.input {
-        let (format, rows) =
-            corpus::read_path(path, None).with_context(|| format!("cannot read {}", path.display()))?;
-        for row in rows {
-            let id = row.get("id").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| format!("line-{}", row.line));
-            let text = match (&row.fields, format) {
-                (Err(e), _) => Err(format!("line {}: {e}", row.line)),
-                (Ok(_), Format::Lines) => Ok(row.get("text").unwrap_or_default()),
-                (Ok(_), _) => match row.text(&args.text_field) {
-                    Ok(Some(t)) => Ok(t),
-                    Ok(None) => Err(format!("line {}: no {:?} field", row.line, args.text_field)),
-                    Err(e) => Err(format!("line {}: {e}", row.line)),
-                },
-            };
-            tickets.push(Ticket { id, text });
-        }
+        tickets.extend(fields::read_input_tickets(path, &args.fields)?);
     }
     anyhow::ensure!(!tickets.is_empty(), "no tickets: give texts as arguments or --input FILE (- for stdin)");
     Ok(tickets)
@@ -779,6 +787,7 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
     let total = tickets.len();
     let mut all: Vec<TicketResult> = Vec::new();
     let mut failed = 0usize;
+    let mut all_written = 0usize;
     // Chunks keep memory flat on big inputs and let JSONL stream out as it is ready.
     // Each chunk is embedded in one call, sorted by length: bigger chunks mean less
     // padding (BANKING77 test: 48k tokens computed in one chunk, 63k in chunks of 512).
@@ -792,11 +801,13 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
         let results = classifier.classify_batch(chunk, args.concurrency).await;
         failed += results.iter().filter(|r| r.failed_hard()).count();
         bar.inc(n);
-        if format == OutputFormat::Jsonl {
-            output::write_jsonl(&mut out, &results)?;
-        } else {
-            all.extend(results);
+        let written = results.len();
+        match format {
+            OutputFormat::Jsonl => output::write_jsonl(&mut out, &results)?,
+            OutputFormat::Csv => output::write_csv(&mut out, &results, all_written == 0)?,
+            _ => all.extend(results),
         }
+        all_written += written;
     }
     bar.finish_and_clear();
     tracing::info!(
@@ -805,7 +816,7 @@ async fn classify(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8>
         "classified {total} tickets (the rest of the time is retrieval, vote and output)"
     );
     match format {
-        OutputFormat::Jsonl => {}
+        OutputFormat::Jsonl | OutputFormat::Csv => {}
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &all)?;
             writeln!(out)?;
@@ -825,7 +836,7 @@ fn pct(x: Option<f64>) -> String {
 }
 
 async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
-    use crate::eval::{self, EvalConfig, Fields, Prices, TrainSource};
+    use crate::eval::{self, EvalConfig, Prices, TrainSource};
     anyhow::ensure!(!args.k.is_empty() && args.k.iter().all(|k| *k >= 1), "--k values must be at least 1");
     anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
     if let Some(r) = args.max_rps {
@@ -884,12 +895,10 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         test: args.test.clone(),
         source,
         fields: Fields {
-            text: args.text_field.clone(),
-            label: args.label_field.clone(),
             segment: args.routing.segment_field.clone(),
             edge: args.routing.edge_field.clone(),
             secondary: args.routing.secondary_field.clone(),
-            ..Fields::default()
+            ..args.fields.eval_fields()
         },
         routing: args.routing.clone(),
         methods,
@@ -906,7 +915,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
             per_million_output_tokens: args.price_per_output_token,
         },
         report_dir: args.report_dir.clone(),
-        cache_dir: (!args.no_cache).then(|| common.data_dir.join("llm-cache")),
+        cache_dir: (!args.no_cache).then(|| common.data_dir().join("llm-cache")),
         llm_note,
         calibrate: args.calibrate.then(|| args.fit.settings(8)),
         head: args.fit.head(),
@@ -942,8 +951,16 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
             r.latency_ms_p50.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
         )?;
     }
+    // One line per reason: "no LLM configured" once, with the methods it skipped.
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
     for s in &evaluation.skipped {
-        writeln!(out, "skipped {}: {}", s.method, s.reason)?;
+        match reasons.iter_mut().find(|(r, _)| *r == s.reason) {
+            Some((_, methods)) => methods.push(s.method),
+            None => reasons.push((&s.reason, vec![s.method])),
+        }
+    }
+    for (reason, methods) in reasons {
+        writeln!(out, "skipped {}: {reason}", methods.join(", "))?;
     }
     for p in paths {
         writeln!(out, "wrote {}", p.display())?;
@@ -1005,7 +1022,7 @@ async fn calibrate(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u
             }
         );
         let cached: Arc<dyn crate::llm::LlmClient> =
-            Arc::new(crate::llm::CachedLlm::new(client, args.cache_dir.clone(), String::new(), true));
+            Arc::new(crate::llm::CachedLlm::new(client, args.cache_dir.clone().unwrap_or_else(|| common.data_dir().join("llm-cache")), String::new(), true));
         let embedder = common.embedder()?;
         let settings = crate::calibrate::llm::LlmFitSettings {
             sample: args.llm_sample,

@@ -137,6 +137,42 @@ pub fn open_store(s: &StoreSettings) -> Result<Arc<dyn ExampleStore>, Error> {
     })
 }
 
+/// The per-user data dir, the same from any working folder: `$XDG_DATA_HOME/ticket-triage`,
+/// else `$HOME/.local/share/ticket-triage`, else `.triage` (no home at all).
+/// `TRIAGE_DATA_DIR` / `--data-dir` win over it (see `cli::CommonArgs::data_dir`).
+pub fn default_data_dir(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let set = |v: &str| env(v).filter(|p| !p.is_empty()).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(x) = set("XDG_DATA_HOME") {
+        return x.join("ticket-triage");
+    }
+    if let Some(h) = set("HOME") {
+        return h.join(".local/share/ticket-triage");
+    }
+    PathBuf::from(".triage")
+}
+
+#[cfg(test)]
+mod data_dir_tests {
+    use super::*;
+
+    #[test]
+    fn per_user_data_dir() {
+        let env = |xdg: Option<&str>, home: Option<&str>| {
+            let (xdg, home) = (xdg.map(std::ffi::OsString::from), home.map(std::ffi::OsString::from));
+            move |v: &str| match v {
+                "XDG_DATA_HOME" => xdg.clone(),
+                "HOME" => home.clone(),
+                _ => None,
+            }
+        };
+        assert_eq!(default_data_dir(env(Some("/x/data"), Some("/home/u"))), PathBuf::from("/x/data/ticket-triage"));
+        assert_eq!(default_data_dir(env(Some(""), Some("/home/u"))), PathBuf::from("/home/u/.local/share/ticket-triage"));
+        // A relative XDG_DATA_HOME is invalid by the spec: ignored.
+        assert_eq!(default_data_dir(env(Some("rel"), Some("/home/u"))), PathBuf::from("/home/u/.local/share/ticket-triage"));
+        assert_eq!(default_data_dir(env(None, None)), PathBuf::from(".triage"));
+    }
+}
+
 /// `--models-dir`, else `./models`, else `models/` next to the repository the
 /// binary was built in (target/release/triage -> ../../models).
 pub fn models_dir(flag: Option<&Path>) -> PathBuf {

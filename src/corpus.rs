@@ -71,6 +71,13 @@ impl Row {
 }
 
 pub fn read_path(path: &Path, format: Option<Format>) -> std::io::Result<(Format, Vec<Row>)> {
+    read_path_with(path, format, None)
+}
+
+/// [`read_path`] with a CSV/TSV delimiter (`--delimiter`); `None` sniffs a `.csv`
+/// file's header (`;`, tab or `|` when it has no comma). A delimiter given for a file
+/// of no known format reads it as delimited.
+pub fn read_path_with(path: &Path, format: Option<Format>, delimiter: Option<u8>) -> std::io::Result<(Format, Vec<Row>)> {
     let bytes = if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf)?;
@@ -79,17 +86,46 @@ pub fn read_path(path: &Path, format: Option<Format>) -> std::io::Result<(Format
         std::fs::read(path)?
     };
     let p = (path.as_os_str() != "-").then_some(path);
-    let format = format.unwrap_or_else(|| Format::detect(p, &bytes[..bytes.len().min(4096)]));
-    Ok((format, parse(&bytes, format)))
+    let mut format = format.unwrap_or_else(|| Format::detect(p, &bytes[..bytes.len().min(4096)]));
+    if delimiter.is_some() && format == Format::Lines {
+        format = Format::Csv;
+    }
+    Ok((format, parse_with(&bytes, format, delimiter)))
 }
 
 pub fn parse(bytes: &[u8], format: Format) -> Vec<Row> {
+    parse_with(bytes, format, None)
+}
+
+/// [`parse`] with an explicit CSV/TSV delimiter (`None`: sniffed for CSV, tab for TSV).
+pub fn parse_with(bytes: &[u8], format: Format, delimiter: Option<u8>) -> Vec<Row> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // UTF-8 BOM
     match format {
         Format::Jsonl => parse_jsonl(bytes),
         Format::Lines => parse_lines(bytes),
-        Format::Csv => parse_delimited(bytes, b','),
-        Format::Tsv => parse_delimited(bytes, b'\t'),
+        Format::Csv => parse_delimited(bytes, delimiter.unwrap_or_else(|| sniff_delimiter(bytes))),
+        Format::Tsv => parse_delimited(bytes, delimiter.unwrap_or(b'\t')),
+    }
+}
+
+/// The delimiter of a CSV file from its header line: a comma when it has one, else
+/// the most frequent of `;`, tab and `|` (exports from spreadsheets in locales with a
+/// decimal comma use `;`), else a comma.
+pub fn sniff_delimiter(bytes: &[u8]) -> u8 {
+    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let count = |d: u8| header.iter().filter(|b| **b == d).count();
+    if count(b',') > 0 {
+        return b',';
+    }
+    [b';', b'\t', b'|'].into_iter().map(|d| (count(d), d)).filter(|(n, _)| *n > 0).max().map_or(b',', |(_, d)| d)
+}
+
+/// A `--delimiter` value: one ASCII character, or `\t` / `tab`.
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "tab" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!("expected one ASCII character (or \\t for tab), got {s:?}")),
     }
 }
 
@@ -255,6 +291,18 @@ mod tests {
             let multi = if nl == "\n" { "multi\nline" } else { "multi\r\nline" };
             assert_eq!(rows[2].get("text").as_deref(), Some(multi));
         }
+    }
+
+    #[test]
+    fn csv_delimiter_is_sniffed_from_the_header_or_given() {
+        let rows = parse(b"ticket_id;subject;body\n1;Refund;twice, really\n", Format::Csv);
+        assert_eq!(rows[0].get("body").as_deref(), Some("twice, really"));
+        let rows = parse_with(b"a|b\n1|2\n", Format::Csv, Some(b'|'));
+        assert_eq!(rows[0].get("b").as_deref(), Some("2"));
+        assert_eq!(sniff_delimiter(b"text,label\n"), b',');
+        assert_eq!(sniff_delimiter(b"text\n"), b',');
+        assert_eq!(parse_delimiter("\\t"), Ok(b'\t'));
+        assert!(parse_delimiter(";;").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::corpus::{self, Format, Row};
+use crate::fields::Needed;
 use crate::embed::Embedder;
 use crate::example::{Example, ExamplePoint};
 use crate::store::{now_secs, CollectionMeta, ExampleStore};
@@ -31,6 +32,31 @@ pub struct FieldMap {
     pub lang: String,
     /// Extra columns kept as metadata for filtered retrieval (payload fields of the same name).
     pub meta: Vec<String>,
+    /// CSV/TSV delimiter (`--delimiter`); `None`: sniffed from a CSV header.
+    pub delimiter: Option<u8>,
+}
+
+impl FieldMap {
+    /// The columns that must exist in the file: each text field, the label, and the
+    /// id, urgency and subcategory columns when named by a flag (not the defaults).
+    pub fn needed(&self) -> Vec<Needed> {
+        let mut needed = Needed::each_text_field("--text-field", &self.text);
+        needed.push(match &self.label {
+            Some(l) => Needed::new("--label-field", &[l.as_str()]),
+            None => Needed::new("--label-field", &["label", "category"]),
+        });
+        let default = FieldMap::default();
+        for (flag, name, default) in [
+            ("--id-field", &self.id, &default.id),
+            ("--urgency-field", &self.urgency, &default.urgency),
+            ("--subcategory-field", &self.subcategory, &default.subcategory),
+        ] {
+            if name != default {
+                needed.push(Needed::new(flag, &[name.as_str()]));
+            }
+        }
+        needed
+    }
 }
 
 impl Default for FieldMap {
@@ -44,6 +70,7 @@ impl Default for FieldMap {
             rationale: "rationale".into(),
             lang: "lang".into(),
             meta: Vec::new(),
+            delimiter: None,
         }
     }
 }
@@ -138,7 +165,7 @@ pub fn load_corpus_with(
             }
         }
     }
-    let (format, rows) = corpus::read_path(&data_path, None)
+    let (format, rows) = corpus::read_path_with(&data_path, None, fields.delimiter)
         .map_err(|e| Error::Input(format!("cannot read {}: {e}", data_path.display())))?;
     if format == Format::Lines {
         return Err(Error::Input(format!(
@@ -146,6 +173,9 @@ pub fn load_corpus_with(
             data_path.display()
         )));
     }
+    // A column no row has would reject every row for the same reason: say it once, with the header.
+    crate::fields::check_columns(&rows, &fields.needed())
+        .map_err(|e| Error::Input(format!("{}: {e}", data_path.display())))?;
     let (examples, rejected) = validate_rows(rows, fields, taxonomy.as_ref());
     Ok(Corpus { source: data_path, taxonomy, examples, rejected })
 }
@@ -160,10 +190,13 @@ pub fn validate_rows(rows: Vec<Row>, fields: &FieldMap, taxonomy: Option<&Taxono
             Err(reason) => rejected.push(Rejection { line: row.line, reason }),
             Ok(ex) => {
                 if let Some(first) = seen.get(&ex.id) {
-                    rejected.push(Rejection {
-                        line: row.line,
-                        reason: format!("duplicate id {:?} (first on line {first})", ex.id),
-                    });
+                    // Rows without an id get one from their text: the same id is the same text.
+                    let reason = if ex.id == Example::auto_id(&ex.text) {
+                        format!("duplicate text (same as line {first})")
+                    } else {
+                        format!("duplicate id {:?} (first on line {first})", ex.id)
+                    };
+                    rejected.push(Rejection { line: row.line, reason });
                 } else {
                     seen.insert(ex.id.clone(), row.line);
                     examples.push(ex);
@@ -178,7 +211,7 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     if let Err(e) = &row.fields {
         return Err(e.clone());
     }
-    let text = row.text(&f.text)?.map(|t| t.trim().to_string()).unwrap_or_default();
+    let text = crate::fields::row_text(row, &f.text)?.map(|t| t.trim().to_string()).unwrap_or_default();
     if crate::input::blank_reason(&text).is_some() {
         let invisible = if text.is_empty() { "" } else { ": only control or invisible characters" };
         return Err(format!("empty text (field {:?}){invisible}", f.text));
@@ -516,7 +549,7 @@ mod tests {
         assert!(reasons[1].1.contains("unknown label \"Sales\""));
         assert!(reasons[2].1.contains("unknown urgency"));
         assert!(reasons[3].1.contains("malformed JSON") && reasons[3].0 == 5);
-        assert!(reasons[4].1.contains("duplicate id") && reasons[4].1.contains("line 1"));
+        assert_eq!(reasons[4].1, "duplicate text (same as line 1)");
         assert!(reasons[5].1.contains("missing label"));
     }
 
@@ -529,6 +562,21 @@ mod tests {
         assert_eq!(ex[0].label, "greet");
         assert!(ex[0].id.starts_with("auto-"));
         assert!(ex[0].meta.is_empty());
+    }
+
+    #[test]
+    fn duplicate_ids_from_an_id_column_say_id() {
+        let data = b"ticket_id,subject,body,queue\nT1,Refund,charged twice,billing\nT1,Login,cannot sign in,access\n";
+        let fields = FieldMap {
+            text: "subject,body".into(),
+            label: Some("queue".into()),
+            id: "ticket_id".into(),
+            ..FieldMap::default()
+        };
+        let (ex, rej) = validate_rows(parse(data, Format::Csv), &fields, None);
+        assert_eq!(ex[0].id, "T1");
+        assert_eq!(ex[0].text, "Refund\n\ncharged twice");
+        assert_eq!(rej[0].reason, "duplicate id \"T1\" (first on line 2)");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`prompt`]: system prompt, demonstrations, fenced ticket, answer schema
 //! - [`llm`]: the `LlmClient` role (OpenAI-compatible, Anthropic), retries
 //! - [`guard`]: answer validation and review routing rules
+//! - [`fields`]: which input columns hold what (texts joined from several fields, missing columns, did you mean)
 //! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
 //! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
@@ -35,6 +36,7 @@ pub mod embed;
 pub mod eval;
 mod error;
 pub mod example;
+pub mod fields;
 pub mod fit;
 pub mod guard;
 pub mod helpdesk;

@@ -6,9 +6,10 @@ use ticket_triage::cli::{self, Cli};
 fn init_logging(verbose: u8) {
     let default = match verbose {
         // qdrant-edge warns about process-wide flags it never needs in embedded use.
+        // `Feature flags not initialized!` is about process-wide flags an embedded store never needs: nothing a user can act on.
         0 => "warn,qdrant_edge=error",
-        1 => "info,qdrant_edge=warn",
-        _ => "info,qdrant_edge=warn,ticket_triage=debug",
+        1 => "info,qdrant_edge=warn,qdrant_edge::common::flags=error",
+        _ => "info,qdrant_edge=warn,qdrant_edge::common::flags=error,ticket_triage=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -1,4 +1,5 @@
-//! Writing results: JSON array, JSON lines, or a table for people.
+//! Writing results: JSON array, JSON lines, CSV (one row per ticket, for joining
+//! back to the helpdesk export by id), or a table for people.
 
 use std::io::Write;
 
@@ -8,7 +9,40 @@ use crate::classifier::TicketResult;
 pub enum OutputFormat {
     Json,
     Jsonl,
+    /// One row per ticket: the input's id, then the result fields (no neighbours or usage).
+    Csv,
     Table,
+}
+
+/// The CSV columns, in order.
+pub const CSV_COLUMNS: [&str; 11] = [
+    "id", "category", "subcategory", "urgency", "confidence", "needs_review", "review_reason", "method", "model", "summary", "error",
+];
+
+/// A CSV header row when `header`, then one row per result.
+pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], header: bool) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    if header {
+        w.write_record(CSV_COLUMNS)?;
+    }
+    for r in results {
+        let reason = r.review_reason.as_ref().map(|x| x.to_string()).unwrap_or_default();
+        w.write_record([
+            r.id.as_str(),
+            r.category.as_deref().unwrap_or(""),
+            r.subcategory.as_deref().unwrap_or(""),
+            r.urgency.as_deref().unwrap_or(""),
+            format!("{:.3}", r.confidence).as_str(),
+            if r.needs_review { "true" } else { "false" },
+            reason.as_str(),
+            r.method.as_str(),
+            r.model.as_deref().unwrap_or(""),
+            r.summary.as_str(),
+            r.error.as_deref().unwrap_or(""),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 pub fn write_jsonl(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Result<()> {
@@ -31,7 +65,17 @@ fn cell(s: &str, width: usize) -> String {
 }
 
 pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Result<()> {
-    writeln!(out, "{} {} {} {} {} SUMMARY", cell("ID", 8), cell("URGENCY", 9), cell("CATEGORY", 18), cell("CONF", 5), cell("REVIEW", 6))?;
+    writeln!(
+        out,
+        "{} {} {} {} {} {} {} SUMMARY",
+        cell("ID", 8),
+        cell("URGENCY", 9),
+        cell("CATEGORY", 18),
+        cell("CONF", 5),
+        cell("METHOD", 12),
+        cell("REVIEW", 6),
+        cell("REASON", 16)
+    )?;
     for r in results {
         let summary = match (&r.error, r.summary.is_empty()) {
             (Some(e), _) => format!("ERROR: {e}"),
@@ -43,14 +87,18 @@ pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Re
             (Some(c), None) => c.clone(),
             _ => "-".into(),
         };
+        // The reason's kind (`low_confidence`, `out_of_scope`, ...); the detail is in the JSON.
+        let reason = r.review_reason.as_ref().map_or("-", |x| x.kind.as_str());
         writeln!(
             out,
-            "{} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {}",
             cell(&r.id, 8),
             cell(r.urgency.as_deref().unwrap_or("-"), 9),
             cell(&category, 18),
             cell(&format!("{:.2}", r.confidence), 5),
+            cell(r.method.as_str(), 12),
             cell(if r.needs_review { "yes" } else { "no" }, 6),
+            cell(reason, 16),
             cell(&summary, 70).trim_end()
         )?;
     }

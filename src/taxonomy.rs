@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+mod keys;
 use sha2::{Digest, Sha256};
 
 /// Default review threshold when the taxonomy does not set one.
@@ -49,7 +51,7 @@ pub struct Taxonomy {
     #[serde(default)]
     pub description: String,
     /// Below this confidence a result goes to human review.
-    #[serde(default)]
+    #[serde(default, serialize_with = "as_written")]
     pub min_confidence: Option<f32>,
     #[serde(default)]
     pub rules: Vec<String>,
@@ -71,6 +73,15 @@ pub struct Taxonomy {
     /// not written by a person (no descriptions, label set may grow on re-index).
     #[serde(default)]
     pub derived: bool,
+}
+
+/// An `f32` written as its shortest decimal (`0.7`, not `0.699999988079071`): JSON
+/// numbers are doubles, and widening the float prints the binary error.
+pub fn as_written<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) => s.serialize_f64(x.to_string().parse::<f64>().unwrap_or(f64::from(*x))),
+        None => s.serialize_none(),
+    }
 }
 
 /// Normalise a label for comparison: trimmed, lowercase, inner whitespace,
@@ -97,6 +108,11 @@ impl Taxonomy {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        let doc: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+        let unknown = keys::unknown_keys(&doc);
+        if !unknown.is_empty() {
+            return Err(unknown.join("; "));
+        }
         let t: Taxonomy = toml::from_str(text).map_err(|e| e.to_string())?;
         t.validate()?;
         Ok(t)
@@ -281,6 +297,17 @@ name = "Low"
 [[urgency]]
 name = "High"
 "#;
+
+    #[test]
+    fn min_confidence_serialises_as_written() {
+        let t = Taxonomy::parse("name = \"t\"\nmin_confidence = 0.7\n[[categories]]\nname = \"A\"\n").unwrap();
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["min_confidence"].to_string(), "0.7");
+        let back: Taxonomy = serde_json::from_value(json).unwrap();
+        assert_eq!(back.min_confidence, Some(0.7));
+        let err = Taxonomy::parse("name = \"t\"\nmin_confidense = 0.7\n[[categories]]\nname = \"A\"\n").unwrap_err();
+        assert!(err.contains("did you mean \"min_confidence\""), "{err}");
+    }
 
     #[test]
     fn parses_and_matches_labels_loosely() {

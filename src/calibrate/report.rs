@@ -77,6 +77,9 @@ pub fn describe_neighbours(collection: &str, m: &NeighbourModel, seconds: f64) -
                 m.shortcut_target
             );
         }
+        None if st.refused.iter().any(|r| r.starts_with("knn-shortcut")) => {
+            let _ = writeln!(s, "  knn-shortcut                off (refused, below)");
+        }
         None => {
             let _ = writeln!(
                 s,
@@ -99,6 +102,9 @@ pub fn describe_neighbours(collection: &str, m: &NeighbourModel, seconds: f64) -
             },
             pct(r.flag_rate)
         );
+    }
+    for r in &st.refused {
+        let _ = writeln!(s, "  refused                     {r}");
     }
     s
 }

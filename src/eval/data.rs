@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::Fields;
 use crate::corpus::Row;
 use crate::example::{hex, Example, ScoredExample};
-use crate::index::{self, Corpus, FieldMap};
+use crate::index::{self, Corpus};
 use crate::taxonomy::{label_key, Taxonomy};
 use crate::Error;
 
@@ -46,7 +46,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
     let mut out = Vec::new();
     let mut skipped = 0;
     for row in rows {
-        let text = row.text(&fields.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let text = crate::fields::row_text(row, &fields.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
         let label = match &fields.label {
             Some(f) => row.get(f),
             None => row.get("label").or_else(|| row.get("category")),
@@ -171,7 +171,7 @@ pub(crate) fn corpus_from_rows(
         }
     };
     let excluded = before - rows.len();
-    let map = FieldMap { text: fields.text.clone(), label: fields.label.clone(), ..FieldMap::default() };
+    let map = fields.field_map();
     let mut taxonomy = taxonomy;
     if let Some(t) = taxonomy.as_mut() {
         for l in out_of_scope {

@@ -11,6 +11,7 @@
 
 mod data;
 pub mod figures;
+pub mod glance;
 mod fitting;
 pub mod metrics;
 pub mod report;
@@ -121,6 +122,23 @@ pub struct Fields {
     pub segment: Vec<String>,
     pub edge: Option<String>,
     pub secondary: String,
+    /// CSV/TSV delimiter; `None`: sniffed from a CSV header.
+    pub delimiter: Option<u8>,
+}
+
+impl Fields {
+    /// The same columns as an index field map (for train rows and the column check).
+    pub fn field_map(&self) -> FieldMap {
+        FieldMap {
+            text: self.text.clone(),
+            label: self.label.clone(),
+            urgency: self.urgency.clone(),
+            subcategory: self.subcategory.clone(),
+            id: self.id.clone(),
+            delimiter: self.delimiter,
+            ..FieldMap::default()
+        }
+    }
 }
 
 impl Default for Fields {
@@ -136,6 +154,7 @@ impl Default for Fields {
             segment: Vec::new(),
             edge: None,
             secondary: "secondary".into(),
+            delimiter: None,
         }
     }
 }
@@ -253,7 +272,9 @@ pub async fn run(
     let (test_sha, test_bytes) = sha256_file(&config.test)?;
     let taxonomy_file = config.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let format = corpus::Format::detect(Some(&config.test), &test_bytes[..test_bytes.len().min(4096)]);
-    let rows = corpus::parse(&test_bytes, format);
+    let rows = corpus::parse_with(&test_bytes, format, config.fields.delimiter);
+    crate::fields::check_columns(&rows, &config.fields.field_map().needed())
+        .map_err(|e| Error::Input(format!("{}: {e}", config.test.display())))?;
 
     // The train side: a collection name and, unless it already exists, a corpus to index.
     let mut train_examples: Option<Vec<Example>> = None;
@@ -266,11 +287,11 @@ pub async fn run(
         TrainSource::Train(path) => {
             let corpus = if path.is_dir() {
                 let oos = &config.out_of_scope_labels;
-                let mut c = index::load_corpus_with(path, &FieldMap::default(), config.taxonomy.as_deref(), oos)?;
+                let mut c = index::load_corpus_with(path, &config.fields.field_map(), config.taxonomy.as_deref(), oos)?;
                 index::mark_out_of_scope(&mut c, oos, "eval");
                 c
             } else {
-                let (_, rows) = corpus::read_path(path, None)
+                let (_, rows) = corpus::read_path_with(path, None, config.fields.delimiter)
                     .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
                 let (c, excluded) = corpus_from_rows(
                     path,

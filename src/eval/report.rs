@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::glance;
 use super::figures::{method_report, story, with_shortcut_effect, MethodReport, StoryRow};
 use super::metrics::ClassStats;
 use super::{outcome, Evaluation};
@@ -64,7 +65,7 @@ const COLUMNS: [&str; 23] = [
     "method", "model", "k", "accuracy", "macro-F1", "in-scope acc", "in-scope acc w/o abstention", "oos recall", "urgency acc",
     "subcategory acc", "review rate",
     "selective acc", "ECE", "Brier", "consistency", "gold in top k", "calls/ticket", "LLM skip rate", "prompt tok/ticket",
-    "completion tok/ticket", "cost", "p50 ms", "p95 ms",
+    "completion tok/ticket", "cost (USD)", "p50 ms", "p95 ms",
 ];
 
 fn cells(r: &MethodReport) -> [String; 23] {
@@ -89,7 +90,7 @@ fn cells(r: &MethodReport) -> [String; 23] {
         f3(r.llm_skip_rate),
         format!("{:.0}", r.prompt_tokens_per_ticket),
         format!("{:.0}", r.completion_tokens_per_ticket),
-        format!("{:.4}", r.cost),
+        glance::usd(r.cost),
         f1(r.latency_ms_p50),
         f1(r.latency_ms_p95),
     ]
@@ -148,6 +149,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
         eval.embedding_model,
         eval.config.repeat.max(1)
     );
+    s.push_str(&glance::glance_md(eval, rows));
     let story = story(rows);
     if !story.is_empty() {
         let _ = writeln!(s, "## The story
@@ -211,7 +213,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     s
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -228,13 +230,19 @@ fn confusion_svg(r: &MethodReport) -> String {
     labels.sort();
     let n = labels.len().max(1);
     let named = n <= 40;
-    let cell = if named { 14.0 } else { (560.0 / n as f64).max(2.0) };
-    let margin = if named { 170.0 } else { 10.0 };
+    // Counts are written in the cells when they fit; otherwise they are in the title (hover).
+    let counted = n <= 25;
+    let cell = if counted { 22.0 } else if named { 14.0 } else { (560.0 / n as f64).max(2.0) };
+    // Room for the longest label (shortened past 40 characters), so none is clipped.
+    let longest = labels.iter().map(|l| l.chars().count().min(40)).max().unwrap_or(0) as f64;
+    let margin = if named { (6.2 * longest + 12.0).max(40.0) } else { 10.0 };
     let size = margin + cell * n as f64 + 10.0;
     let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" font-size=\"10\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{size:.0}\" font-size=\"10\" \
          font-family=\"sans-serif\"><rect x=\"{margin}\" y=\"{margin}\" width=\"{w:.1}\" height=\"{w:.1}\" fill=\"#f7f7f7\"/>",
+        // Wider than tall: the top labels lean right past the last column.
+        size + margin * 0.5,
         w = cell * n as f64
     );
     for (g, row) in &r.confusion {
@@ -252,11 +260,21 @@ fn confusion_svg(r: &MethodReport) -> String {
                 esc(g),
                 esc(p)
             );
+            if counted && *c > 0 {
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\" fill=\"{}\">{c}</text>",
+                    margin + (pi as f64 + 0.5) * cell,
+                    margin + (gi as f64 + 0.65) * cell,
+                    if share > 0.5 { "#fff" } else { "#222" }
+                );
+            }
         }
     }
     if named {
         for (i, l) in labels.iter().enumerate() {
             let y = margin + (i as f64 + 0.75) * cell;
+            let l = &label_shown(l);
             let _ = write!(s, "<text x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"end\">{}</text>", margin - 4.0, esc(l));
             let x = margin + (i as f64 + 0.75) * cell;
             let _ = write!(
@@ -269,6 +287,15 @@ fn confusion_svg(r: &MethodReport) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// A label shortened to 40 characters for the matrix axes (the full one is in the cell titles).
+fn label_shown(l: &str) -> String {
+    if l.chars().count() <= 40 {
+        l.to_string()
+    } else {
+        l.chars().take(39).collect::<String>() + "…"
+    }
 }
 
 /// A 300×300 plot frame with axes from 0 to 1.
@@ -348,7 +375,12 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>triage eval report</title><style>\
          body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}\
          td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}td:first-child,td:nth-child(2){text-align:left}\
-         .plots{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}section{margin-top:2.5em}</style></head><body>",
+         .plots{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}section{margin-top:2.5em}\
+         .wide{max-width:100%;overflow-x:auto}.cards{display:flex;flex-wrap:wrap;gap:1em}\
+         .card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:10em;max-width:16em}\
+         .card .v{font-size:26px;font-weight:bold}.card .n{font-weight:bold}.card .d{font-size:12px;color:#555}\
+         table.miss td{text-align:left}table.miss td:nth-child(5){text-align:right}table.miss td.t{max-width:28em}table.conf td{text-align:left}table.conf td:nth-child(n+3){text-align:right}\
+         caption{text-align:left;font-weight:bold;padding:4px 0}</style></head><body>",
     );
     let _ = write!(
         s,
@@ -366,9 +398,10 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         crate::prompt::template_hash(&eval.taxonomy),
         eval.config.repeat.max(1)
     );
+    s.push_str(&glance::headline_html(eval, rows));
     let story = story(rows);
     if !story.is_empty() {
-        let _ = write!(s, "<h2>The story</h2><p>{}</p><table><tr>", esc(STORY_NOTE));
+        let _ = write!(s, "<h2>The story</h2><p>{}</p><div class=\"wide\"><table><tr>", esc(STORY_NOTE));
         for c in STORY_COLUMNS {
             let _ = write!(s, "<th>{}</th>", esc(c));
         }
@@ -380,9 +413,13 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
             }
             s.push_str("</tr>");
         }
-        s.push_str("</table><h2>All figures</h2>");
+        s.push_str("</table></div>");
     }
-    s.push_str("<table><tr>");
+    if let Some(h) = glance::headline_row(rows) {
+        s.push_str(&glance::confusions_html(h, &top_confusions(h, 10)));
+    }
+    s.push_str(&glance::misclassified_html(eval, rows));
+    s.push_str("<h2>All figures</h2><div class=\"wide\"><table><tr>");
     for c in COLUMNS {
         let _ = write!(s, "<th>{}</th>", esc(c));
     }
@@ -394,7 +431,7 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         }
         s.push_str("</tr>");
     }
-    s.push_str("</table>");
+    s.push_str("</table></div>");
     for sk in &eval.skipped {
         let _ = write!(s, "<p>Skipped <b>{}</b>: {}</p>", esc(sk.method), esc(&sk.reason));
     }
@@ -402,7 +439,7 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         let _ = write!(
             s,
             "<section><h2>{} {} k={}</h2><p>{} LLM calls ({} sent, {} from cache), {} errors, {} LLM fallbacks, {:.1} s.</p>\
-             <div class=\"plots\"><figure>{}<figcaption>Confusion matrix (rows gold, columns predicted; green diagonal, red errors; hover for counts)</figcaption></figure>\
+             <div class=\"plots\"><figure>{}<figcaption>Confusion matrix (rows gold, columns predicted; green diagonal, red errors; counts in the cells, or on hover for more than 25 labels)</figcaption></figure>\
              <figure>{}<figcaption>Reliability diagram (10 bins; dashed: perfect calibration)</figcaption></figure>\
              <figure>{}<figcaption>Coverage curve over confidence thresholds 0, 0.05, …, 1</figcaption></figure></div>",
             esc(r.method),
@@ -418,7 +455,8 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
             reliability_svg(r),
             coverage_svg(r)
         );
-        s.push_str("<details><summary>Per-class precision / recall / F1</summary><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+        s.push_str(&glance::confusions_html(r, &top_confusions(r, 8)));
+        s.push_str("<details open><summary>Per-class precision / recall / F1</summary><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
         for (name, c) in &r.per_class {
             let _ = write!(
                 s,

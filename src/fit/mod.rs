@@ -17,6 +17,8 @@ pub mod isotonic;
 pub mod logistic;
 pub mod neighbours;
 pub mod secondary;
+#[cfg(test)]
+mod refusal_tests;
 
 use serde::{Deserialize, Serialize};
 

@@ -38,6 +38,9 @@ use crate::taxonomy::label_key;
 pub const MIN_SHORTCUT_POINTS: usize = 20;
 /// Fewest out-of-scope examples for fitting the out-of-scope threshold on them.
 pub const MIN_OOS_POINTS: usize = 20;
+/// Fewest held-out examples for a confidence map or a knn-shortcut threshold at all:
+/// below it the fit keeps the raw probability as confidence and always asks the LLM.
+pub const MIN_CALIBRATION_POINTS: usize = 100;
 
 /// The labels a fitted model knows, in head order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -178,6 +181,11 @@ pub struct FitStats {
     pub oos_flag_recall: Option<f64>,
     /// Out-of-scope held-out examples.
     pub oos_examples: usize,
+    /// What the fit refused because the held-out data cannot support it (too few
+    /// examples, a confidence map that makes the cross-fitted ECE worse), and what it
+    /// kept instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// The fitted neighbours' side of one collection at one k.
@@ -387,7 +395,26 @@ pub fn fit(
         .zip(&tops)
         .map(|((p, s), top)| BandPoint { score: s.probability, top_similarity: *top, correct: s.label == Some(p.gold) })
         .collect();
-    let bands = fit_bands(&band_points, settings.bands, settings.min_band_points);
+    let raw: Vec<(f64, bool)> = band_points.iter().map(|b| (f64::from(b.score), b.correct)).collect();
+    let cross: Vec<(f64, bool)> = cross_fitted(&band_points, settings.bands, settings.min_band_points)
+        .into_iter()
+        .map(|(c, ok)| (f64::from(c), ok))
+        .collect();
+    let (raw_ece, calibrated_ece) = (round4(ece(&raw, 10).unwrap_or(0.0)), round4(ece(&cross, 10).unwrap_or(0.0)));
+    let mut refused = Vec::new();
+    let mut bands = fit_bands(&band_points, settings.bands, settings.min_band_points);
+    if points.len() < MIN_CALIBRATION_POINTS {
+        bands.clear();
+        refused.push(format!(
+            "confidence map: {} held-out examples, at least {MIN_CALIBRATION_POINTS} needed; confidences stay the raw probability",
+            points.len()
+        ));
+    } else if calibrated_ece > raw_ece {
+        bands.clear();
+        refused.push(format!(
+            "confidence map: its cross-fitted ECE {calibrated_ece:.3} is worse than the raw probability's {raw_ece:.3}; confidences stay the raw probability"
+        ));
+    }
     let calibrated: Vec<f32> = band_points.iter().map(|b| apply_bands(&bands, b.score, b.top_similarity)).collect();
     let oos_examples = points.iter().filter(|p| !in_scope_gold(p)).count();
     let (oos, flags): (OosRule, Vec<bool>) = if oos_examples >= MIN_OOS_POINTS {
@@ -416,20 +443,21 @@ pub fn fit(
         .filter(|(_, f)| !**f)
         .map(|((c, b), _)| (*c, b.correct))
         .collect();
-    let shortcut = if settings.shortcut_target <= 1.0 {
-        shortcut_threshold(&kept, settings.shortcut_target, MIN_SHORTCUT_POINTS)
-    } else {
+    let shortcut = if settings.shortcut_target > 1.0 {
         None
+    } else if points.len() < MIN_CALIBRATION_POINTS {
+        refused.push(format!(
+            "knn-shortcut: {} held-out examples, at least {MIN_CALIBRATION_POINTS} needed to trust a threshold; the LLM is asked for every ticket",
+            points.len()
+        ));
+        None
+    } else {
+        shortcut_threshold(&kept, settings.shortcut_target, MIN_SHORTCUT_POINTS)
     };
     let above: Vec<bool> = kept.iter().filter(|(c, _)| shortcut.is_some_and(|t| *c >= t)).map(|(_, ok)| *ok).collect();
     let n = points.len().max(1) as f64;
     let in_scope_flags: Vec<bool> = points.iter().zip(&flags).filter(|(p, _)| in_scope_gold(p)).map(|(_, f)| *f).collect();
     let oos_flags: Vec<bool> = points.iter().zip(&flags).filter(|(p, _)| !in_scope_gold(p)).map(|(_, f)| *f).collect();
-    let raw: Vec<(f64, bool)> = band_points.iter().map(|b| (f64::from(b.score), b.correct)).collect();
-    let cross: Vec<(f64, bool)> = cross_fitted(&band_points, settings.bands, settings.min_band_points)
-        .into_iter()
-        .map(|(c, ok)| (f64::from(c), ok))
-        .collect();
     let vote_only: Vec<bool> = points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 0.0).overall_correct).collect();
     let head_only: Option<Vec<bool>> =
         has_head.then(|| points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 1.0).overall_correct).collect());
@@ -438,13 +466,14 @@ pub fn fit(
         vote_accuracy: round4(share(vote_only).unwrap_or(0.0)),
         head_accuracy: head_only.and_then(share).map(round4),
         mixed_accuracy: round4(share(scored.iter().map(|s| s.overall_correct)).unwrap_or(0.0)),
-        raw_ece: round4(ece(&raw, 10).unwrap_or(0.0)),
-        calibrated_ece: round4(ece(&cross, 10).unwrap_or(0.0)),
+        raw_ece,
+        calibrated_ece,
         shortcut_coverage: shortcut.map(|_| round4(above.len() as f64 / n)),
         shortcut_accuracy: share(above.iter().copied()).map(round4),
         in_scope_flag_rate: share(in_scope_flags).map(round4),
         oos_flag_recall: share(oos_flags).map(round4),
         oos_examples,
+        refused,
     };
     let (head, head_info) = match head.filter(|_| has_head) {
         Some((h, i)) => (Some(h), Some(i)),

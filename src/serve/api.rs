@@ -1,6 +1,7 @@
 //! Request and response types, the handlers, and the OpenAPI document generated
 //! from them (so the document cannot drift from the code).
 
+use super::error_codes::ErrorCodes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
     paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorCodes)
 )]
 pub struct ApiDoc;
 
@@ -135,7 +136,10 @@ pub struct AddExamplesResponse {
     pub examples_in_collection: usize,
 }
 
+/// A query parameter (`?collection=`), never a path segment: OpenAPI requires every
+/// path parameter to appear in the path and to be required.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CollectionQuery {
     /// [default: the server's --collection]
     pub collection: Option<String>,
@@ -503,5 +507,13 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["TicketResult"].is_object());
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        // `collection` is an optional query parameter wherever it is taken.
+        for (p, m) in [("/v1/examples/{id}", "delete"), ("/v1/webhooks/ticket", "post")] {
+            let params = doc["paths"][p][m]["parameters"].as_array().unwrap();
+            let c = params.iter().find(|x| x["name"] == "collection").unwrap();
+            assert_eq!((c["in"].as_str(), c["required"].as_bool()), (Some("query"), Some(false)), "{p}");
+        }
+        let codes = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"];
+        assert_eq!(codes.as_array().map(Vec::len), Some(super::super::error_codes::ERROR_CODES.len()));
     }
 }

@@ -9,6 +9,7 @@
 
 mod api;
 mod error;
+pub mod error_codes;
 mod listen;
 mod metrics;
 mod notify;

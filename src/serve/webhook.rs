@@ -99,14 +99,13 @@ pub async fn ticket_webhook(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<WebhookResponse>, ApiError> {
     let mapping = &state.cfg.webhook;
-    let parts: Vec<String> = mapping.text_fields.iter().filter_map(|f| lookup(&body, f).and_then(as_text)).collect();
-    if parts.is_empty() {
+    let parts = mapping.text_fields.iter().filter_map(|f| lookup(&body, f).and_then(as_text));
+    let Some(text) = crate::fields::join_parts(parts) else {
         return Err(ApiError::unprocessable(
             "no_ticket_text",
             format!("no text at {} (set --webhook-text-fields)", mapping.text_fields.join(", ")),
         ));
-    }
-    let text = parts.join("\n\n");
+    };
     let id = lookup(&body, &mapping.id_field).and_then(as_text).unwrap_or_else(|| text_id(&text));
     let collection = state.collection_name(q.collection.as_deref()).to_string();
     let classifier = state.classifier(Some(&collection)).await?;

@@ -45,7 +45,9 @@ pub fn triage(data_dir: &Path) -> tokio::process::Command {
     ] {
         cmd.env_remove(var);
     }
+    // XDG_DATA_HOME too: a test that drops TRIAGE_DATA_DIR still never writes to the user's home.
     cmd.env("TRIAGE_DATA_DIR", data_dir)
+        .env("XDG_DATA_HOME", data_dir.join("xdg-data-home"))
         .env("TRIAGE_MODELS_DIR", models_dir())
         .env("TRIAGE_EMBED_THREADS", "1")
         .stdin(std::process::Stdio::null())

@@ -271,6 +271,10 @@ async fn eval_without_an_llm_runs_knn_and_says_why_the_rest_is_skipped() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("LLM methods skipped"), "{}", stderr(&out));
+    // The notice once on stderr, and one summary line for the three methods it skipped.
+    assert_eq!(stderr(&out).matches("no LLM configured").count(), 1, "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("no LLM configured").count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("skipped zero-shot, fixed-few-shot, rag: "), "{}", stdout(&out));
     let report = read_json(&report_dir.join("report.json"));
     let methods = report["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 2, "knn at k=3 and k=8 only");

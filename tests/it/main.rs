@@ -27,3 +27,4 @@ mod cluster;
 mod durability;
 mod hostile;
 mod input_edges;
+mod first_hour;
