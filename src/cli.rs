@@ -894,7 +894,7 @@ async fn eval(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     let cfg = EvalConfig {
         test: args.test.clone(),
         source,
-        fields: Fields {
+        fields: crate::eval::Fields {
             segment: args.routing.segment_field.clone(),
             edge: args.routing.edge_field.clone(),
             secondary: args.routing.secondary_field.clone(),
