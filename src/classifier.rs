@@ -6,6 +6,7 @@
 //! judgement), then at most one LLM answer, then one decision ([`decide`]). Without a
 //! fit the rules are fixed: the LLM's valid answer wins unless a strong vote disagrees.
 
+mod ask;
 mod decide;
 
 use std::sync::Arc;
@@ -16,17 +17,15 @@ use futures::StreamExt;
 use crate::embed::Embedder;
 use crate::example::ScoredExample;
 use crate::fit::{Fitted, Judgement, NeighbourModel};
-use crate::guard::{extractive_summary, parse_answer, parse_category_answer, parse_subcategory_answer};
-use crate::knn::{select_diverse, vote_with, Vote};
+use crate::guard::extractive_summary;
+use crate::knn::{vote_with, Vote};
 use crate::lang::{self, Assessment, Coverage};
-use crate::llm::{LlmClient, LlmRequest, LlmResponse};
-use crate::prompt::{build_category_request, build_request, build_subcategory_request, repair_request, shortlist_labels};
+use crate::llm::LlmClient;
 use crate::result::{ms, round3, FitRef, FitUsed, NeighbourAnswer, ReviewKind, ReviewReason};
 use crate::store::{CollectionMeta, ExampleStore, PayloadFilter, StoreError};
 use crate::taxonomy::label_key;
 
 pub use crate::result::{LlmAnswer, Neighbor, ResultMethod, TicketResult};
-use decide::{LlmOutcome, Stages};
 
 /// One ticket to classify. `text` is `Err` when the input row itself was unusable
 /// (bad encoding, malformed JSON): it still gets a result, flagged.
@@ -497,111 +496,6 @@ impl Classifier {
             ));
         }
         result.category = Some(category);
-    }
-
-    /// The LLM request(s) for a ticket.
-    fn stages(&self, e: &Evidence<'_>, options: &ClassifyOptions) -> Stages {
-        let taxonomy = &self.meta.taxonomy;
-        let two_stage = options.two_stage && taxonomy.has_subcategories();
-        let build = if two_stage { build_category_request } else { build_request };
-        // Out-of-scope examples are never shown: their label is not an answer.
-        let in_scope: Vec<ScoredExample> =
-            e.candidates.iter().filter(|c| !taxonomy.is_out_of_scope(&c.example.label)).cloned().collect();
-        let (request, pool) = match &self.demonstrations {
-            Demonstrations::Retrieved => {
-                let preferred = e.judgement.distribution.iter().map(|(l, _)| l.as_str());
-                let labels = preferred.chain(in_scope.iter().map(|c| c.example.label.as_str()));
-                let short = shortlist_labels(taxonomy, labels, options.max_prompt_labels);
-                (build(short.as_ref().unwrap_or(taxonomy), &select_diverse(&in_scope, e.k), e.text), in_scope)
-            }
-            Demonstrations::None => (build(taxonomy, &[], e.text), Vec::new()),
-            Demonstrations::Fixed(d) => (build(taxonomy, d, e.text), d.clone()),
-        };
-        Stages { request, subcategory: two_stage.then_some(pool), k: e.k }
-    }
-
-    /// Send `request`; when the reply does not pass `parse`, send one repair request.
-    /// Counts every request and its tokens into `result`. `Err` is the review reason.
-    async fn ask<T>(
-        &self,
-        result: &mut TicketResult,
-        llm: &dyn LlmClient,
-        request: &LlmRequest,
-        parse: impl Fn(&str, bool) -> Result<T, Vec<String>>,
-    ) -> Result<(T, LlmResponse), ReviewReason> {
-        tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
-        let llm_error = |e: crate::llm::LlmError| ReviewReason::new(ReviewKind::Llm(e.kind()), e.to_string());
-        result.llm_calls += 1;
-        let first = llm.complete(request).await.map_err(llm_error)?;
-        result.usage += first.usage;
-        match parse(&first.text, false) {
-            Ok(a) => Ok((a, first)),
-            Err(problems) => {
-                tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
-                let repair = repair_request(request, &first.text, &problems);
-                result.llm_calls += 1;
-                let second = llm.complete(&repair).await.map_err(llm_error)?;
-                result.usage += second.usage;
-                match parse(&second.text, true) {
-                    Ok(a) => Ok((a, second)),
-                    Err(p) => Err(ReviewReason::new(
-                        ReviewKind::InvalidAnswer,
-                        format!("after one repair attempt: {}", p.join("; ")),
-                    )),
-                }
-            }
-        }
-    }
-
-    /// Ask the LLM (both stages with two-stage prompts). With two stages, the second
-    /// request (the chosen category's subcategories) only decides the subcategory:
-    /// when it fails, the category stands, the subcategory of the nearest example of
-    /// that category is the suggestion and the ticket goes to review.
-    async fn ask_llm(
-        &self,
-        result: &mut TicketResult,
-        llm: &dyn LlmClient,
-        stages: Stages,
-        e: &Evidence<'_>,
-    ) -> LlmOutcome {
-        let taxonomy = &self.meta.taxonomy;
-        result.model = Some(llm.model().to_string());
-        let answer = if stages.subcategory.is_some() {
-            self.ask(result, llm, &stages.request, |t, last| parse_category_answer(t, taxonomy, last)).await
-        } else {
-            self.ask(result, llm, &stages.request, |t, last| parse_answer(t, taxonomy, last)).await
-        };
-        let (mut answer, response) = match answer {
-            Ok(a) => a,
-            Err(reason) => return LlmOutcome::Failed(reason),
-        };
-        let label_probability = decide::label_probability(&response);
-        let mut subcategory_failure = None;
-        let sub_request = stages
-            .subcategory
-            .as_deref()
-            .and_then(|pool| build_subcategory_request(taxonomy, &answer.category, pool, stages.k, e.text));
-        if let (Some(request), Some(pool)) = (sub_request, stages.subcategory.as_deref()) {
-            let category = answer.category.clone();
-            match self.ask(result, llm, &request, |t, _| parse_subcategory_answer(t, taxonomy, &category)).await {
-                Ok((sub, _)) => answer.merge_subcategory(sub),
-                Err(reason) => {
-                    let key = label_key(&category);
-                    answer.subcategory =
-                        pool.iter().find(|x| label_key(&x.example.label) == key).and_then(|x| x.example.subcategory.clone());
-                    if matches!(reason.kind, ReviewKind::Llm(_)) {
-                        result.error = Some(reason.to_string());
-                    }
-                    let suggested = match &answer.subcategory {
-                        Some(s) => format!("; suggested {s}, the nearest {category} example's"),
-                        None => String::new(),
-                    };
-                    subcategory_failure =
-                        Some(ReviewReason::new(ReviewKind::Subcategory, format!("{reason}{suggested}")));
-                }
-            }
-        }
-        LlmOutcome::Answered { answer, label_probability, subcategory_failure }
     }
 }
 

@@ -8,7 +8,7 @@ use toml::Value;
 /// Known keys per table: `""` is the top level, `categories` each `[[categories]]`,
 /// `categories.subcategories` each `[[categories.subcategories]]`.
 const KEYS: &[(&str, &[&str])] = &[
-    ("", &["name", "version", "description", "min_confidence", "rules", "categories", "urgency", "out_of_scope_labels", "derived"]),
+    ("", &["name", "version", "description", "min_confidence", "rules", "categories", "urgency", "out_of_scope_labels", "priority", "derived"]),
     ("categories", &["name", "description", "subcategories"]),
     ("categories.subcategories", &["name", "description"]),
     ("urgency", &["name", "description"]),
@@ -57,6 +57,31 @@ fn walk(v: &Value, table: &str, shown: &str, out: &mut Vec<String>) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Every key the taxonomy struct writes is a known key: a field added to the
+    /// struct without its entry in `KEYS` fails here, not in a user's file.
+    #[test]
+    fn every_field_of_the_struct_is_a_known_key() {
+        use crate::taxonomy::{Category, Subcategory, Taxonomy, UrgencyLevel};
+        let t = Taxonomy {
+            name: "t".into(),
+            version: "1".into(),
+            description: "d".into(),
+            min_confidence: Some(0.7),
+            rules: vec!["r".into()],
+            categories: vec![Category {
+                name: "A".into(),
+                description: "a".into(),
+                subcategories: vec![Subcategory { name: "s".into(), description: "s".into() }],
+            }],
+            urgency: vec![UrgencyLevel { name: "High".into(), description: "h".into() }],
+            out_of_scope_labels: vec!["oos".into()],
+            priority: vec!["A".into()],
+            derived: true,
+        };
+        let doc = Value::try_from(&t).unwrap();
+        assert_eq!(unknown_keys(&doc), Vec::<String>::new(), "{doc}");
+    }
 
     #[test]
     fn typos_are_named_with_the_nearest_key() {
