@@ -39,13 +39,7 @@ started=$(date +%s)
 for ds in $datasets; do
     # In-scope rows only (CLINC150's out-of-scope rows have no right label).
     for side in train test; do
-        python3 - "$data/$ds/$side.jsonl" "$work/$ds-$side.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
-    for line in src:
-        if not json.loads(line).get("is_oos"):
-            out.write(line)
-PY
+        in_scope_rows "$data/$ds/$side.jsonl" "$work/$ds-$side.jsonl"
     done
     "$bin" index "$work/$ds-train.jsonl" --collection "$ds" >"$work/$ds-index.log" 2>&1
     "$bin" calibrate --collection "$ds" --json >"$work/$ds-fit.json" 2>"$work/$ds-calibrate.log"

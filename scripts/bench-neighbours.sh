@@ -29,13 +29,7 @@ if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-neighbours: work dir $work" >&2;
 export TRIAGE_DATA_DIR="$work/data"
 started=$(date +%s)
 for side in train test; do
-    python3 - "$data/clinc150/$side.jsonl" "$work/clinc-in-$side.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
-    for line in src:
-        if not json.loads(line).get("is_oos"):
-            out.write(line)
-PY
+    in_scope_rows "$data/clinc150/$side.jsonl" "$work/clinc-in-$side.jsonl"
 done
 ev() { local name="$1"; shift; "$bin" eval --methods knn --provider none --report-dir "$work/$name" "$@" >"$work/$name.log" 2>&1; }
 ev banking77 --train "$data/banking77/train.jsonl" --test "$data/banking77/test.jsonl" --calibrate

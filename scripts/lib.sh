@@ -30,3 +30,15 @@ start_sim_llm() {
     echo "the simulated LLM did not start (see $out.err)" >&2
     return 1
 }
+
+# in_scope_rows SRC DST: the JSONL rows of SRC without `"is_oos": true` into DST
+# (CLINC150's out-of-scope rows have no right label).
+in_scope_rows() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
+    for line in src:
+        if not json.loads(line).get("is_oos"):
+            out.write(line)
+PY
+}
