@@ -57,6 +57,16 @@ pub fn describe_neighbours(collection: &str, m: &NeighbourModel, seconds: f64) -
                 st.oos_examples
             );
         }
+        OosRule::Fitted { score } => {
+            let _ = writeln!(
+                s,
+                "  out of scope                an out-of-scope label leads, or the out-of-scope score fitted on the examples is at or above {}: \
+                 {} of {} out-of-scope examples flagged, {flagged} of in-scope ones (held out, out of fold)",
+                score.threshold.map_or("(none within the budget)".to_string(), |t| format!("{t:.2}")),
+                st.oos_flag_recall.map(pct).unwrap_or_default(),
+                st.oos_examples
+            );
+        }
         OosRule::Similarity { min_similarity, quantile } => {
             let _ = writeln!(
                 s,

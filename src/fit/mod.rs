@@ -5,6 +5,7 @@
 //! - [`logistic`]: the multinomial logistic head over the frozen embeddings
 //! - [`isotonic`]: isotonic confidence maps per similarity band, shortcut threshold
 //! - [`neighbours`]: vote + head mixture, its calibration, out-of-scope rule, shortcut
+//! - [`out_of_scope`]: the fitted out-of-scope score and its threshold
 //! - [`secondary`]: when a runner-up label counts as a second issue
 //! - [`arbiter`]: which of the LLM's and the neighbours' labels wins, and with what
 //!   probability, from how each did on held-out examples
@@ -16,6 +17,7 @@ pub mod arbiter;
 pub mod isotonic;
 pub mod logistic;
 pub mod neighbours;
+pub mod out_of_scope;
 pub mod secondary;
 #[cfg(test)]
 mod refusal_tests;

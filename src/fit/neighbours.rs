@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::isotonic::{apply_bands, cross_fitted, fit_bands, shortcut_threshold, Band, BandPoint};
 use super::logistic::LogisticHead;
+use super::out_of_scope::{self, OosScore, Signals};
 use crate::stats::{ece, quantile, share};
 use crate::taxonomy::label_key;
 
@@ -157,6 +158,9 @@ pub enum OosRule {
     /// probability is below this (finer-grained than the calibrated confidence, whose
     /// isotonic map is a step function).
     Examples { min_probability: f32 },
+    /// An out-of-scope label leads the mixture, or the fitted out-of-scope score is at
+    /// or above its threshold ([`super::out_of_scope`]).
+    Fitted { score: OosScore },
 }
 
 /// What fitting measured on the held-out points (cross-fitted where it says so).
@@ -291,6 +295,31 @@ fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
     best
 }
 
+/// The out-of-scope score's view of one ticket: its mixture `m` (over `oos.len()`
+/// labels or more), the head's probabilities, and `(label index, similarity)` of its k
+/// nearest neighbours.
+fn signals(m: &[f32], oos: &[bool], head: Option<&[f32]>, nearest: &[(usize, f32)]) -> Signals {
+    let is_oos = |i: usize| oos.get(i).copied().unwrap_or(false);
+    let in_scope = argmax(m, |i| !is_oos(i)).map_or(0.0, |i| m[i]);
+    let oos_mass: f32 = m.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum();
+    let (head_oos, head_in_scope) = match head {
+        Some(h) => (
+            h.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum(),
+            h.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max),
+        ),
+        None => (oos_mass, in_scope),
+    };
+    let flagged: Vec<(bool, f32)> = nearest.iter().map(|&(i, s)| (is_oos(i), s)).collect();
+    Signals {
+        in_scope,
+        oos: oos_mass,
+        top_similarity: nearest.first().map_or(-1.0, |n| n.1),
+        gap: Signals::gap_of(&flagged),
+        head_oos,
+        head_in_scope,
+    }
+}
+
 /// One held-out point under a mixture weight: the in-scope label and its probability,
 /// and whether the overall leader is an out-of-scope label.
 struct Scored {
@@ -417,7 +446,25 @@ pub fn fit(
     }
     let calibrated: Vec<f32> = band_points.iter().map(|b| apply_bands(&bands, b.score, b.top_similarity)).collect();
     let oos_examples = points.iter().filter(|p| !in_scope_gold(p)).count();
-    let (oos, flags): (OosRule, Vec<bool>) = if oos_examples >= MIN_OOS_POINTS {
+    let fitted_oos = (oos_examples >= MIN_OOS_POINTS).then(|| {
+        let oos_points: Vec<out_of_scope::Point> = points
+            .iter()
+            .zip(&scored)
+            .zip(&votes)
+            .map(|((p, s), v)| out_of_scope::Point {
+                signals: signals(&mix(v, p.head.as_deref(), w, labels.len()), &labels.out_of_scope, p.head.as_deref(), &p.neighbours),
+                top_is_oos: s.top_is_oos,
+                in_scope: in_scope_gold(p),
+                right: s.label == Some(p.gold),
+            })
+            .collect();
+        out_of_scope::fit(&oos_points, settings.oos_cost_budget)
+    });
+    let (oos, flags): (OosRule, Vec<bool>) = if let Some(Ok(f)) = fitted_oos {
+        (OosRule::Fitted { score: f.score }, f.flags)
+    } else if oos_examples >= MIN_OOS_POINTS {
+        // The score could not be fitted (one side only in a fold): a threshold on the
+        // in-scope probability alone.
         let data: Vec<(f32, bool, bool, bool)> = points
             .iter()
             .zip(&scored)
@@ -502,9 +549,11 @@ pub fn fit(
 
 impl NeighbourModel {
     /// The neighbours' answer for a ticket: its vote (`(label, share)` of the k nearest
-    /// examples), its nearest similarity and the head's probabilities (from
-    /// [`Self::head`], `None` when there is no head or it could not run).
-    pub fn judge(&self, shares: &[(String, f32)], top_similarity: f32, head: Option<&[f32]>) -> Judgement {
+    /// examples), `(label, similarity)` of those k nearest (most similar first) and the
+    /// head's probabilities (from [`Self::head`], `None` when there is no head or it
+    /// could not run).
+    pub fn judge(&self, shares: &[(String, f32)], nearest: &[(&str, f32)], head: Option<&[f32]>) -> Judgement {
+        let top_similarity = nearest.first().map_or(-1.0, |n| n.1);
         // Labels the vote has but the model does not know (examples added since the
         // fit) are appended: the vote speaks for them, the head cannot.
         let mut names: Vec<String> = self.labels.names.clone();
@@ -539,6 +588,16 @@ impl NeighbourModel {
             (_, OosRule::Examples { min_probability }) if probability < *min_probability => Some(format!(
                 "out_of_scope: the best in-scope label has probability {probability:.3}, below the threshold {min_probability:.3} fitted on the collection's out-of-scope examples"
             )),
+            (_, OosRule::Fitted { score }) => {
+                let near: Vec<(usize, f32)> =
+                    nearest.iter().filter_map(|(l, s)| index.get(&label_key(l)).map(|i| (*i, *s))).collect();
+                let sig = signals(&m, &oos, head, &near);
+                score.flags(&sig).map(|z| format!(
+                    "out_of_scope: the out-of-scope score {z:.2} is at or above the threshold {:.2} fitted on the collection's out-of-scope examples (best in-scope label probability {probability:.3}, out-of-scope mass {:.3})",
+                    score.threshold.unwrap_or(z),
+                    sig.oos
+                ))
+            }
             _ => None,
         };
         let label = label.map(|i| names[i].clone());

@@ -31,7 +31,7 @@ fn sixty_examples_keep_raw_confidences_and_no_shortcut() {
     assert!(m.stats.refused[0].contains(&format!("60 held-out examples, at least {MIN_CALIBRATION_POINTS} needed")));
     assert!(m.stats.refused[1].starts_with("knn-shortcut"));
     // The raw probability is the confidence.
-    let j = m.judge(&[("a".into(), 0.7), ("b".into(), 0.3)], 0.8, None);
+    let j = m.judge(&[("a".into(), 0.7), ("b".into(), 0.3)], &[("a", 0.8), ("b", 0.7)], None);
     assert!((j.confidence - j.probability).abs() < 1e-6, "{j:?}");
 }
 

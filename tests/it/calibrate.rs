@@ -32,7 +32,8 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert!(stdout(&text).contains("refused                     confidence map: its cross-fitted ECE"), "{}", stdout(&text));
     // The corpus's "Not Support" examples are out-of-scope negatives: the rule is fitted on them.
     assert_eq!(n["labels"]["out_of_scope"].as_array().unwrap().iter().filter(|b| b.as_bool().unwrap()).count(), 1);
-    assert_eq!(n["oos"]["rule"], "examples", "{}", n["oos"]);
+    assert_eq!(n["oos"]["rule"], "fitted", "{}", n["oos"]);
+    assert_eq!(n["oos"]["score"]["weights"].as_array().unwrap().len(), 8, "{}", n["oos"]);
     assert_eq!(n["stats"]["oos_examples"], 30);
     assert_eq!(n["head_info"]["examples"], saas_examples());
     let (vote, mixed) = (n["stats"]["vote_accuracy"].as_f64().unwrap(), n["stats"]["mixed_accuracy"].as_f64().unwrap());

@@ -111,7 +111,8 @@ async fn out_of_scope_examples_are_retrieved_but_never_an_answer() {
         let p: Value = serde_json::from_str(line).unwrap();
         assert_ne!(p["predicted"], "card_arrival", "an out-of-scope label is never an answer: {p}");
     }
-    assert_eq!(report["calibrations"][0]["oos"]["rule"], "examples");
+    assert_eq!(report["calibrations"][0]["oos"]["rule"], "fitted", "the out-of-scope score fitted on the examples");
+    assert!(report["calibrations"][0]["oos"]["score"]["threshold"].is_number(), "{}", report["calibrations"][0]["oos"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
