@@ -19,8 +19,9 @@
 #     model load, collection open, one ticket, exit), median of BENCH_STARTUP_RUNS runs.
 #  5. fitted: `triage calibrate` (leave-one-out votes, the logistic head cross-fitted on 5
 #     folds and once on everything), timed; then classify and single-ticket latency again
-#     with the fitted head and calibration (the extra per-ticket work: the head's matrix
-#     product and the mixture).
+#     with the fitted head and calibration. bench-latency also times the fit's own per-ticket
+#     work alone ("fit_alone": the head's probabilities, the mixture, calibration and the
+#     out-of-scope score), since the difference of two noisy p50s cannot resolve 0.2 ms.
 #
 # Installs what it needs: models (scripts/setup.sh), the release build, a venv
 # .venv-bench with pinned onnxruntime/numpy/tokenizers, and GNU time (apt) if missing.
@@ -142,7 +143,8 @@ out = {
         "accuracy": round(accuracy, 4),
         "wall_seconds": round(triage_wall, 2),
         "single_ticket_latency_ms": {"tickets": lat["tickets"], "classify": lat["classify"],
-                                     "embed": lat["embed"], "search": lat["search"]},
+                                     "embed": lat["embed"], "search": lat["search"],
+                                     "lang": lat.get("lang")},
         "startup": {
             "what": "triage classify --provider none on one ticket: process start to exit (model load, collection open, one ticket)",
             "median_seconds": statistics.median(s["wall_seconds"] for s in startup),
@@ -161,7 +163,9 @@ out = {
         "held_out": fitted["stats"],
         "classify_wall_seconds": cls2_t["wall_seconds"],
         "accuracy": round(accuracy_fit, 4),
-        "single_ticket_latency_ms": {"classify": lat_fit["classify"], "embed": lat_fit["embed"], "search": lat_fit["search"]},
+        "single_ticket_latency_ms": {"classify": lat_fit["classify"], "embed": lat_fit["embed"], "search": lat_fit["search"],
+                                     "lang": lat_fit.get("lang"),
+                                     "fit_alone": lat_fit.get("fit")},
     },
     "reference": {
         "what": "python onnxruntime + tokenizers + numpy, batches of 32 in file order, brute-force cosine (scripts/bench_reference.py)",
@@ -178,6 +182,10 @@ out["targets"]["ratio_met"] = out["ratio_triage_to_reference_wall"] <= 0.8
 out["targets"]["same_accuracy"] = abs(out["triage"]["accuracy"] - ref["accuracy"]) <= 0.002
 out["targets"]["p50_met"] = lat["classify"]["p50_ms"] <= 5.0
 out["targets"]["p50_fitted_met"] = lat_fit["classify"]["p50_ms"] <= 5.0
+out["targets"]["fit_per_ticket_p50_ms_at_most"] = 0.2
+out["targets"]["fit_per_ticket_met"] = (lat_fit.get("fit") or {}).get("p50_ms", 1e9) <= 0.2
+out["targets"]["ratio_issue_18_at_most"] = 0.5
+out["targets"]["ratio_issue_18_met"] = out["ratio_triage_to_reference_wall"] <= 0.5
 out["targets"]["head_fit_at_most_seconds"] = 30
 out["targets"]["head_fit_met"] = (fitted.get("head_info") or {}).get("seconds", 1e9) <= 30
 print(json.dumps(out, indent=2))

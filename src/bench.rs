@@ -50,6 +50,11 @@ pub struct LatencyReport {
     pub embed: Percentiles,
     /// The retrieval step alone (k * 3 candidates with payloads), one query per call.
     pub search: Percentiles,
+    /// Language detection alone ([`crate::lang::assess`] with the model's coverage).
+    pub lang: Percentiles,
+    /// With a fitted model at this k: the head's probabilities and `judge` (mixture,
+    /// calibration, out-of-scope score) alone.
+    pub fit: Option<Percentiles>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -98,10 +103,37 @@ pub async fn latency(
     let collection = classifier.meta().name.clone();
     let limit = classifier.options().k.max(1) * 3;
     let mut search = Vec::with_capacity(texts.len());
+    let mut hits = Vec::with_capacity(texts.len());
     for v in &vectors {
         let t = Instant::now();
-        store.search(&collection, v, limit, None).await?;
+        let h = store.search(&collection, v, limit, None).await?;
         search.push(ms(t));
+        hits.push(h);
+    }
+
+    // The fitted model's own per-ticket work: the head's probabilities and the mixture,
+    // calibration and out-of-scope score (the vote it mixes is computed outside the timer).
+    let k = classifier.options().k.max(1);
+    let fit = classifier.fitted().map(|f| &f.neighbours).filter(|m| m.k == k).map(|m| {
+        let mut times = Vec::with_capacity(texts.len());
+        for (v, h) in vectors.iter().zip(&hits) {
+            let nearest = &h[..h.len().min(k)];
+            let Some(vote) = crate::knn::vote_with(nearest, m.vote_temperature) else { continue };
+            let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
+            let t = Instant::now();
+            let head = m.head.as_ref().and_then(|h| h.predict_proba(v).ok());
+            std::hint::black_box(m.judge(&vote.shares, &near, head.as_deref()));
+            times.push(ms(t));
+        }
+        Percentiles::of(&times)
+    });
+
+    let coverage = embedder.coverage();
+    let mut lang = Vec::with_capacity(texts.len());
+    for text in texts {
+        let t = Instant::now();
+        std::hint::black_box(crate::lang::assess(text, coverage.as_deref()));
+        lang.push(ms(t));
     }
 
     Ok(LatencyReport {
@@ -112,6 +144,8 @@ pub async fn latency(
         classify: Percentiles::of(&classify),
         embed: Percentiles::of(&embed),
         search: Percentiles::of(&search),
+        lang: Percentiles::of(&lang),
+        fit,
     })
 }
 

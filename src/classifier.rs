@@ -265,7 +265,7 @@ impl Classifier {
             let vector = slot.map(|i| vectors[i].clone());
             async move {
                 let started = Instant::now();
-                let mut r = self.classify_prepared(&ticket, vector, started, options).await;
+                let mut r = self.classify_prepared(&ticket, vector, None, started, options).await;
                 if r.error.is_none() {
                     // The batch embedding time is shared: attribute it to each ticket.
                     r.latency_ms = ((r.latency_ms + embed_ms) * 100.0).round() / 100.0;
@@ -283,23 +283,27 @@ impl Classifier {
     /// `classify` with options other than the classifier's defaults.
     pub async fn classify_with(&self, ticket: &Ticket, options: &ClassifyOptions) -> TicketResult {
         let started = Instant::now();
-        let vector = match &ticket.text {
-            Ok(s) if crate::input::blank_reason(s).is_none() => Some(
-                self.embedder
-                    .embed(vec![s.clone()])
-                    .await
+        let (vector, language) = match &ticket.text {
+            Ok(s) if crate::input::blank_reason(s).is_none() => {
+                // The embedding job is queued on the first poll and runs on an embedder
+                // thread; the language is detected on this one meanwhile.
+                let embed = self.embedder.embed(vec![s.clone()]);
+                let (v, language) = tokio::join!(embed, async { lang::assess(s, self.coverage.as_deref()) });
+                let v = v
                     .map_err(|e| e.to_string())
-                    .and_then(|mut v| v.pop().ok_or_else(|| "the embedder returned nothing".to_string())),
-            ),
-            _ => None,
+                    .and_then(|mut v| v.pop().ok_or_else(|| "the embedder returned nothing".to_string()));
+                (Some(v), Some(language))
+            }
+            _ => (None, None),
         };
-        self.classify_prepared(ticket, vector, started, options).await
+        self.classify_prepared(ticket, vector, language, started, options).await
     }
 
     async fn classify_prepared(
         &self,
         ticket: &Ticket,
         vector: Option<Result<Vec<f32>, String>>,
+        language: Option<Assessment>,
         started: Instant,
         options: &ClassifyOptions,
     ) -> TicketResult {
@@ -316,7 +320,7 @@ impl Classifier {
             Some(Err(e)) => return TicketResult::failed(&ticket.id, e, started),
             None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
         };
-        let evidence = match self.evidence(ticket, text, &vector, options).await {
+        let evidence = match self.evidence(ticket, text, &vector, language, options).await {
             Ok(e) => e,
             Err(e) => return TicketResult::failed(&ticket.id, e, started),
         };
@@ -366,6 +370,7 @@ impl Classifier {
         ticket: &Ticket,
         text: &'a str,
         vector: &[f32],
+        language: Option<Assessment>,
         options: &ClassifyOptions,
     ) -> Result<Evidence<'a>, String> {
         let k = options.k.max(1);
@@ -392,12 +397,15 @@ impl Classifier {
         let head = model.and_then(|m| m.head.as_ref()).and_then(|h| h.predict_proba(vector).ok());
         let taxonomy = &self.meta.taxonomy;
         let judgement = match model {
-            Some(m) => m.judge(&vote.shares, vote.top_score, head.as_deref()),
+            Some(m) => {
+                let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
+                m.judge(&vote.shares, &near, head.as_deref())
+            }
             None => Judgement::from_vote(&vote.shares, |l| taxonomy.is_out_of_scope(l)),
         };
         Ok(Evidence {
             text,
-            language: lang::assess(text, self.coverage.as_deref()),
+            language: language.unwrap_or_else(|| lang::assess(text, self.coverage.as_deref())),
             vote,
             judgement,
             model,

@@ -3,6 +3,7 @@
 //! concurrent requests share, and (test builds only) a deterministic hashing embedder.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use async_trait::async_trait;
@@ -233,17 +234,70 @@ pub fn init_onnx_runtime(models_dir: &Path) -> Result<(), EmbedError> {
 
 type Job = (Vec<String>, oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>);
 
+/// An `embed` call of at most this many texts, made while no other call is in flight,
+/// runs on the solo session (see [`FastEmbedder`]).
+const SOLO_MAX_TEXTS: usize = 4;
+
+/// Counts `embed` calls in flight; the guard gives its place back when dropped (also
+/// when the caller stops waiting).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// fastembed on dedicated threads (never on an async runtime worker). `embed` calls
 /// are cut into jobs of at most `CHUNK` texts that queue on one channel; each worker
 /// holds its own model session (by default one single-threaded worker per core: ONNX
 /// Runtime spreads a one-text call poorly over two threads, two sessions keep both cores
 /// busy) and takes one job at a time: small jobs one text per model call, full jobs
 /// sorted by token count in calls of `BULK_MODEL_BATCH` (see [`model_batch`]).
+///
+/// A lone ticket leaves all but one core idle on such a session, so when the pool's
+/// sessions use fewer threads than there are cores, one more **solo** session uses them
+/// all, and a small call made while no other call is in flight goes to it: a single
+/// ticket's latency without oversubscribing the cores under concurrent load (then the
+/// pool takes the calls). `TRIAGE_EMBED_SOLO=0` turns it off.
 pub struct FastEmbedder {
     name: String,
     dim: usize,
     tx: mpsc::Sender<Job>,
+    solo: Option<Solo>,
+    in_flight: AtomicUsize,
     coverage: Option<Arc<crate::lang::Coverage>>,
+}
+
+struct Solo {
+    tx: mpsc::Sender<Job>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The solo session runs only while no other call is in flight, so its threads may
+/// busy-wait between the model's many small operators (`TRIAGE_SOLO_SPIN=0`: not).
+fn solo_spinning() -> &'static str {
+    match std::env::var("TRIAGE_SOLO_SPIN").as_deref() {
+        Ok("0") | Ok("false") => "0",
+        _ => "1",
+    }
+}
+
+fn solo_wanted() -> bool {
+    !matches!(std::env::var("TRIAGE_EMBED_SOLO").as_deref(), Ok("0") | Ok("false"))
+}
+
+fn spawn_worker(
+    n: &str,
+    model: fastembed::TextEmbedding,
+    pref: Option<usize>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+) -> Result<(), EmbedError> {
+    std::thread::Builder::new()
+        .name(format!("embedder-{n}"))
+        .spawn(move || worker(model, pref, &rx))
+        .map(|_| ())
+        .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))
 }
 
 impl FastEmbedder {
@@ -265,7 +319,7 @@ impl FastEmbedder {
         let mut dim = 0;
         let mut coverage = None;
         for n in 0..workers {
-            let mut model = build_model(source, models_dir, threads)?;
+            let mut model = build_model(source, models_dir, threads, ort_spinning())?;
             if coverage.is_none() {
                 let words = model
                     .tokenizer
@@ -284,17 +338,42 @@ impl FastEmbedder {
             if dim == 0 {
                 return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
             }
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("embedder-{n}"))
-                .spawn(move || worker(model, pref, &rx))
-                .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))?;
+            spawn_worker(&n.to_string(), model, pref, Arc::clone(&rx))?;
         }
-        Ok(FastEmbedder { name: source.name().to_string(), dim, tx, coverage })
+        // The solo session is built on its own thread, off the start-up path: until it is
+        // ready (or if it cannot be built), the pool takes every call.
+        let solo = (threads < cores && solo_wanted()).then(|| {
+            let (solo_tx, solo_rx) = mpsc::channel::<Job>();
+            let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (source, models_dir, flag) = (source.clone(), models_dir.to_path_buf(), Arc::clone(&ready));
+            let spawned = std::thread::Builder::new().name("embedder-solo".into()).spawn(move || {
+                match build_model(&source, &models_dir, cores, solo_spinning()) {
+                    Ok(model) => {
+                        flag.store(true, Ordering::Release);
+                        worker(model, pref, &Mutex::new(solo_rx));
+                    }
+                    Err(e) => tracing::warn!("no solo embedding session ({e}); single tickets use the pool"),
+                }
+            });
+            spawned.ok().map(|_| Solo { tx: solo_tx, ready })
+        });
+        Ok(FastEmbedder {
+            name: source.name().to_string(),
+            dim,
+            tx,
+            solo: solo.flatten(),
+            in_flight: AtomicUsize::new(0),
+            coverage,
+        })
     }
 }
 
-fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Result<fastembed::TextEmbedding, EmbedError> {
+fn build_model(
+    source: &ModelSource,
+    models_dir: &Path,
+    threads: usize,
+    spin: &str,
+) -> Result<fastembed::TextEmbedding, EmbedError> {
     match source {
         ModelSource::Local { dir, .. } => {
             let read = |f: &str| {
@@ -312,7 +391,7 @@ fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Resul
             let opts = fastembed::InitOptionsUserDefined::new()
                 .with_max_length(256)
                 .with_intra_threads(threads)
-                .with_session_config("session.intra_op.allow_spinning", ort_spinning());
+                .with_session_config("session.intra_op.allow_spinning", spin);
             fastembed::TextEmbedding::try_new_from_user_defined(model, opts)
                 .map_err(|e| EmbedError::Setup(format!("cannot load the model in {}: {e}", dir.display())))
         }
@@ -321,7 +400,7 @@ fn build_model(source: &ModelSource, models_dir: &Path, threads: usize) -> Resul
                 .with_cache_dir(models_dir.join("fastembed-cache"))
                 .with_show_download_progress(false)
                 .with_intra_threads(threads)
-                .with_session_config("session.intra_op.allow_spinning", ort_spinning());
+                .with_session_config("session.intra_op.allow_spinning", spin);
             fastembed::TextEmbedding::try_new(opts).map_err(|e| {
                 EmbedError::Setup(format!("cannot load hub model {name} (needs internet on first use): {e}"))
             })
@@ -389,6 +468,14 @@ impl Embedder for FastEmbedder {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
+        }
+        let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+        let _in_flight = InFlight(&self.in_flight);
+        let solo = self.solo.as_ref().filter(|s| alone && texts.len() <= SOLO_MAX_TEXTS && s.ready.load(Ordering::Acquire));
+        if let Some(solo) = solo {
+            let (reply, rx) = oneshot::channel();
+            solo.tx.send((texts, reply)).map_err(|_| EmbedError::WorkerGone)?;
+            return rx.await.map_err(|_| EmbedError::WorkerGone)?;
         }
         // Cut into jobs of CHUNK texts, all queued at once, so every worker takes a share.
         // Bulk calls are ordered by length first (characters: a cheap stand-in for
