@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::corpus::{self, Format, Row};
@@ -17,6 +16,7 @@ use crate::embed::Embedder;
 use crate::example::{Example, ExamplePoint};
 use crate::store::{now_secs, CollectionMeta, ExampleStore};
 use crate::taxonomy::Taxonomy;
+use crate::progress::Progress;
 use crate::Error;
 
 /// Which input columns hold what.
@@ -316,7 +316,7 @@ pub async fn index_corpus(
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn ExampleStore>,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
 ) -> Result<IndexReport, Error> {
     let started = std::time::Instant::now();
     let labels: BTreeSet<String> = corpus.examples.iter().map(|e| e.label.clone()).collect();
@@ -389,7 +389,6 @@ pub async fn index_corpus(
 
     // Similar lengths in one batch: the embedder pads each batch to its longest text.
     examples.sort_by_key(|e| e.text.len());
-    progress.set_length(examples.len() as u64);
     let stats_before = crate::embed::embed_stats();
     let mut timings = IndexTimings::default();
     let (indexed, unchanged) =
@@ -406,7 +405,6 @@ pub async fn index_corpus(
         store.finish_indexing(collection).await?;
         timings.optimize_seconds = t.elapsed().as_secs_f64();
     }
-    progress.finish_and_clear();
     let s = crate::embed::embed_stats();
     timings.embedding = crate::embed::EmbedStats {
         texts: s.texts - stats_before.texts,
@@ -456,7 +454,7 @@ pub async fn upsert_examples(
     embedder: &dyn Embedder,
     store: &dyn ExampleStore,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
 ) -> Result<(usize, usize), Error> {
     upsert_examples_timed(examples, collection, embedder, store, batch_size, progress, &mut IndexTimings::default()).await
 }
@@ -473,13 +471,15 @@ async fn upsert_examples_timed(
     embedder: &dyn Embedder,
     store: &dyn ExampleStore,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
     timings: &mut IndexTimings,
 ) -> Result<(usize, usize), Error> {
     let mut indexed = 0;
     let mut unchanged = 0;
     // The previous batch's write, still running.
     let mut pending: Option<PendingWrite<'_>> = None;
+    let mut done = 0;
+    progress("", done, examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
         let t = std::time::Instant::now();
         let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
@@ -513,7 +513,8 @@ async fn upsert_examples_timed(
                 Ok(t.elapsed().as_secs_f64())
             }));
         }
-        progress.inc(chunk.len() as u64);
+        done += chunk.len();
+        progress("", done, examples.len());
     }
     if let Some(write) = pending {
         timings.upsert_seconds += write.await?;

@@ -23,6 +23,7 @@
 //! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
 //! - [`stats`]: shares, percentiles, quantiles, ECE shared by evaluation and fitting
+//! - [`progress`]: the progress callback of long library steps (indexing, calibration)
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
 
@@ -46,6 +47,7 @@ pub mod knn;
 pub mod lang;
 pub mod llm;
 pub mod output;
+pub mod progress;
 pub mod prompt;
 pub mod result;
 pub mod secondary;

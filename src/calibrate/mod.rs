@@ -68,8 +68,7 @@ impl Default for HeadSettings {
     }
 }
 
-/// Progress of a long step: its name, done, total.
-pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+pub use crate::progress::Progress;
 
 /// Every stored example with its vector, in point-id order.
 pub async fn load_points(store: &dyn ExampleStore, collection: &str) -> Result<Vec<ExamplePoint>, StoreError> {

@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -383,7 +382,7 @@ pub async fn add_examples(
         state.embedder.as_ref(),
         state.store.as_ref(),
         256,
-        &ProgressBar::hidden(),
+        &crate::progress::silent,
     )
     .await?;
     state.invalidate(&collection).await;
