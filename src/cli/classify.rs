@@ -10,9 +10,10 @@ use clap::Args;
 
 use super::progress::progress_bar;
 use super::{fields, store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
-use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
+use crate::classifier::{Classifier, ClassifyOptions, Ticket};
 use crate::config;
 use crate::output::{self, OutputFormat};
+use crate::progress::on_bar;
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -60,7 +61,6 @@ fn parse_filter_entry(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected FIELD=VALUE, got {s:?}")),
     }
 }
-
 
 /// Tickets from the command line and/or the input file, in order.
 fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
@@ -114,46 +114,8 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = progress_bar("classifying");
-    bar.set_length(tickets.len() as u64);
-    let total = tickets.len();
-    let mut all: Vec<TicketResult> = Vec::new();
-    let mut failed = 0usize;
-    let mut all_written = 0usize;
-    // Chunks keep memory flat on big inputs and let JSONL stream out as it is ready.
-    // Each chunk is embedded in one call, sorted by length: bigger chunks mean less
-    // padding (BANKING77 test: 48k tokens computed in one chunk, 63k in chunks of 512).
-    const CHUNK: usize = 4096;
-    let started = std::time::Instant::now();
-    let mut rest = tickets;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(CHUNK));
-        let chunk = std::mem::replace(&mut rest, tail);
-        let n = chunk.len() as u64;
-        let results = classifier.classify_batch(chunk, args.concurrency).await;
-        failed += results.iter().filter(|r| r.failed_hard()).count();
-        bar.inc(n);
-        let written = results.len();
-        match format {
-            OutputFormat::Jsonl => output::write_jsonl(&mut out, &results)?,
-            OutputFormat::Csv => output::write_csv(&mut out, &results, all_written == 0)?,
-            _ => all.extend(results),
-        }
-        all_written += written;
-    }
+    let failed = output::classify_into(&classifier, tickets, args.concurrency, format, &mut out, &on_bar(&bar)).await?;
     bar.finish_and_clear();
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        embedding = ?crate::embed::embed_stats(),
-        "classified {total} tickets (the rest of the time is retrieval, vote and output)"
-    );
-    match format {
-        OutputFormat::Jsonl | OutputFormat::Csv => {}
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &all)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Table => output::write_table(&mut out, &all)?,
-    }
     out.flush()?;
     if failed > 0 {
         eprintln!("{failed} ticket(s) failed; their results carry \"error\" and needs_review");

@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::{store_settings, CommonArgs};
 use crate::config;
+use crate::store::summary::{self, Listing};
 
 #[derive(Debug, Subcommand)]
 pub enum CollectionsCommand {
@@ -30,43 +31,11 @@ pub enum CollectionsCommand {
 }
 
 
-#[derive(serde::Serialize)]
-struct CollectionRow {
-    name: String,
-    backend: String,
-    embedding_model: String,
-    dim: usize,
-    /// `None` when the embedded store is held by another process.
-    examples: Option<usize>,
-}
-
 pub async fn run(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Result<u8> {
-    use crate::store::{label_counts, StoreError};
     let store = config::open_store(&store_settings(common))?;
     match cmd {
         CollectionsCommand::List { json } => {
-            let mut rows = Vec::new();
-            let mut locked = None;
-            for name in store.list_collections().await? {
-                let Some(meta) = store.get_meta(&name).await? else { continue };
-                // Names and models come from metadata; counting opens the store, which
-                // another process may hold.
-                let examples = match store.count(&name).await {
-                    Ok(n) => Some(n),
-                    Err(StoreError::Locked(msg)) => {
-                        locked = Some(msg);
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                rows.push(CollectionRow {
-                    name,
-                    backend: store.backend().into(),
-                    embedding_model: meta.embedding_model,
-                    dim: meta.dim,
-                    examples,
-                });
-            }
+            let Listing { collections: rows, locked } = summary::list(store.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
@@ -84,34 +53,19 @@ pub async fn run(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Result
             Ok(0)
         }
         CollectionsCommand::Info { name, json } => {
-            let meta = store.require_meta(&name).await?;
-            let examples = store.count(&name).await?;
-            let per_label = label_counts(store.as_ref(), &name).await?;
-            let indexes = store.payload_indexes(&name).await?;
+            let info = summary::info(store.as_ref(), &name).await?;
             if json {
-                let v = serde_json::json!({
-                    "name": meta.name,
-                    "backend": store.backend(),
-                    "embedding_model": meta.embedding_model,
-                    "dim": meta.dim,
-                    "examples": examples,
-                    "examples_per_label": per_label,
-                    "filter_fields": meta.filter_fields(),
-                    "payload_indexes": indexes,
-                    "taxonomy": meta.taxonomy,
-                    "created_at": meta.created_at,
-                    "updated_at": meta.updated_at,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                println!("collection:      {}", meta.name);
-                println!("backend:         {}", store.backend());
-                println!("embedding model: {} ({} dims)", meta.embedding_model, meta.dim);
-                println!("examples:        {examples}");
-                println!("filter fields:   {}", meta.filter_fields().join(", "));
+                let indexes = &info.payload_indexes;
+                println!("collection:      {}", info.name);
+                println!("backend:         {}", info.backend);
+                println!("embedding model: {} ({} dims)", info.embedding_model, info.dim);
+                println!("examples:        {}", info.examples);
+                println!("filter fields:   {}", info.filter_fields.join(", "));
                 println!("payload indexes: {}", if indexes.is_empty() { "-".into() } else { indexes.join(", ") });
-                println!("taxonomy:        {} ({} categories)", meta.taxonomy.name, meta.taxonomy.categories.len());
-                for (label, n) in &per_label {
+                println!("taxonomy:        {} ({} categories)", info.taxonomy.name, info.taxonomy.categories.len());
+                for (label, n) in &info.examples_per_label {
                     println!("  {label:<30} {n:>7}");
                 }
             }

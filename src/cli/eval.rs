@@ -1,6 +1,5 @@
 //! `triage eval`: compare methods, models and k on labeled tickets (logic in [`crate::eval`]).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -99,10 +98,6 @@ pub struct EvalArgs {
 }
 
 
-fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
-}
-
 pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     use crate::eval::{self, EvalConfig, Prices, TrainSource};
     anyhow::ensure!(!args.k.is_empty() && args.k.iter().all(|k| *k >= 1), "--k values must be at least 1");
@@ -195,44 +190,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>6} {:>9}",
-        "method", "model", "k", "accuracy", "macro-F1", "review", "selective", "ECE", "gold@k", "calls", "skip", "p50 ms"
-    )?;
-    for r in &rows {
-        writeln!(
-            out,
-            "{:<15} {:<20} {:>3} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>6} {:>6} {:>9}",
-            r.method,
-            r.model.as_deref().unwrap_or("-"),
-            r.k,
-            pct(r.accuracy),
-            pct(r.macro_f1),
-            pct(r.needs_review_rate),
-            pct(r.selective_accuracy),
-            pct(r.ece),
-            pct(r.gold_in_top_k),
-            r.llm_calls_sent,
-            r.llm_skip_rate.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
-            r.latency_ms_p50.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
-        )?;
-    }
-    // One line per reason: "no LLM configured" once, with the methods it skipped.
-    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
-    for s in &evaluation.skipped {
-        match reasons.iter_mut().find(|(r, _)| *r == s.reason) {
-            Some((_, methods)) => methods.push(s.method),
-            None => reasons.push((&s.reason, vec![s.method])),
-        }
-    }
-    for (reason, methods) in reasons {
-        writeln!(out, "skipped {}: {reason}", methods.join(", "))?;
-    }
-    for p in paths {
-        writeln!(out, "wrote {}", p.display())?;
-    }
+    eval::report::table::write(&mut std::io::stdout().lock(), &rows, &evaluation.skipped, &paths)?;
     Ok(0)
 }
 

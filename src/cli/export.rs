@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::{store_settings, CommonArgs};
 use crate::config;
+use crate::store::transfer;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -24,27 +24,10 @@ pub async fn run(common: &CommonArgs, args: ExportArgs) -> anyhow::Result<u8> {
     // Before the header is written: a refused export leaves nothing on stdout.
     store.claim()?;
     let report = match &args.output {
-        Some(path) => {
-            // Written next to the target and renamed, so a failed export leaves no partial file.
-            let tmp = path.with_extension("export-tmp");
-            let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            let mut out = std::io::BufWriter::new(file);
-            let report = crate::store::transfer::export(store.as_ref(), &args.collection, &mut out).await;
-            drop(out);
-            match report {
-                Ok(r) => {
-                    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-                    r
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e.into());
-                }
-            }
-        }
+        Some(path) => transfer::export_to_file(store.as_ref(), &args.collection, path).await?,
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::store::transfer::export(store.as_ref(), &args.collection, &mut out).await?
+            transfer::export(store.as_ref(), &args.collection, &mut out).await?
         }
     };
     eprintln!(

@@ -17,6 +17,7 @@ mod layout;
 mod journal;
 mod lock;
 mod server;
+pub mod summary;
 pub mod transfer;
 
 pub use edge::EdgeStore;
@@ -47,6 +48,9 @@ pub enum StoreError {
     BadImport(String),
     #[error("store I/O error: {0}")]
     Io(String),
+    /// A file the store reads or writes for the user (`triage export --output`).
+    #[error("{context}")]
+    File { context: String, source: std::io::Error },
     #[error("Qdrant error: {0}")]
     Backend(String),
     #[error("a stored point has an unreadable payload: {0}")]
