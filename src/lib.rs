@@ -22,6 +22,7 @@
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+//! - [`options`]: the classification options (k, review threshold, filter), checked once for every surface
 //! - [`stats`]: shares, percentiles, quantiles, ECE shared by evaluation and fitting
 //! - [`progress`]: the progress callback of long library steps (indexing, calibration)
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
@@ -46,6 +47,7 @@ pub mod input;
 pub mod knn;
 pub mod lang;
 pub mod llm;
+pub mod options;
 pub mod output;
 pub mod progress;
 pub mod prompt;

@@ -316,6 +316,15 @@ pub async fn store_fit(store: &dyn ExampleStore, meta: &mut CollectionMeta, fitt
     Ok(())
 }
 
+/// Remove the collection's fit (`triage calibrate --clear`); false when it had none.
+pub async fn clear_fit(store: &dyn ExampleStore, collection: &str) -> Result<bool, StoreError> {
+    let mut meta = store.require_meta(collection).await?;
+    let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
+    meta.updated_at = now_secs();
+    store.put_meta(&meta).await?;
+    Ok(had)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

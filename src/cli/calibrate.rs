@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::progress::progress_bar;
-use super::{store_settings, CommonArgs, LlmArgs};
+use super::{flag, store_settings, CommonArgs, LlmArgs};
 use crate::classifier::ClassifyOptions;
 use crate::config;
 use crate::progress::on_bar;
@@ -99,17 +99,18 @@ pub struct CalibrateArgs {
     pub json: bool,
 }
 
-
 pub async fn run(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
     if args.clear {
-        let mut meta = store.require_meta(&args.collection).await?;
-        let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
-        meta.updated_at = crate::store::now_secs();
-        store.put_meta(&meta).await?;
+        let had = crate::calibrate::clear_fit(store.as_ref(), &args.collection).await?;
         println!("collection {}: fit {}", args.collection, if had { "removed" } else { "was not set" });
         return Ok(0);
     }
+    let options = ClassifyOptions {
+        two_stage: args.two_stage,
+        max_prompt_labels: args.max_prompt_labels,
+        ..ClassifyOptions::checked(args.k, None, None).map_err(flag)?
+    };
     let llm = if args.llm {
         let client = args.llm_args.client()?.ok_or_else(|| {
             anyhow::anyhow!("--llm needs an LLM: set OXLO_API_KEY (or TRIAGE_LLM_API_KEY, --llm-base-url, --provider)")
@@ -155,11 +156,7 @@ pub async fn run(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8>
             sample: args.llm_sample,
             seed: args.seed,
             concurrency: args.concurrency.max(1),
-            options: ClassifyOptions {
-                two_stage: args.two_stage,
-                max_prompt_labels: args.max_prompt_labels,
-                ..ClassifyOptions::new(args.k, None)
-            },
+            options,
         };
         let bar = progress_bar("arbiter");
         let report =

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::Args;
 
 use super::progress::progress_bar;
-use super::{fields, store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
+use super::{fields, flag, store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
 use crate::classifier::{Classifier, ClassifyOptions, Ticket};
-use crate::config;
+use crate::{config, options};
 use crate::output::{self, OutputFormat};
 use crate::progress::on_bar;
 
@@ -81,24 +81,18 @@ fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
 }
 
 pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(args.k >= 1, "--k must be at least 1");
-    if let Some(m) = args.min_confidence {
-        anyhow::ensure!((0.0..=1.0).contains(&m), "--min-confidence must be in [0, 1]");
-    }
+    let options = ClassifyOptions {
+        max_prompt_labels: args.max_prompt_labels,
+        filter: options::check_filter(args.filters.iter().cloned()).map_err(flag)?,
+        two_stage: args.two_stage,
+        ..ClassifyOptions::checked(args.k, args.min_confidence, None).map_err(flag)?
+    };
     let tickets = read_tickets(&args)?;
     let llm = args.llm.client()?;
     let store = config::open_store(&store_settings(common))?;
     // Searching opens the shard: fail now, not once per ticket, if another process owns the store.
     store.claim()?;
     let embedder = common.embedder()?;
-    let filter: crate::store::PayloadFilter = args.filters.iter().cloned().collect();
-    anyhow::ensure!(filter.len() == args.filters.len(), "--filter names the same field twice");
-    let options = ClassifyOptions {
-        max_prompt_labels: args.max_prompt_labels,
-        filter,
-        two_stage: args.two_stage,
-        ..ClassifyOptions::new(args.k, args.min_confidence)
-    };
     let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
     classifier.meta().check_filter(&classifier.options().filter)?;
 

@@ -6,8 +6,8 @@ use clap::Args;
 
 use super::calibrate::FitArgs;
 use super::progress::progress_bar;
-use super::{fields, store_settings, CommonArgs, LlmArgs};
-use crate::config;
+use super::{fields, flag, store_settings, CommonArgs, LlmArgs};
+use crate::{config, options};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("train_side").required(true).args(["collection", "train", "split"])))]
@@ -100,7 +100,11 @@ pub struct EvalArgs {
 
 pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     use crate::eval::{self, EvalConfig, Prices, TrainSource};
-    anyhow::ensure!(!args.k.is_empty() && args.k.iter().all(|k| *k >= 1), "--k values must be at least 1");
+    anyhow::ensure!(!args.k.is_empty(), "--k values must be at least 1");
+    for k in &args.k {
+        options::check_k(*k, None).map_err(flag)?;
+    }
+    let min_confidence = options::check_min_confidence(args.min_confidence).map_err(flag)?;
     anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
     if let Some(r) = args.max_rps {
         anyhow::ensure!(r.is_finite() && r > 0.0, "--max-rps must be positive");
@@ -171,7 +175,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         max_rps: args.max_rps,
         limit: args.limit,
         seed: args.seed,
-        min_confidence: args.min_confidence,
+        min_confidence,
         prices: Prices {
             per_request: args.price_per_request,
             per_million_input_tokens: args.price_per_input_token,

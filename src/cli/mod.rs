@@ -182,6 +182,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// An option error in the words of the command line (`--k must be at least 1`).
+fn flag(e: crate::options::OptionError) -> anyhow::Error {
+    anyhow::anyhow!(e.flag_message())
+}
+
 fn store_settings(c: &CommonArgs) -> StoreSettings {
     StoreSettings {
         data_dir: c.data_dir(),

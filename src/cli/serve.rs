@@ -5,9 +5,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{store_settings, CommonArgs, LlmArgs};
+use super::{flag, store_settings, CommonArgs, LlmArgs};
 use crate::classifier::ClassifyOptions;
 use crate::config;
+use crate::options::SERVE_MAX_K;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -90,10 +91,7 @@ pub struct ServeArgs {
 
 pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     use crate::serve::{self, AppState, RetrySettings, ServeConfig, WebhookMapping};
-    anyhow::ensure!((1..=100).contains(&args.k), "--k must be between 1 and 100");
-    if let Some(m) = args.min_confidence {
-        anyhow::ensure!((0.0..=1.0).contains(&m), "--min-confidence must be in [0, 1]");
-    }
+    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K)).map_err(flag)?;
     anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
     anyhow::ensure!(args.meta_refresh.is_finite() && args.meta_refresh >= 0.0, "--meta-refresh must be >= 0 seconds");
@@ -111,7 +109,7 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let embedder = common.embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
-        options: ClassifyOptions { two_stage: args.two_stage, ..ClassifyOptions::new(args.k, args.min_confidence) },
+        options: ClassifyOptions { two_stage: args.two_stage, ..options },
         batch_concurrency: args.concurrency.max(1),
         max_batch: args.max_batch,
         max_body: args.max_body,

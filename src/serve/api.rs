@@ -21,6 +21,7 @@ use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
 use crate::corpus::Row;
 use crate::example::{hex, point_id_for};
 use crate::index::{self, FieldMap};
+use crate::options::{check_filter, OptionError};
 use crate::store::now_secs;
 use crate::store::summary::{self, CollectionInfo, CollectionSummary};
 
@@ -165,20 +166,17 @@ pub struct CollectionsResponse {
 }
 
 fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> Result<ClassifyOptions, ApiError> {
-    let mut o = state.cfg.options.clone();
-    if let Some(k) = k {
-        if !(1..=100).contains(&k) {
-            return Err(ApiError::unprocessable("invalid_k", "k must be between 1 and 100"));
-        }
-        o.k = k;
-    }
-    if let Some(m) = min_confidence {
-        if !(0.0..=1.0).contains(&m) {
-            return Err(ApiError::unprocessable("invalid_min_confidence", "min_confidence must be in [0, 1]"));
-        }
-        o.min_confidence = Some(m);
-    }
-    Ok(o)
+    state.cfg.options.overridden(k, min_confidence).map_err(invalid)
+}
+
+/// A request option out of range: 422 with `invalid_<option>`.
+fn invalid(e: OptionError) -> ApiError {
+    let code = match e {
+        OptionError::KTooSmall | OptionError::KAbove(_) => "invalid_k",
+        OptionError::MinConfidence => "invalid_min_confidence",
+        OptionError::EmptyFilterValue | OptionError::RepeatedFilterField => "invalid_filter",
+    };
+    ApiError::unprocessable(code, e.to_string())
 }
 
 /// Add a request's filter to the options, once the collection says it can be filtered so.
@@ -188,9 +186,7 @@ fn with_filter(
     filter: Option<BTreeMap<String, String>>,
 ) -> Result<(), ApiError> {
     let Some(filter) = filter.filter(|f| !f.is_empty()) else { return Ok(()) };
-    if filter.values().any(|v| v.trim().is_empty()) {
-        return Err(ApiError::unprocessable("invalid_filter", "filter values must not be empty"));
-    }
+    let filter = check_filter(filter).map_err(invalid)?;
     classifier.meta().check_filter(&filter)?;
     options.filter = filter;
     Ok(())
