@@ -19,8 +19,9 @@ use crate::taxonomy::Taxonomy;
 use crate::progress::Progress;
 use crate::Error;
 
-/// Which input columns hold what.
-#[derive(Debug, Clone)]
+/// Which input columns hold what (`index`, `eval` and `classify --input` alike, from
+/// the same flags: `cli::fields`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FieldMap {
     pub text: String,
     /// `None`: `label`, else `category`.
@@ -28,9 +29,12 @@ pub struct FieldMap {
     pub urgency: String,
     pub subcategory: String,
     pub id: String,
+    /// (Index only, as are `meta`: not among an evaluation's reported columns.)
+    #[serde(skip)]
     pub rationale: String,
     pub lang: String,
     /// Extra columns kept as metadata for filtered retrieval (payload fields of the same name).
+    #[serde(skip)]
     pub meta: Vec<String>,
     /// CSV/TSV delimiter (`--delimiter`); `None`: sniffed from a CSV header.
     pub delimiter: Option<u8>,

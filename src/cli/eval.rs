@@ -162,10 +162,11 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         test: args.test.clone(),
         source,
         fields: crate::eval::Fields {
+            columns: args.fields.field_map(),
             segment: args.routing.segment_field.clone(),
             edge: args.routing.edge_field.clone(),
             secondary: args.routing.secondary_field.clone(),
-            ..args.fields.eval_fields()
+            ..Default::default()
         },
         routing: args.routing.clone(),
         methods,
