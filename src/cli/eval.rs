@@ -133,26 +133,11 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     }
     // One client per model, all with the same provider and base URL.
     let base = args.llm.settings()?;
-    let names: Vec<Option<String>> =
-        if args.models.is_empty() { vec![base.model.clone()] } else { args.models.iter().cloned().map(Some).collect() };
-    let mut models = Vec::new();
-    let mut llm_note = None;
+    let (mut models, mut llm_note) = (Vec::new(), None);
     if methods.iter().any(|m| m.needs_llm()) {
-        for name in names {
-            let mut s = base.clone();
-            s.model = name.filter(|m| !m.trim().is_empty()).or(s.model);
-            let (client, note) = config::build_llm(&s)?;
-            match client {
-                Some(c) => models.push(c),
-                None => {
-                    llm_note = Some(note.unwrap_or_else(|| "--provider none: no LLM".into()));
-                    break;
-                }
-            }
-        }
+        (models, llm_note) = config::build_llms(&base, &args.models)?;
         if models.is_empty() {
-            let note = llm_note.clone().unwrap_or_default();
-            eprintln!("LLM methods skipped: {note}");
+            eprintln!("LLM methods skipped: {}", llm_note.clone().unwrap_or_default());
         }
     }
     let store = config::open_store(&store_settings(common))?;
