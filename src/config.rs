@@ -110,10 +110,13 @@ pub fn build_llm(s: &LlmSettings) -> Result<BuiltLlm, Error> {
     Ok((Some(client), None))
 }
 
+/// The clients of [`build_llms`] and, when there are none, why.
+pub type BuiltLlms = (Vec<Arc<dyn LlmClient>>, Option<String>);
+
 /// One client per model name (`eval --models`), each with `base`'s provider, base URL
 /// and limits; no names: `base`'s own model. When there is no LLM (knn mode) the list
 /// is empty and the note says why.
-pub fn build_llms(base: &LlmSettings, names: &[String]) -> Result<(Vec<Arc<dyn LlmClient>>, Option<String>), Error> {
+pub fn build_llms(base: &LlmSettings, names: &[String]) -> Result<BuiltLlms, Error> {
     let names: Vec<Option<String>> =
         if names.is_empty() { vec![base.model.clone()] } else { names.iter().cloned().map(Some).collect() };
     let mut clients = Vec::new();

@@ -331,7 +331,7 @@ pub async fn index_corpus(
     let meta = match store.get_meta(collection).await? {
         Some(mut meta) => {
             meta.check_model(embedder.model_name(), embedder.dim())?;
-            let new_fields = add_meta_fields(&mut meta, &meta_fields);
+            let new_fields = meta.add_meta_fields(&meta_fields);
             let changed = match &corpus.taxonomy {
                 Some(t) if *t != meta.taxonomy => {
                     tracing::info!(collection, "taxonomy replaced by {}", corpus.source.display());
@@ -434,19 +434,6 @@ pub async fn index_corpus(
         seconds: round2(started.elapsed().as_secs_f64()),
         timings,
     })
-}
-
-/// Add metadata field names the collection does not list yet; true if any was new.
-pub fn add_meta_fields(meta: &mut CollectionMeta, fields: &BTreeSet<String>) -> bool {
-    let mut changed = false;
-    for f in fields {
-        if !meta.meta_fields.contains(f) {
-            meta.meta_fields.push(f.clone());
-            changed = true;
-        }
-    }
-    meta.meta_fields.sort();
-    changed
 }
 
 /// Embed and upsert the examples that are new or changed (same id, other content);

@@ -193,6 +193,7 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -118,6 +118,19 @@ pub fn validate_meta_field(name: &str) -> Result<(), String> {
 }
 
 impl CollectionMeta {
+    /// Add metadata field names the collection does not list yet; true if any was new.
+    pub fn add_meta_fields(&mut self, fields: &std::collections::BTreeSet<String>) -> bool {
+        let mut changed = false;
+        for f in fields {
+            if !self.meta_fields.contains(f) {
+                self.meta_fields.push(f.clone());
+                changed = true;
+            }
+        }
+        self.meta_fields.sort();
+        changed
+    }
+
     /// Error unless this collection was built with the given embedding model.
     pub fn check_model(&self, model: &str, dim: usize) -> Result<(), StoreError> {
         if self.embedding_model != model || self.dim != dim {

@@ -223,7 +223,7 @@ pub async fn import_file(
                 }
             }
             let fields = header.meta.meta_fields.iter().cloned().collect();
-            changed |= crate::index::add_meta_fields(&mut meta, &fields);
+            changed |= meta.add_meta_fields(&fields);
             if changed {
                 meta.updated_at = now_secs();
                 store.put_meta(&meta).await?;
