@@ -16,7 +16,7 @@ pub struct CollectionSummary {
     pub backend: String,
     pub embedding_model: String,
     pub dim: usize,
-    /// Stored examples; `None` when the embedded store is held by another process.
+    /// Stored examples; null when the embedded store is held by another process (`triage collections list`).
     pub examples: Option<usize>,
     /// Categories of its taxonomy (the HTTP listing shows them; `collections list` never did).
     #[serde(skip)]
@@ -56,34 +56,26 @@ pub async fn list(store: &dyn ExampleStore) -> Result<Listing, StoreError> {
     Ok(listing)
 }
 
-/// One collection in full. Fields in name order: the order `collections info --json`
-/// has always printed them in.
+/// One collection in full.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CollectionInfo {
+    pub name: String,
     /// `edge` (embedded) or `server`.
     pub backend: String,
-    pub created_at: u64,
-    pub dim: usize,
     pub embedding_model: String,
+    pub dim: usize,
     pub examples: usize,
     /// Stored examples per label.
     pub examples_per_label: BTreeMap<String, usize>,
     /// Fields a classify `filter` may name: label, subcategory, urgency, lang and the metadata fields.
     pub filter_fields: Vec<String>,
-    pub name: String,
     /// Payload fields with an index (fast filtered retrieval).
     pub payload_indexes: Vec<String>,
     /// The taxonomy: categories, subcategories, urgency levels, rules, review threshold.
     #[schema(value_type = Object)]
-    #[serde(serialize_with = "keys_in_name_order")]
     pub taxonomy: Taxonomy,
+    pub created_at: u64,
     pub updated_at: u64,
-}
-
-/// The taxonomy with its keys in name order at every level, as both outputs have
-/// always shown it (through a `serde_json::Value`, whose maps are sorted).
-fn keys_in_name_order<S: serde::Serializer>(t: &Taxonomy, s: S) -> Result<S::Ok, S::Error> {
-    serde_json::to_value(t).map_err(serde::ser::Error::custom)?.serialize(s)
 }
 
 /// The collection `name`, or [`StoreError::NoSuchCollection`].
@@ -91,15 +83,15 @@ pub async fn info(store: &dyn ExampleStore, name: &str) -> Result<CollectionInfo
     let meta = store.require_meta(name).await?;
     Ok(CollectionInfo {
         backend: store.backend().into(),
-        created_at: meta.created_at,
-        dim: meta.dim,
         examples: store.count(name).await?,
         examples_per_label: label_counts(store, name).await?,
         filter_fields: meta.filter_fields(),
         payload_indexes: store.payload_indexes(name).await?,
         name: meta.name,
         embedding_model: meta.embedding_model,
+        dim: meta.dim,
         taxonomy: meta.taxonomy,
+        created_at: meta.created_at,
         updated_at: meta.updated_at,
     })
 }
