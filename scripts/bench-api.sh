@@ -6,7 +6,7 @@
 #   scripts/bench-api.sh [DURATION_SECONDS] [CONNECTIONS]      (default 30 s, 16 connections)
 # Installs wrk from Debian's packages when it is missing (needs apt and root or sudo).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
 duration="${1:-30}"
 connections="${2:-16}"
@@ -18,17 +18,14 @@ if ! command -v wrk >/dev/null; then
     $sudo_cmd apt-get install -y -q wrk >/dev/null
 fi
 ./scripts/setup.sh >/dev/null
-source scripts/lib.sh
 # --provider scripted exists only in builds with the test-doubles feature.
 build_triage --features test-doubles
 
-work="$(mktemp -d)"
 server_pid=""
-cleanup() {
+bench_cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
+bench_workdir bench-api
 export TRIAGE_DATA_DIR="$work/data"
 "$bin" index examples_store/saas-support --collection saas >/dev/null
 

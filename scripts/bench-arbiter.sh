@@ -20,9 +20,8 @@
 # Environment: BENCH_PS, BENCH_SAMPLE, BENCH_DATASETS (default "banking77 clinc150"),
 # BENCH_KEEP=1 keeps the work dir (path on stderr). Takes about 20 minutes on 2 cores.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
-source scripts/lib.sh
 data="$root/../shared/datasets"
 ps="${BENCH_PS:-0.95 0.85 0.70}"
 sample="${BENCH_SAMPLE:-800}"
@@ -30,8 +29,7 @@ datasets="${BENCH_DATASETS:-banking77 clinc150}"
 [ -d "$data/banking77" ] || { echo "bench-arbiter: ../shared/datasets not found" >&2; exit 1; }
 ./scripts/setup.sh >/dev/null
 build_triage
-work="$(mktemp -d)"
-if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-arbiter: work dir $work" >&2; else trap 'kill "${sim_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT; fi
+bench_workdir bench-arbiter
 export TRIAGE_DATA_DIR="$work/data"
 export TRIAGE_LLM_API_KEY=simulated
 started=$(date +%s)

@@ -17,15 +17,13 @@
 #
 # Environment: BENCH_KEEP=1 keeps the work dir (path on stderr). About 12 minutes on 2 cores.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
-source scripts/lib.sh
 data="$root/../shared/datasets"
 [ -d "$data/banking77" ] || { echo "bench-neighbours: ../shared/datasets not found" >&2; exit 1; }
 ./scripts/setup.sh >/dev/null
 build_triage
-work="$(mktemp -d)"
-if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-neighbours: work dir $work" >&2; else trap 'rm -rf "$work"' EXIT; fi
+bench_workdir bench-neighbours
 export TRIAGE_DATA_DIR="$work/data"
 started=$(date +%s)
 for side in train test; do

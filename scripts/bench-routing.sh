@@ -13,17 +13,15 @@
 # 2. BANKING77: index the train side, eval a seeded sample of BENCH_LIMIT (default 1000)
 #    test tickets with knn, zero-shot and rag-always at k = 1,2,4,8,16.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
-source scripts/lib.sh
 data="$root/../shared/datasets"
 p="${BENCH_P:-0.85}"
 limit="${BENCH_LIMIT:-1000}"
 out="${BENCH_OUT:-$root/reports/routing}"
 ./scripts/setup.sh >/dev/null
 build_triage
-work="$(mktemp -d)"
-trap 'kill "${sim_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_workdir bench-routing
 export TRIAGE_DATA_DIR="$work/data"
 export TRIAGE_LLM_API_KEY=simulated
 mkdir -p "$out"

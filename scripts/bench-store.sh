@@ -38,7 +38,7 @@
 # without it the server backends are skipped, and the output says so), BENCH_KEEP=1 keeps
 # the work dir (path on stderr).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
 n="${BENCH_N:-100000}"
 small="${BENCH_SMALL:-10000}"
@@ -56,16 +56,13 @@ qdrant_bin="${QDRANT_BIN:-$root/../shared/bin/qdrant}"
 if [ -n "${BENCH_BIN:-}" ]; then
     bin="$BENCH_BIN"
 else
-    . scripts/lib.sh
     build_triage
 fi
-work="$(mktemp -d)"
 clusters=()
-cleanup() {
+bench_cleanup() {
     for c in "${clusters[@]}"; do ./scripts/qdrant-cluster.sh stop "$c" >/dev/null 2>&1 || true; done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench-store: work dir $work" >&2; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
+bench_workdir bench-store
 log() { echo "bench-store: $*" >&2; }
 
 python3 - "$train" "$n" "$work/examples.jsonl" <<'PY'

@@ -28,7 +28,7 @@
 # The load average before and after is in the output: numbers taken while other
 # processes use the cores are not comparable with a quiet machine's.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
 train="${1:-$root/../shared/datasets/banking77/train.jsonl}"
 test="${2:-$root/../shared/datasets/banking77/test.jsonl}"
@@ -42,7 +42,6 @@ venv="$root/.venv-bench"
 
 log "set-up (models, release build, reference venv)"
 ./scripts/setup.sh >&2
-source scripts/lib.sh
 build_triage
 if ! [ -x /usr/bin/time ] || ! /usr/bin/time -f %e true >/dev/null 2>&1; then
     log "installing GNU time (apt package time)"
@@ -59,8 +58,7 @@ if ! [ -f "$venv/.pins" ] || [ "$(cat "$venv/.pins")" != "$want_pins" ] || ! "$v
 fi
 
 model_dir="$root/models/${TRIAGE_EMBEDDING_MODEL:-all-minilm-l6-v2-int8}"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+bench_workdir bench
 export TRIAGE_DATA_DIR="$work/data"
 export TRIAGE_LOG="warn,qdrant_edge=error"
 TIMEFMT='{"wall_seconds": %e, "user_seconds": %U, "sys_seconds": %S, "max_rss_kb": %M}'

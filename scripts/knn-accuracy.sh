@@ -4,16 +4,14 @@
 #   scripts/knn-accuracy.sh [TRAIN.jsonl] [TEST.jsonl] [K]
 # Default: BANKING77 from ../shared/datasets (official split), k = 8.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
 train="${1:-$root/../shared/datasets/banking77/train.jsonl}"
 test="${2:-$root/../shared/datasets/banking77/test.jsonl}"
 k="${3:-8}"
 ./scripts/setup.sh >/dev/null
-. scripts/lib.sh
 build_triage
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+bench_workdir knn-accuracy
 export TRIAGE_DATA_DIR="$work/data"
 t0=$(date +%s.%N)
 "$bin" index "$train" --collection bench --json >"$work/index.json"

@@ -1,5 +1,8 @@
 # Shared helpers for the scripts (sourced, not run).
 #
+# Sourcing sets $root to the repository (the folder above scripts/).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+#
 # build_triage [cargo build flags...]: builds the release binary (quietly) and sets
 # $bin to it, wherever cargo put it: `cargo metadata` knows the target directory, so
 # CARGO_TARGET_DIR and .cargo/config.toml settings are honoured.
@@ -41,4 +44,21 @@ with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
         if not json.loads(line).get("is_oos"):
             out.write(line)
 PY
+}
+
+# bench_workdir NAME: sets $work to a fresh temporary folder that goes when the script
+# exits, or is kept and named on stderr with BENCH_KEEP=1. At exit, a script's own
+# bench_cleanup function (if it defines one) runs first, and a simulated LLM started
+# with start_sim_llm is stopped.
+bench_workdir() {
+    _bench_name="$1"
+    work="$(mktemp -d)"
+    [ "${BENCH_KEEP:-0}" = 1 ] && echo "$_bench_name: work dir $work" >&2
+    trap _bench_exit EXIT
+}
+
+_bench_exit() {
+    if declare -F bench_cleanup >/dev/null; then bench_cleanup || true; fi
+    if [ -n "${sim_pid:-}" ]; then kill "$sim_pid" 2>/dev/null || true; fi
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$work"
 }

@@ -110,6 +110,26 @@ pub fn build_llm(s: &LlmSettings) -> Result<BuiltLlm, Error> {
     Ok((Some(client), None))
 }
 
+/// The clients of [`build_llms`] and, when there are none, why.
+pub type BuiltLlms = (Vec<Arc<dyn LlmClient>>, Option<String>);
+
+/// One client per model name (`eval --models`), each with `base`'s provider, base URL
+/// and limits; no names: `base`'s own model. When there is no LLM (knn mode) the list
+/// is empty and the note says why.
+pub fn build_llms(base: &LlmSettings, names: &[String]) -> Result<BuiltLlms, Error> {
+    let names: Vec<Option<String>> =
+        if names.is_empty() { vec![base.model.clone()] } else { names.iter().cloned().map(Some).collect() };
+    let mut clients = Vec::new();
+    for name in names {
+        let settings = LlmSettings { model: name.filter(|m| !m.trim().is_empty()).or(base.model.clone()), ..base.clone() };
+        match build_llm(&settings)? {
+            (Some(c), _) => clients.push(c),
+            (None, note) => return Ok((Vec::new(), Some(note.unwrap_or_else(|| "--provider none: no LLM".into())))),
+        }
+    }
+    Ok((clients, None))
+}
+
 /// Where the store lives.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::input::cap_chars;
 use crate::prompt::MAX_SUMMARY_WORDS;
 use crate::result::SecondaryIssue;
 use crate::taxonomy::Taxonomy;
@@ -42,18 +43,6 @@ fn extract_object(text: &str) -> Option<serde_json::Map<String, Value>> {
 pub const MAX_REASONING_CHARS: usize = 2000;
 /// Longest `summary` kept, in characters (twelve words of any real language fit).
 pub const MAX_SUMMARY_CHARS: usize = 200;
-
-/// `s` cut to at most `max` characters, ending with `…` when cut.
-pub fn cap_chars(s: String, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        None => s,
-        Some(_) => {
-            let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-            t.push('…');
-            t
-        }
-    }
-}
 
 fn str_field(m: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
     match m.get(key)? {

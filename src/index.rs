@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::corpus::{self, Format, Row};
@@ -17,10 +16,12 @@ use crate::embed::Embedder;
 use crate::example::{Example, ExamplePoint};
 use crate::store::{now_secs, CollectionMeta, ExampleStore};
 use crate::taxonomy::Taxonomy;
+use crate::progress::Progress;
 use crate::Error;
 
-/// Which input columns hold what.
-#[derive(Debug, Clone)]
+/// Which input columns hold what (`index`, `eval` and `classify --input` alike, from
+/// the same flags: `cli::fields`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FieldMap {
     pub text: String,
     /// `None`: `label`, else `category`.
@@ -28,9 +29,12 @@ pub struct FieldMap {
     pub urgency: String,
     pub subcategory: String,
     pub id: String,
+    /// (Index only, as are `meta`: not among an evaluation's reported columns.)
+    #[serde(skip)]
     pub rationale: String,
     pub lang: String,
     /// Extra columns kept as metadata for filtered retrieval (payload fields of the same name).
+    #[serde(skip)]
     pub meta: Vec<String>,
     /// CSV/TSV delimiter (`--delimiter`); `None`: sniffed from a CSV header.
     pub delimiter: Option<u8>,
@@ -316,7 +320,7 @@ pub async fn index_corpus(
     embedder: Arc<dyn Embedder>,
     store: Arc<dyn ExampleStore>,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
 ) -> Result<IndexReport, Error> {
     let started = std::time::Instant::now();
     let labels: BTreeSet<String> = corpus.examples.iter().map(|e| e.label.clone()).collect();
@@ -327,7 +331,7 @@ pub async fn index_corpus(
     let meta = match store.get_meta(collection).await? {
         Some(mut meta) => {
             meta.check_model(embedder.model_name(), embedder.dim())?;
-            let new_fields = add_meta_fields(&mut meta, &meta_fields);
+            let new_fields = meta.add_meta_fields(&meta_fields);
             let changed = match &corpus.taxonomy {
                 Some(t) if *t != meta.taxonomy => {
                     tracing::info!(collection, "taxonomy replaced by {}", corpus.source.display());
@@ -389,7 +393,6 @@ pub async fn index_corpus(
 
     // Similar lengths in one batch: the embedder pads each batch to its longest text.
     examples.sort_by_key(|e| e.text.len());
-    progress.set_length(examples.len() as u64);
     let stats_before = crate::embed::embed_stats();
     let mut timings = IndexTimings::default();
     let (indexed, unchanged) =
@@ -406,7 +409,6 @@ pub async fn index_corpus(
         store.finish_indexing(collection).await?;
         timings.optimize_seconds = t.elapsed().as_secs_f64();
     }
-    progress.finish_and_clear();
     let s = crate::embed::embed_stats();
     timings.embedding = crate::embed::EmbedStats {
         texts: s.texts - stats_before.texts,
@@ -434,19 +436,6 @@ pub async fn index_corpus(
     })
 }
 
-/// Add metadata field names the collection does not list yet; true if any was new.
-pub fn add_meta_fields(meta: &mut CollectionMeta, fields: &BTreeSet<String>) -> bool {
-    let mut changed = false;
-    for f in fields {
-        if !meta.meta_fields.contains(f) {
-            meta.meta_fields.push(f.clone());
-            changed = true;
-        }
-    }
-    meta.meta_fields.sort();
-    changed
-}
-
 /// Embed and upsert the examples that are new or changed (same id, other content);
 /// returns (indexed, unchanged). Does not rebuild the vector index: new points are
 /// searchable at once, `finish_indexing` makes search over them fast.
@@ -456,7 +445,7 @@ pub async fn upsert_examples(
     embedder: &dyn Embedder,
     store: &dyn ExampleStore,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
 ) -> Result<(usize, usize), Error> {
     upsert_examples_timed(examples, collection, embedder, store, batch_size, progress, &mut IndexTimings::default()).await
 }
@@ -473,13 +462,15 @@ async fn upsert_examples_timed(
     embedder: &dyn Embedder,
     store: &dyn ExampleStore,
     batch_size: usize,
-    progress: &ProgressBar,
+    progress: Progress<'_>,
     timings: &mut IndexTimings,
 ) -> Result<(usize, usize), Error> {
     let mut indexed = 0;
     let mut unchanged = 0;
     // The previous batch's write, still running.
     let mut pending: Option<PendingWrite<'_>> = None;
+    let mut done = 0;
+    progress("", done, examples.len());
     for chunk in examples.chunks(batch_size.max(1)) {
         let t = std::time::Instant::now();
         let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
@@ -513,7 +504,8 @@ async fn upsert_examples_timed(
                 Ok(t.elapsed().as_secs_f64())
             }));
         }
-        progress.inc(chunk.len() as u64);
+        done += chunk.len();
+        progress("", done, examples.len());
     }
     if let Some(write) = pending {
         timings.upsert_seconds += write.await?;

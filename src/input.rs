@@ -1,5 +1,6 @@
-//! Input text checks shared by every reader: whether a ticket or example has any
-//! text a person could see, and reading a text field that must be a string.
+//! Text checks shared by every reader: whether a ticket or example has any text a
+//! person could see, reading a text field that must be a string, and capping a text
+//! field's length (answer fields, secondary reasons).
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,18 @@ fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// `s` cut to at most `max` characters, ending with `…` when cut.
+pub fn cap_chars(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s,
+        Some(_) => {
+            let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+            t.push('…');
+            t
+        }
     }
 }
 

@@ -22,7 +22,9 @@
 //! - [`serve`]: the HTTP classification API (`triage serve`)
 //! - [`helpdesk`]: helpdesk integration both ways (`triage pull`, write-back, agents' corrections)
 //! - [`config`], [`cli`], [`output`]: flags to settings, commands, result writers
+//! - [`options`]: the classification options (k, review threshold, filter), checked once for every surface
 //! - [`stats`]: shares, percentiles, quantiles, ECE shared by evaluation and fitting
+//! - [`progress`]: the progress callback of long library steps (indexing, calibration)
 //! - [`bench`]: in-process latency measurement behind the hidden `triage bench-latency`
 #![deny(clippy::unwrap_used)]
 
@@ -45,7 +47,9 @@ pub mod input;
 pub mod knn;
 pub mod lang;
 pub mod llm;
+pub mod options;
 pub mod output;
+pub mod progress;
 pub mod prompt;
 pub mod result;
 pub mod secondary;

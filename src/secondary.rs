@@ -58,7 +58,7 @@ pub fn parse(
             None => bad.push(format!("secondary category {name:?} is not in the taxonomy")),
             Some(c) if label_key(&c.name) == label_key(primary) => {}
             Some(c) if out.iter().any(|o| o.category == c.name) => {}
-            Some(c) => out.push(SecondaryIssue { category: c.name.clone(), reason: crate::guard::cap_chars(reason, MAX_REASON_CHARS) }),
+            Some(c) => out.push(SecondaryIssue { category: c.name.clone(), reason: crate::input::cap_chars(reason, MAX_REASON_CHARS) }),
         }
     }
     if out.len() > MAX_SECONDARY {

@@ -68,8 +68,7 @@ impl Default for HeadSettings {
     }
 }
 
-/// Progress of a long step: its name, done, total.
-pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+pub use crate::progress::Progress;
 
 /// Every stored example with its vector, in point-id order.
 pub async fn load_points(store: &dyn ExampleStore, collection: &str) -> Result<Vec<ExamplePoint>, StoreError> {
@@ -315,6 +314,15 @@ pub async fn store_fit(store: &dyn ExampleStore, meta: &mut CollectionMeta, fitt
     meta.updated_at = now_secs();
     store.put_meta(meta).await?;
     Ok(())
+}
+
+/// Remove the collection's fit (`triage calibrate --clear`); false when it had none.
+pub async fn clear_fit(store: &dyn ExampleStore, collection: &str) -> Result<bool, StoreError> {
+    let mut meta = store.require_meta(collection).await?;
+    let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
+    meta.updated_at = now_secs();
+    store.put_meta(&meta).await?;
+    Ok(had)
 }
 
 #[cfg(test)]

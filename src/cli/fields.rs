@@ -47,19 +47,6 @@ impl FieldArgs {
             ..d
         }
     }
-
-    pub fn eval_fields(&self) -> crate::eval::Fields {
-        let d = crate::eval::Fields::default();
-        crate::eval::Fields {
-            text: self.text_field.clone(),
-            label: self.label_field.clone(),
-            urgency: self.urgency_field.clone(),
-            subcategory: self.subcategory_field.clone(),
-            id: self.id_field.clone().unwrap_or(d.id.clone()),
-            delimiter: self.delimiter,
-            ..d
-        }
-    }
 }
 
 /// Tickets of a `classify --input` file: the text from `--text-field` (several fields

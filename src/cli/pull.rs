@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::{store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
+use super::{flag, store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
 use crate::classifier::{Classifier, ClassifyOptions};
 use crate::config;
+use crate::options::SERVE_MAX_K;
 use crate::helpdesk::freshdesk::Freshdesk;
 use crate::helpdesk::http::RetryPolicy;
 use crate::helpdesk::pull::{self, Engine, Event, PullError, PullSettings};
@@ -119,10 +120,7 @@ fn source_settings(args: &PullArgs) -> SourceSettings {
 }
 
 pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!((1..=100).contains(&args.k), "--k must be between 1 and 100");
-    if let Some(m) = args.min_confidence {
-        anyhow::ensure!((0.0..=1.0).contains(&m), "--min-confidence must be in [0, 1]");
-    }
+    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K)).map_err(flag)?;
     anyhow::ensure!(args.http_timeout.is_finite() && args.http_timeout > 0.0, "--http-timeout must be positive");
     let every = args.every.as_deref().map(parse_duration_secs).transpose().map_err(|e| anyhow::anyhow!("--every: {e}"))?;
     let since = since(&args.since, now_secs())?;
@@ -138,7 +136,6 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
     store.claim()?;
     let state = state::open(&stores)?;
     let embedder = common.embedder()?;
-    let options = ClassifyOptions::new(args.k, args.min_confidence);
     let classifier = Classifier::open(embedder.clone(), store.clone(), llm, &args.collection, options).await?;
     let taxonomy = store.require_meta(&args.collection).await?.taxonomy;
     let engine = Engine {
@@ -196,6 +193,7 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

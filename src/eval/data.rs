@@ -46,8 +46,8 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
     let mut out = Vec::new();
     let mut skipped = 0;
     for row in rows {
-        let text = crate::fields::row_text(row, &fields.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        let label = match &fields.label {
+        let text = crate::fields::row_text(row, &fields.columns.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let label = match &fields.columns.label {
             Some(f) => row.get(f),
             None => row.get("label").or_else(|| row.get("category")),
         }
@@ -59,13 +59,13 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
         };
         let opt = |f: &str| row.get(f).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         out.push(LabeledTicket {
-            id: opt(&fields.id).unwrap_or_else(|| format!("line-{}", row.line)),
+            id: opt(&fields.columns.id).unwrap_or_else(|| format!("line-{}", row.line)),
             text,
             label,
             is_oos: truthy(row.get(&fields.is_oos)),
-            urgency: opt(&fields.urgency),
-            subcategory: opt(&fields.subcategory),
-            lang: opt(&fields.lang),
+            urgency: opt(&fields.columns.urgency),
+            subcategory: opt(&fields.columns.subcategory),
+            lang: opt(&fields.columns.lang),
             segments: fields.segment.iter().filter_map(|f| Some((f.clone(), opt(f)?))).collect(),
             edge: fields.edge.as_deref().is_some_and(|f| truthy(row.get(f))),
             secondary: row
@@ -159,7 +159,7 @@ pub(crate) fn corpus_from_rows(
     let rows: Vec<Row> = match out_of_scope.first() {
         None => rows.into_iter().filter(|r| !truthy(r.get(&fields.is_oos))).collect(),
         Some(label) => {
-            let key = fields.label.clone().unwrap_or_else(|| "label".into());
+            let key = fields.columns.label.clone().unwrap_or_else(|| "label".into());
             rows.into_iter()
                 .map(|mut r| {
                     if truthy(r.get(&fields.is_oos)) {
@@ -171,7 +171,7 @@ pub(crate) fn corpus_from_rows(
         }
     };
     let excluded = before - rows.len();
-    let map = fields.field_map();
+    let map = fields.columns.clone();
     let mut taxonomy = taxonomy;
     if let Some(t) = taxonomy.as_mut() {
         for l in out_of_scope {

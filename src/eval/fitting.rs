@@ -13,6 +13,7 @@ use crate::embed::Embedder;
 use crate::fit::Fitted;
 use crate::index::{self, Corpus};
 use crate::llm::LlmClient;
+use crate::progress::on_bar;
 use crate::store::ExampleStore;
 use crate::Error;
 
@@ -36,18 +37,12 @@ pub(crate) async fn index_if_needed(
             examples: corpus.examples.clone(),
             rejected: corpus.rejected.clone(),
         };
-        let report = index::index_corpus(c, name, embedder.clone(), store.clone(), 256, &bar("indexing")).await?;
+        let b = bar("indexing");
+        let report = index::index_corpus(c, name, embedder.clone(), store.clone(), 256, &on_bar(&b)).await?;
+        b.finish_and_clear();
         tracing::info!(collection = name, indexed = report.indexed, unchanged = report.unchanged, "train side indexed");
     }
     Ok(name.to_string())
-}
-
-fn progress(b: &ProgressBar) -> impl Fn(&str, usize, usize) + Sync + '_ {
-    move |step: &str, done: usize, n: usize| {
-        b.set_message(step.to_string());
-        b.set_length(n as u64);
-        b.set_position(done as u64);
-    }
 }
 
 /// Make the collection's stored fit the one for `k`, fitting it the first time.
@@ -70,7 +65,7 @@ pub(crate) async fn use_fit(
     }
     let b = bar(&format!("calibrating k={k}"));
     let s = calibrate::Settings { k, ..settings.clone() };
-    let m = calibrate::calibrate_collection(store.as_ref(), collection, &s, &config.head, None, &progress(&b)).await?;
+    let m = calibrate::calibrate_collection(store.as_ref(), collection, &s, &config.head, None, &on_bar(&b)).await?;
     b.finish_and_clear();
     tracing::info!(collection, k, ece = m.stats.calibrated_ece, accuracy = m.stats.mixed_accuracy, "neighbours fitted");
     // Arbiters fitted at another k are kept with that k's fit, not this one.
@@ -109,7 +104,7 @@ pub(crate) async fn use_arbiter(
         },
     };
     let report =
-        calibrate::llm::fit_arbiter(embedder.clone(), store.clone(), collection, llm, &settings, &progress(&b)).await?;
+        calibrate::llm::fit_arbiter(embedder.clone(), store.clone(), collection, llm, &settings, &on_bar(&b)).await?;
     b.finish_and_clear();
     let st = &report.arbiter.stats;
     tracing::info!(

@@ -105,56 +105,28 @@ impl Prices {
     }
 }
 
-/// Input columns of the labeled files.
+/// Input columns of the labeled files: the columns an index reads (text, label,
+/// urgency, subcategory, id, language, delimiter) and those only an evaluation has.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fields {
-    pub text: String,
-    /// `None`: `label`, else `category`.
-    pub label: Option<String>,
-    pub urgency: String,
-    pub subcategory: String,
+    #[serde(flatten)]
+    pub columns: FieldMap,
     pub is_oos: String,
-    pub id: String,
-    /// The ticket's language, when the test file has it (scores language detection).
-    pub lang: String,
     /// Fields to report figures by (`--segment-field`), the boolean edge-case field
     /// (`--edge-field`) and the field listing secondary issues.
     pub segment: Vec<String>,
     pub edge: Option<String>,
     pub secondary: String,
-    /// CSV/TSV delimiter; `None`: sniffed from a CSV header.
-    pub delimiter: Option<u8>,
-}
-
-impl Fields {
-    /// The same columns as an index field map (for train rows and the column check).
-    pub fn field_map(&self) -> FieldMap {
-        FieldMap {
-            text: self.text.clone(),
-            label: self.label.clone(),
-            urgency: self.urgency.clone(),
-            subcategory: self.subcategory.clone(),
-            id: self.id.clone(),
-            delimiter: self.delimiter,
-            ..FieldMap::default()
-        }
-    }
 }
 
 impl Default for Fields {
     fn default() -> Self {
         Fields {
-            text: "text".into(),
-            label: None,
-            urgency: "urgency".into(),
-            subcategory: "subcategory".into(),
+            columns: FieldMap::default(),
             is_oos: "is_oos".into(),
-            id: "id".into(),
-            lang: "lang".into(),
             segment: Vec::new(),
             edge: None,
             secondary: "secondary".into(),
-            delimiter: None,
         }
     }
 }
@@ -272,8 +244,8 @@ pub async fn run(
     let (test_sha, test_bytes) = sha256_file(&config.test)?;
     let taxonomy_file = config.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
     let format = corpus::Format::detect(Some(&config.test), &test_bytes[..test_bytes.len().min(4096)]);
-    let rows = corpus::parse_with(&test_bytes, format, config.fields.delimiter);
-    crate::fields::check_columns(&rows, &config.fields.field_map().needed())
+    let rows = corpus::parse_with(&test_bytes, format, config.fields.columns.delimiter);
+    crate::fields::check_columns(&rows, &config.fields.columns.needed())
         .map_err(|e| Error::Input(format!("{}: {e}", config.test.display())))?;
 
     // The train side: a collection name and, unless it already exists, a corpus to index.
@@ -287,11 +259,11 @@ pub async fn run(
         TrainSource::Train(path) => {
             let corpus = if path.is_dir() {
                 let oos = &config.out_of_scope_labels;
-                let mut c = index::load_corpus_with(path, &config.fields.field_map(), config.taxonomy.as_deref(), oos)?;
+                let mut c = index::load_corpus_with(path, &config.fields.columns, config.taxonomy.as_deref(), oos)?;
                 index::mark_out_of_scope(&mut c, oos, "eval");
                 c
             } else {
-                let (_, rows) = corpus::read_path_with(path, None, config.fields.delimiter)
+                let (_, rows) = corpus::read_path_with(path, None, config.fields.columns.delimiter)
                     .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
                 let (c, excluded) = corpus_from_rows(
                     path,

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+pub mod table;
+
 use super::glance;
 use super::figures::{method_report, story, with_shortcut_effect, MethodReport, StoryRow};
 use super::metrics::ClassStats;

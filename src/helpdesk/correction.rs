@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use indicatif::ProgressBar;
 
 use super::state::LedgerEntry;
 use super::writeback::{category_tag, REVIEW_TAG, TAG_PREFIX};
@@ -106,7 +105,7 @@ pub async fn store(
     if examples.is_empty() {
         return Ok(());
     }
-    crate::index::upsert_examples(examples, collection, embedder, store, 256, &ProgressBar::hidden()).await?;
+    crate::index::upsert_examples(examples, collection, embedder, store, 256, &crate::progress::silent).await?;
     Ok(())
 }
 

@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,7 +21,9 @@ use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
 use crate::corpus::Row;
 use crate::example::{hex, point_id_for};
 use crate::index::{self, FieldMap};
-use crate::store::{label_counts, now_secs};
+use crate::options::{check_filter, OptionError};
+use crate::store::now_secs;
+use crate::store::summary::{self, CollectionInfo, CollectionSummary};
 
 /// Examples one `POST /v1/examples` may carry.
 const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
@@ -151,54 +152,31 @@ pub struct DeleteResponse {
     pub collection: String,
 }
 
+/// A collection of the listing: its summary and the number of categories.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CollectionSummary {
-    pub name: String,
-    pub examples: usize,
+pub struct ListedCollection {
+    #[serde(flatten)]
+    pub summary: CollectionSummary,
     pub labels: usize,
-    pub embedding_model: String,
-    /// `edge` (embedded) or `server`.
-    pub backend: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CollectionsResponse {
-    pub collections: Vec<CollectionSummary>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CollectionInfo {
-    pub name: String,
-    pub backend: String,
-    pub embedding_model: String,
-    pub dim: usize,
-    pub examples: usize,
-    /// Stored examples per label.
-    pub examples_per_label: BTreeMap<String, usize>,
-    /// Fields a classify `filter` may name: label, subcategory, urgency, lang and the metadata fields.
-    pub filter_fields: Vec<String>,
-    /// The taxonomy: categories, subcategories, urgency levels, rules, review threshold.
-    #[schema(value_type = Object)]
-    pub taxonomy: Value,
-    pub created_at: u64,
-    pub updated_at: u64,
+    pub collections: Vec<ListedCollection>,
 }
 
 fn options(state: &AppState, k: Option<usize>, min_confidence: Option<f32>) -> Result<ClassifyOptions, ApiError> {
-    let mut o = state.cfg.options.clone();
-    if let Some(k) = k {
-        if !(1..=100).contains(&k) {
-            return Err(ApiError::unprocessable("invalid_k", "k must be between 1 and 100"));
-        }
-        o.k = k;
-    }
-    if let Some(m) = min_confidence {
-        if !(0.0..=1.0).contains(&m) {
-            return Err(ApiError::unprocessable("invalid_min_confidence", "min_confidence must be in [0, 1]"));
-        }
-        o.min_confidence = Some(m);
-    }
-    Ok(o)
+    state.cfg.options.overridden(k, min_confidence).map_err(invalid)
+}
+
+/// A request option out of range: 422 with `invalid_<option>`.
+fn invalid(e: OptionError) -> ApiError {
+    let code = match e {
+        OptionError::KTooSmall | OptionError::KAbove(_) => "invalid_k",
+        OptionError::MinConfidence => "invalid_min_confidence",
+        OptionError::EmptyFilterValue | OptionError::RepeatedFilterField => "invalid_filter",
+    };
+    ApiError::unprocessable(code, e.to_string())
 }
 
 /// Add a request's filter to the options, once the collection says it can be filtered so.
@@ -208,9 +186,7 @@ fn with_filter(
     filter: Option<BTreeMap<String, String>>,
 ) -> Result<(), ApiError> {
     let Some(filter) = filter.filter(|f| !f.is_empty()) else { return Ok(()) };
-    if filter.values().any(|v| v.trim().is_empty()) {
-        return Err(ApiError::unprocessable("invalid_filter", "filter values must not be empty"));
-    }
+    let filter = check_filter(filter).map_err(invalid)?;
     classifier.meta().check_filter(&filter)?;
     options.filter = filter;
     Ok(())
@@ -383,7 +359,7 @@ pub async fn add_examples(
         state.embedder.as_ref(),
         state.store.as_ref(),
         256,
-        &ProgressBar::hidden(),
+        &crate::progress::silent,
     )
     .await?;
     state.invalidate(&collection).await;
@@ -426,17 +402,9 @@ pub async fn delete_example(
     responses((status = 200, body = CollectionsResponse), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_collections(State(state): State<Arc<AppState>>) -> Result<Json<CollectionsResponse>, ApiError> {
-    let mut collections = Vec::new();
-    for name in state.store.list_collections().await? {
-        let Some(meta) = state.store.get_meta(&name).await? else { continue };
-        collections.push(CollectionSummary {
-            examples: state.store.count(&name).await?,
-            labels: meta.taxonomy.categories.len(),
-            embedding_model: meta.embedding_model,
-            backend: state.store.backend().to_string(),
-            name,
-        });
-    }
+    let listing = summary::list(state.store.as_ref()).await?;
+    let collections =
+        listing.collections.into_iter().map(|summary| ListedCollection { labels: summary.labels, summary }).collect();
     Ok(Json(CollectionsResponse { collections }))
 }
 
@@ -448,20 +416,7 @@ pub async fn collection_info(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
-    let meta = state.store.require_meta(&name).await?;
-    let examples_per_label = label_counts(state.store.as_ref(), &name).await?;
-    Ok(Json(CollectionInfo {
-        filter_fields: meta.filter_fields(),
-        backend: state.store.backend().to_string(),
-        embedding_model: meta.embedding_model,
-        dim: meta.dim,
-        examples: examples_per_label.values().sum(),
-        examples_per_label,
-        taxonomy: serde_json::to_value(&meta.taxonomy).unwrap_or(Value::Null),
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-        name,
-    }))
+    Ok(Json(summary::info(state.store.as_ref(), &name).await?))
 }
 
 /// Prometheus metrics.

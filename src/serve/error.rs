@@ -79,7 +79,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchCollection(_) => Self::not_found("unknown_collection", message),
             StoreError::BadName(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_collection_name", message),
             StoreError::ModelMismatch { .. } => Self::new(StatusCode::CONFLICT, "model_mismatch", message),
-            StoreError::Locked(_) | StoreError::Io(_) | StoreError::Backend(_) => {
+            StoreError::Locked(_) | StoreError::Io(_) | StoreError::File { .. } | StoreError::Backend(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
             }
             StoreError::BadPayload(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", message),

@@ -81,7 +81,7 @@ pub async fn refit(
         enabled: f.neighbours.head_c.is_some(),
         c: f.neighbours.head_c.unwrap_or(calibrate::HEAD_C),
     });
-    calibrate::calibrate_collection(store, collection, &settings, &head, None, &|_: &str, _: usize, _: usize| {}).await
+    calibrate::calibrate_collection(store, collection, &settings, &head, None, &crate::progress::silent).await
 }
 
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the

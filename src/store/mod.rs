@@ -17,6 +17,7 @@ mod layout;
 mod journal;
 mod lock;
 mod server;
+pub mod summary;
 pub mod transfer;
 
 pub use edge::EdgeStore;
@@ -47,6 +48,9 @@ pub enum StoreError {
     BadImport(String),
     #[error("store I/O error: {0}")]
     Io(String),
+    /// A file the store reads or writes for the user (`triage export --output`).
+    #[error("{context}")]
+    File { context: String, source: std::io::Error },
     #[error("Qdrant error: {0}")]
     Backend(String),
     #[error("a stored point has an unreadable payload: {0}")]
@@ -114,6 +118,19 @@ pub fn validate_meta_field(name: &str) -> Result<(), String> {
 }
 
 impl CollectionMeta {
+    /// Add metadata field names the collection does not list yet; true if any was new.
+    pub fn add_meta_fields(&mut self, fields: &std::collections::BTreeSet<String>) -> bool {
+        let mut changed = false;
+        for f in fields {
+            if !self.meta_fields.contains(f) {
+                self.meta_fields.push(f.clone());
+                changed = true;
+            }
+        }
+        self.meta_fields.sort();
+        changed
+    }
+
     /// Error unless this collection was built with the given embedding model.
     pub fn check_model(&self, model: &str, dim: usize) -> Result<(), StoreError> {
         if self.embedding_model != model || self.dim != dim {

@@ -95,6 +95,32 @@ pub async fn export(
     })
 }
 
+/// [`export`] to `path`, written next to it and renamed, so a failed export leaves
+/// no partial file.
+pub async fn export_to_file(
+    store: &dyn ExampleStore,
+    collection: &str,
+    path: &std::path::Path,
+) -> Result<TransferReport, StoreError> {
+    let tmp = path.with_extension("export-tmp");
+    let file = std::fs::File::create(&tmp)
+        .map_err(|source| StoreError::File { context: format!("cannot create {}", tmp.display()), source })?;
+    let mut out = std::io::BufWriter::new(file);
+    let report = export(store, collection, &mut out).await;
+    drop(out);
+    match report {
+        Ok(r) => {
+            std::fs::rename(&tmp, path)
+                .map_err(|source| StoreError::File { context: format!("cannot write {}", path.display()), source })?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 fn bad(line: usize, msg: impl std::fmt::Display) -> StoreError {
     StoreError::BadImport(format!("line {line}: {msg}"))
 }
@@ -197,7 +223,7 @@ pub async fn import_file(
                 }
             }
             let fields = header.meta.meta_fields.iter().cloned().collect();
-            changed |= crate::index::add_meta_fields(&mut meta, &fields);
+            changed |= meta.add_meta_fields(&fields);
             if changed {
                 meta.updated_at = now_secs();
                 store.put_meta(&meta).await?;

@@ -49,22 +49,15 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert!(t > 0.0 && t < 1.0 && sec["precision"].is_number() && sec["recall"].is_number(), "{sec}");
 
     // The fit is stored with the collection: classify now reports fitted confidence.
-    let out = run(triage(data.path()).args([
-        "classify",
-        "--collection",
-        "saas",
-        "--format",
-        "jsonl",
+    let r = classify_jsonl(data.path(), "saas", &[], &[
         "I was charged twice for my subscription this month, please refund one of the payments.",
         "Hi, I am a recruiter with two senior engineers available right now who would fit your team well. Open to a quick call this week?",
-    ]))
+    ])
     .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r = results(&out);
     assert_eq!(r[0]["category"], "Billing");
     assert_eq!(r[0]["method"], "knn");
-    assert_eq!(r[0]["fit"]["examples"], saas_examples(), "{}", r[0]);
-    assert_eq!(r[0]["fit"]["head"]["examples"], saas_examples());
+    let n = Some(saas_examples() as u64);
+    assert_eq!(fit_used(&r[0]), (n, n), "{}", r[0]);
     let raw = r[0]["raw_confidence"].as_f64().expect("raw_confidence when calibrated");
     let conf = r[0]["confidence"].as_f64().unwrap();
     assert!((conf - raw).abs() < 1e-6, "no map: the confidence is the raw probability ({conf} vs {raw})");
@@ -77,8 +70,7 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert_ne!(r[1]["category"], "Not Support");
 
     // At another k the fit is not applied, and the result says so.
-    let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "--k", "3"]).arg("refund please, charged twice")).await;
-    let r = results(&out);
+    let r = classify_jsonl(data.path(), "saas", &["--k", "3"], &["refund please, charged twice"]).await;
     assert!(r[0].get("raw_confidence").is_none());
     assert!(r[0]["warnings"][0].as_str().unwrap().contains("calibrated at k=8"), "{}", r[0]);
 
@@ -97,9 +89,9 @@ async fn calibrate_stores_a_fit_that_classify_uses() {
     assert!(text.contains("out of scope") && text.contains("out-of-scope examples flagged"), "{text}");
     let out = run(triage(data.path()).args(["calibrate", "--collection", "saas", "--clear"])).await;
     assert!(stdout(&out).contains("fit removed"), "{}", stdout(&out));
-    let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "refund please"])).await;
-    assert!(results(&out)[0].get("raw_confidence").is_none());
-    assert!(results(&out)[0].get("fit").is_none());
+    let r = classify_jsonl(data.path(), "saas", &[], &["refund please"]).await;
+    assert!(r[0].get("raw_confidence").is_none());
+    assert_eq!(fit_used(&r[0]), (None, None), "{}", r[0]);
     let out = run(triage(data.path()).args(["calibrate", "--collection", "nope"])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));

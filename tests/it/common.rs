@@ -76,6 +76,20 @@ pub fn results(o: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// `triage classify --format jsonl` of `texts` against `collection` in `data`, with
+/// `extra` flags; the results, once it succeeded.
+pub async fn classify_jsonl(data: &Path, collection: &str, extra: &[&str], texts: &[&str]) -> Vec<Value> {
+    let out = run(triage(data).args(["classify", "--collection", collection, "--format", "jsonl"]).args(extra).args(texts)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    results(&out)
+}
+
+/// Which stored fit a result used: the examples it was fitted on and those of its
+/// head, each `None` when that part was not used (no fit, another k, no head).
+pub fn fit_used(r: &Value) -> (Option<u64>, Option<u64>) {
+    (r["fit"]["examples"].as_u64(), r["fit"]["head"]["examples"].as_u64())
+}
+
 /// A data dir with `saas` indexed from the bundled corpus, copied fresh for each
 /// test so that tests never share a live store.
 pub async fn indexed_data_dir() -> tempfile::TempDir {

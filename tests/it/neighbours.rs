@@ -41,19 +41,17 @@ async fn the_head_is_fitted_used_and_refused_from_another_embedding_model() {
     let head_acc = n["stats"]["head_accuracy"].as_f64().unwrap();
     assert!(head_acc > 0.7, "cross-fitted head accuracy {head_acc}");
     let text = "my card has still not arrived, it has been two weeks";
-    let out = run(triage(work.path()).args(["classify", "--collection", "b", "--format", "jsonl", text])).await;
-    let r = &results(&out)[0];
+    let r = &classify_jsonl(work.path(), "b", &[], &[text]).await[0];
     assert_eq!(r["category"], "card_arrival", "{r}");
-    assert_eq!(r["fit"]["head"]["examples"], 795, "{r}");
+    assert_eq!(fit_used(r).1, Some(795), "{r}");
 
     // A head fitted with another embedding model is not used, and the result says so.
     let path = meta_path(work.path(), "b");
     let mut meta: Value = read_json(&path);
     meta["fitted"]["data"]["neighbours"]["head_info"]["embedding_model"] = "some-other-model".into();
     std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let out = run(triage(work.path()).args(["classify", "--collection", "b", "--format", "jsonl", text])).await;
-    let r = &results(&out)[0];
-    assert!(r["fit"].get("head").is_none(), "{r}");
+    let r = &classify_jsonl(work.path(), "b", &[], &[text]).await[0];
+    assert_eq!(fit_used(r).1, None, "{r}");
     let warnings = r["warnings"].to_string();
     assert!(warnings.contains("some-other-model") && warnings.contains("not used"), "{warnings}");
 }
@@ -75,10 +73,10 @@ async fn a_collection_too_small_for_a_head_gets_none_and_says_why() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("no head fitted") && text.contains("Legal (3)"), "{text}");
-    let out = run(triage(work.path()).args(["classify", "--collection", "small", "--format", "jsonl", "a billing question"])).await;
-    let r = &results(&out)[0];
-    assert!(r["fit"].get("head").is_none(), "{r}");
-    assert!(r["fit"]["examples"].as_u64().is_some(), "the calibration itself is used: {r}");
+    let r = &classify_jsonl(work.path(), "small", &[], &["a billing question"]).await[0];
+    let (fit, head) = fit_used(r);
+    assert_eq!(head, None, "{r}");
+    assert!(fit.is_some(), "the calibration itself is used: {r}");
 }
 
 /// One of the subset's intents indexed as out-of-scope examples: its test tickets are
