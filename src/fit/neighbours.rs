@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::isotonic::{apply_bands, cross_fitted, fit_bands, shortcut_threshold, Band, BandPoint};
 use super::logistic::LogisticHead;
-use super::out_of_scope::{self, OosScore, Signals};
+use super::out_of_scope::{self, fit_oos_threshold, signals, OosScore};
 use crate::stats::{ece, quantile, share};
 use crate::taxonomy::label_key;
 
@@ -285,7 +285,7 @@ fn mix(vote: &[(usize, f32)], head: Option<&[f32]>, w: f32, n: usize) -> Vec<f32
     p
 }
 
-fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
+pub(super) fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, v) in p.iter().enumerate() {
         if allowed(i) && best.is_none_or(|b| *v > p[b]) {
@@ -293,31 +293,6 @@ fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
         }
     }
     best
-}
-
-/// The out-of-scope score's view of one ticket: its mixture `m` (over `oos.len()`
-/// labels or more), the head's probabilities, and `(label index, similarity)` of its k
-/// nearest neighbours.
-fn signals(m: &[f32], oos: &[bool], head: Option<&[f32]>, nearest: &[(usize, f32)]) -> Signals {
-    let is_oos = |i: usize| oos.get(i).copied().unwrap_or(false);
-    let in_scope = argmax(m, |i| !is_oos(i)).map_or(0.0, |i| m[i]);
-    let oos_mass: f32 = m.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum();
-    let (head_oos, head_in_scope) = match head {
-        Some(h) => (
-            h.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum(),
-            h.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max),
-        ),
-        None => (oos_mass, in_scope),
-    };
-    let flagged: Vec<(bool, f32)> = nearest.iter().map(|&(i, s)| (is_oos(i), s)).collect();
-    Signals {
-        in_scope,
-        oos: oos_mass,
-        top_similarity: nearest.first().map_or(-1.0, |n| n.1),
-        gap: Signals::gap_of(&flagged),
-        head_oos,
-        head_in_scope,
-    }
 }
 
 /// One held-out point under a mixture weight: the in-scope label and its probability,
@@ -365,34 +340,6 @@ fn choose(points: &[HeldOutPoint], labels: &LabelSet, has_head: bool) -> (f32, f
         }
     }
     (best.0, best.1)
-}
-
-/// The largest probability threshold whose flag (together with "an out-of-scope label
-/// leads") takes at most `budget` of the right in-scope labels. Returns it with the
-/// in-scope flag rate and the out-of-scope recall it gives on the points.
-fn fit_oos_threshold(
-    points: &[(f32, bool, bool, bool)], // (probability, top is oos, gold in scope, label right)
-    budget: f64,
-) -> (f32, f64, f64) {
-    let in_scope = points.iter().filter(|p| p.2).count().max(1) as f64;
-    let oos = points.iter().filter(|p| !p.2).count().max(1) as f64;
-    let mut candidates: Vec<f32> = points.iter().map(|p| p.0).collect();
-    candidates.push(0.0);
-    candidates.sort_by(f32::total_cmp);
-    candidates.dedup();
-    let flagged = |t: f32, p: &(f32, bool, bool, bool)| p.1 || p.0 < t;
-    let mut best = 0.0f32;
-    for &t in &candidates {
-        let cost = points.iter().filter(|p| p.2 && p.3 && flagged(t, p)).count() as f64 / in_scope;
-        if cost <= budget {
-            best = t;
-        } else {
-            break;
-        }
-    }
-    let flag_rate = points.iter().filter(|p| p.2 && flagged(best, p)).count() as f64 / in_scope;
-    let recall = points.iter().filter(|p| !p.2 && flagged(best, p)).count() as f64 / oos;
-    (best, flag_rate, recall)
 }
 
 fn round4(x: f64) -> f64 {

@@ -87,11 +87,8 @@ impl OosScore {
     /// Log-odds that the ticket is out of scope.
     pub fn score(&self, s: &Signals) -> f32 {
         let f = s.features();
-        let mut z = self.bias;
-        for i in 0..FEATURES.min(self.weights.len()).min(self.mean.len()).min(self.scale.len()) {
-            z += self.weights[i] * (f[i] - self.mean[i]) / self.scale[i];
-        }
-        z
+        let terms = f.iter().zip(&self.weights).zip(self.mean.iter().zip(&self.scale));
+        self.bias + terms.map(|((x, w), (m, sc))| w * (x - m) / sc).sum::<f32>()
     }
 
     /// The score when it is at or above the threshold.
@@ -122,8 +119,8 @@ pub struct Fit {
 
 fn standardise(points: &[Point]) -> (Vec<f32>, Vec<f32>) {
     let n = points.len().max(1) as f64;
-    let mut mean = vec![0.0f64; FEATURES];
-    let mut sq = vec![0.0f64; FEATURES];
+    let mut mean = [0.0f64; FEATURES];
+    let mut sq = [0.0f64; FEATURES];
     for p in points {
         for (i, v) in p.signals.features().iter().enumerate() {
             mean[i] += f64::from(*v) / n;
@@ -228,6 +225,62 @@ pub fn fit(points: &[Point], budget: f64) -> Result<Fit, String> {
     let all: Vec<&Point> = points.iter().collect();
     let (weights, bias) = fit_weights(&all, &mean, &scale)?;
     Ok(Fit { score: OosScore { mean, scale, weights, bias, threshold }, flags })
+}
+
+/// The earlier rule, kept for a fit whose score cannot be fitted (a fold with one side
+/// only) and for fits stored before the score existed: one threshold on the best in-scope
+/// probability.
+/// The largest probability threshold whose flag (together with "an out-of-scope label
+/// leads") takes at most `budget` of the right in-scope labels. Returns it with the
+/// in-scope flag rate and the out-of-scope recall it gives on the points.
+pub(super) fn fit_oos_threshold(
+    points: &[(f32, bool, bool, bool)], // (probability, top is oos, gold in scope, label right)
+    budget: f64,
+) -> (f32, f64, f64) {
+    let in_scope = points.iter().filter(|p| p.2).count().max(1) as f64;
+    let oos = points.iter().filter(|p| !p.2).count().max(1) as f64;
+    let mut candidates: Vec<f32> = points.iter().map(|p| p.0).collect();
+    candidates.push(0.0);
+    candidates.sort_by(f32::total_cmp);
+    candidates.dedup();
+    let flagged = |t: f32, p: &(f32, bool, bool, bool)| p.1 || p.0 < t;
+    let mut best = 0.0f32;
+    for &t in &candidates {
+        let cost = points.iter().filter(|p| p.2 && p.3 && flagged(t, p)).count() as f64 / in_scope;
+        if cost <= budget {
+            best = t;
+        } else {
+            break;
+        }
+    }
+    let flag_rate = points.iter().filter(|p| p.2 && flagged(best, p)).count() as f64 / in_scope;
+    let recall = points.iter().filter(|p| !p.2 && flagged(best, p)).count() as f64 / oos;
+    (best, flag_rate, recall)
+}
+
+/// The out-of-scope score's view of one ticket: its mixture `m` (over `oos.len()`
+/// labels or more), the head's probabilities, and `(label index, similarity)` of its k
+/// nearest neighbours.
+pub(super) fn signals(m: &[f32], oos: &[bool], head: Option<&[f32]>, nearest: &[(usize, f32)]) -> Signals {
+    let is_oos = |i: usize| oos.get(i).copied().unwrap_or(false);
+    let in_scope = super::neighbours::argmax(m, |i| !is_oos(i)).map_or(0.0, |i| m[i]);
+    let oos_mass: f32 = m.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum();
+    let (head_oos, head_in_scope) = match head {
+        Some(h) => (
+            h.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum(),
+            h.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max),
+        ),
+        None => (oos_mass, in_scope),
+    };
+    let flagged: Vec<(bool, f32)> = nearest.iter().map(|&(i, s)| (is_oos(i), s)).collect();
+    Signals {
+        in_scope,
+        oos: oos_mass,
+        top_similarity: nearest.first().map_or(-1.0, |n| n.1),
+        gap: Signals::gap_of(&flagged),
+        head_oos,
+        head_in_scope,
+    }
 }
 
 #[cfg(test)]
