@@ -214,12 +214,19 @@ pub fn models_dir(flag: Option<&Path>) -> PathBuf {
     cwd
 }
 
+/// `serving`: a long-running process (`serve`, `bench-latency`) that also loads the
+/// solo session for lone tickets (see [`FastEmbedder`]).
 pub fn load_embedder(
     spec: &str,
     models_dir: &Path,
     threads: Option<usize>,
     workers: usize,
+    serving: bool,
 ) -> Result<Arc<dyn Embedder>, Error> {
     let source = ModelSource::resolve(spec, models_dir)?;
-    Ok(Arc::new(FastEmbedder::load(&source, models_dir, threads, workers)?))
+    Ok(Arc::new(if serving {
+        FastEmbedder::load_serving(&source, models_dir, threads, workers)?
+    } else {
+        FastEmbedder::load(&source, models_dir, threads, workers)?
+    }))
 }

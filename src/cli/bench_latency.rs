@@ -37,7 +37,7 @@ pub async fn run(common: &CommonArgs, args: BenchLatencyArgs) -> anyhow::Result<
     let texts: Vec<String> =
         rows.iter().filter_map(|r| r.get("text")).filter(|t| !t.trim().is_empty()).take(args.n).collect();
     let store = config::open_store(&store_settings(common))?;
-    let embedder = common.embedder()?;
+    let embedder = common.serving_embedder()?;
     let options = ClassifyOptions::new(args.k.max(1), None);
     let classifier = Classifier::open(embedder.clone(), store.clone(), None, &args.collection, options).await?;
     let load_seconds = started.elapsed().as_secs_f64();

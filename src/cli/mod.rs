@@ -85,9 +85,19 @@ impl CommonArgs {
     /// The embedding model named by `--embedding-model`, from `--models-dir`, on
     /// `--embed-workers` workers (default: one per core).
     pub fn embedder(&self) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
+        self.load_embedder(false)
+    }
+
+    /// [`Self::embedder`] for a long-running process: also the solo session that
+    /// serves a lone ticket on every core.
+    pub fn serving_embedder(&self) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
+        self.load_embedder(true)
+    }
+
+    fn load_embedder(&self, serving: bool) -> anyhow::Result<Arc<dyn crate::embed::Embedder>> {
         let models = config::models_dir(self.models_dir.as_deref());
         let workers = self.embed_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Ok(config::load_embedder(&self.embedding_model, &models, self.embed_threads, workers)?)
+        Ok(config::load_embedder(&self.embedding_model, &models, self.embed_threads, workers, serving)?)
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let store = config::open_store(&store_settings(common))?;
     // The embedded store is single-process: own it for as long as the server runs.
     store.claim()?;
-    let embedder = common.embedder()?;
+    let embedder = common.serving_embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
         options: ClassifyOptions { two_stage: args.two_stage, ..options },

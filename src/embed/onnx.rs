@@ -99,20 +99,18 @@ impl Drop for InFlight<'_> {
 /// sessions use fewer threads than there are cores, one more **solo** session uses them
 /// all, and a small call made while no other call is in flight goes to it: a single
 /// ticket's latency without oversubscribing the cores under concurrent load (then the
-/// pool takes the calls). `TRIAGE_EMBED_SOLO=0` turns it off.
+/// pool takes the calls). Only long-running processes load it ([`Self::load_serving`]:
+/// `serve`, `bench-latency`); a one-shot command would pay its load time for one
+/// ticket. `TRIAGE_EMBED_SOLO=0` turns it off.
 pub struct FastEmbedder {
     name: String,
     dim: usize,
     tx: mpsc::Sender<Job>,
-    solo: Option<Solo>,
+    solo: Option<mpsc::Sender<Job>>,
     in_flight: AtomicUsize,
     coverage: Option<Arc<crate::lang::Coverage>>,
 }
 
-struct Solo {
-    tx: mpsc::Sender<Job>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-}
 
 /// The solo session runs only while no other call is in flight, so its threads may
 /// busy-wait between the model's many small operators (`TRIAGE_SOLO_SPIN=0`: not).
@@ -149,6 +147,27 @@ impl FastEmbedder {
         threads: Option<usize>,
         workers: usize,
     ) -> Result<Self, EmbedError> {
+        Self::load_with(source, models_dir, threads, workers, false)
+    }
+
+    /// [`Self::load`] plus the solo session for lone tickets, for processes that serve
+    /// many of them.
+    pub fn load_serving(
+        source: &ModelSource,
+        models_dir: &Path,
+        threads: Option<usize>,
+        workers: usize,
+    ) -> Result<Self, EmbedError> {
+        Self::load_with(source, models_dir, threads, workers, true)
+    }
+
+    fn load_with(
+        source: &ModelSource,
+        models_dir: &Path,
+        threads: Option<usize>,
+        workers: usize,
+        solo: bool,
+    ) -> Result<Self, EmbedError> {
         init_onnx_runtime(models_dir)?;
         let workers = workers.max(1);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -180,28 +199,20 @@ impl FastEmbedder {
             }
             spawn_worker(&n.to_string(), model, pref, Arc::clone(&rx))?;
         }
-        // The solo session is built on its own thread, off the start-up path: until it is
-        // ready (or if it cannot be built), the pool takes every call.
-        let solo = (threads < cores && solo_wanted()).then(|| {
+        // Built here, not on a thread of its own: a process that exits while ONNX Runtime
+        // is still building a session on another thread can crash in its exit handlers.
+        let solo = if solo && threads < cores && solo_wanted() {
             let (solo_tx, solo_rx) = mpsc::channel::<Job>();
-            let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (source, models_dir, flag) = (source.clone(), models_dir.to_path_buf(), Arc::clone(&ready));
-            let spawned = std::thread::Builder::new().name("embedder-solo".into()).spawn(move || {
-                match build_model(&source, &models_dir, cores, solo_spinning()) {
-                    Ok(model) => {
-                        flag.store(true, Ordering::Release);
-                        worker(model, pref, &Mutex::new(solo_rx));
-                    }
-                    Err(e) => tracing::warn!("no solo embedding session ({e}); single tickets use the pool"),
-                }
-            });
-            spawned.ok().map(|_| Solo { tx: solo_tx, ready })
-        });
+            spawn_worker("solo", build_model(source, models_dir, cores, solo_spinning())?, pref, Arc::new(Mutex::new(solo_rx)))?;
+            Some(solo_tx)
+        } else {
+            None
+        };
         Ok(FastEmbedder {
             name: source.name().to_string(),
             dim,
             tx,
-            solo: solo.flatten(),
+            solo,
             in_flight: AtomicUsize::new(0),
             coverage,
         })
@@ -311,10 +322,9 @@ impl Embedder for FastEmbedder {
         }
         let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let _in_flight = InFlight(&self.in_flight);
-        let solo = self.solo.as_ref().filter(|s| alone && texts.len() <= SOLO_MAX_TEXTS && s.ready.load(Ordering::Acquire));
-        if let Some(solo) = solo {
+        if let Some(solo) = self.solo.as_ref().filter(|_| alone && texts.len() <= SOLO_MAX_TEXTS) {
             let (reply, rx) = oneshot::channel();
-            solo.tx.send((texts, reply)).map_err(|_| EmbedError::WorkerGone)?;
+            solo.send((texts, reply)).map_err(|_| EmbedError::WorkerGone)?;
             return rx.await.map_err(|_| EmbedError::WorkerGone)?;
         }
         // Cut into jobs of CHUNK texts, all queued at once, so every worker takes a share.
