@@ -10,7 +10,9 @@
 # Env: TRIAGE_BIN (a built triage; default: release build here), SOAK_SEED (42),
 #   SOAK_CLIENTS (classification clients, 4), SOAK_WRITERS (example writers, 2),
 #   SOAK_FAULT_5XX (0.10), SOAK_FAULT_429 (0.10), SOAK_HANG (0.05), SOAK_HANG_SECONDS (4),
-#   SOAK_KILL_MIN / SOAK_KILL_MAX (seconds between kills, 5 / 20), SIM_LLM (path of sim_llm.py).
+#   SOAK_KILL_MIN / SOAK_KILL_MAX (seconds between kills, 5 / 20), SIM_LLM (path of sim_llm.py),
+#   SOAK_REFIT_AFTER (the server refits the calibrated collection in the background after
+#   this many posted examples, 20).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -24,6 +26,9 @@ sim="${SIM_LLM:-$root/scripts/sim_llm.py}"
 . scripts/serve-common.sh
 export TRIAGE_DATA_DIR="$work/data"
 "$bin" index examples_store/saas-support --collection saas >/dev/null
+# Calibrated, so the server also refits the head and calibration in the background after
+# every SOAK_REFIT_AFTER examples posted (and is killed during some of those refits).
+"$bin" calibrate --collection saas >/dev/null
 
 python3 "$sim" --gold examples_store/saas-support/examples.jsonl --p 0.85 --port 0 --seed "${SOAK_SEED:-42}" \
     --fault-5xx "${SOAK_FAULT_5XX:-0.10}" --fault-429 "${SOAK_FAULT_429:-0.10}" --retry-after 1 \
@@ -53,14 +58,24 @@ start = time.monotonic()
 deadline = start + seconds
 restarts = 0
 
+refits = collections.Counter()
+
+def drain(stream):
+    # Keep reading the server's log; count its background refits by outcome.
+    for line in stream:
+        for outcome in ("background refit done", "background refit failed", "background refit stopped"):
+            if outcome in line:
+                refits[outcome] += 1
+
 def serve():
     p = subprocess.Popen([bin_, "serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--llm-base-url", llm,
-                          "--llm-timeout", "3", "--llm-deadline", "8", "--llm-retry-base-ms", "200", "--json-mode", "object"],
+                          "--llm-timeout", "3", "--llm-deadline", "8", "--llm-retry-base-ms", "200", "--json-mode", "object",
+                          "--refit-after", os.environ.get("SOAK_REFIT_AFTER", "20")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if line.startswith("listening on "):
             url = line.split()[2]
-            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+            threading.Thread(target=drain, args=(p.stderr,), daemon=True).start()
             return p, url
     raise SystemExit("triage serve exited before listening")
 
@@ -188,6 +203,7 @@ summary = {
     "deleted_examples_back": back[:20],
     "requests_by_status": dict(sorted(statuses.items())),
     "results_by_method": dict(sorted(methods.items())),
+    "background_refits": dict(sorted(refits.items())),
     "llm_simulator": {k: v for k, v in sim_stats().items() if k in ("requests", "answered", "faults_5xx", "faults_429", "hangs")},
     # "seconds since start: MiB (kill -9 restarts so far)", about 30 samples
     "rss_mib_over_time": ", ".join(f"{t:.0f}s: {m:.0f} ({k})" for t, m, k in samples[::step]),

@@ -285,7 +285,7 @@ fn mix(vote: &[(usize, f32)], head: Option<&[f32]>, w: f32, n: usize) -> Vec<f32
     p
 }
 
-pub(super) fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
+fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
     let mut best: Option<usize> = None;
     for (i, v) in p.iter().enumerate() {
         if allowed(i) && best.is_none_or(|b| *v > p[b]) {

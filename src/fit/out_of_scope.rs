@@ -263,7 +263,7 @@ pub(super) fn fit_oos_threshold(
 /// nearest neighbours.
 pub(super) fn signals(m: &[f32], oos: &[bool], head: Option<&[f32]>, nearest: &[(usize, f32)]) -> Signals {
     let is_oos = |i: usize| oos.get(i).copied().unwrap_or(false);
-    let in_scope = super::neighbours::argmax(m, |i| !is_oos(i)).map_or(0.0, |i| m[i]);
+    let in_scope = m.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max);
     let oos_mass: f32 = m.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum();
     let (head_oos, head_in_scope) = match head {
         Some(h) => (
