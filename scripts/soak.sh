@@ -71,7 +71,9 @@ def serve():
     p = subprocess.Popen([bin_, "serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--llm-base-url", llm,
                           "--llm-timeout", "3", "--llm-deadline", "8", "--llm-retry-base-ms", "200", "--json-mode", "object",
                           "--refit-after", os.environ.get("SOAK_REFIT_AFTER", "20")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         # The refit's "done" line is at info level; everything else stays at warn.
+                         env={**os.environ, "TRIAGE_LOG": "warn,qdrant_edge=error,ticket_triage::serve::refit=info"})
     for line in p.stderr:
         if line.startswith("listening on "):
             url = line.split()[2]
