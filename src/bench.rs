@@ -111,18 +111,17 @@ pub async fn latency(
         hits.push(h);
     }
 
-    // The fitted model's own per-ticket work: the head's probabilities and the mixture,
-    // calibration and out-of-scope score (the vote it mixes is computed outside the timer).
+    // The fitted model's own per-ticket work, as classification runs it: the head's
+    // probabilities, the mixture, calibration and out-of-scope score (the vote it mixes
+    // is computed outside the timer).
     let k = classifier.options().k.max(1);
     let fit = classifier.fitted().map(|f| &f.neighbours).filter(|m| m.k == k).map(|m| {
         let mut times = Vec::with_capacity(texts.len());
         for (v, h) in vectors.iter().zip(&hits) {
             let nearest = &h[..h.len().min(k)];
             let Some(vote) = crate::knn::vote_with(nearest, m.vote_temperature) else { continue };
-            let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
             let t = Instant::now();
-            let head = m.head.as_ref().and_then(|h| h.predict_proba(v).ok());
-            std::hint::black_box(m.judge(&vote.shares, &near, head.as_deref()));
+            std::hint::black_box(crate::classifier::judge_fitted(m, &vote, nearest, v));
             times.push(ms(t));
         }
         Percentiles::of(&times)

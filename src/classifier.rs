@@ -137,6 +137,15 @@ pub(crate) struct Evidence<'a> {
     pub threshold: f32,
 }
 
+/// The fitted neighbours' answer for a ticket: the head's probabilities for its vector,
+/// mixed with its vote over the `nearest` (the k nearest candidates), calibrated and
+/// checked for out of scope ([`NeighbourModel::judge`]).
+pub fn judge_fitted(m: &NeighbourModel, vote: &Vote, nearest: &[ScoredExample], vector: &[f32]) -> Judgement {
+    let head = m.head.as_ref().and_then(|h| h.predict_proba(vector).ok());
+    let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
+    m.judge(&vote.shares, &near, head.as_deref())
+}
+
 impl Classifier {
     /// Open `collection`, checking that it was built with this embedding model.
     pub async fn open(
@@ -394,13 +403,9 @@ impl Classifier {
                 None => "the collection has no examples".into(),
             });
         };
-        let head = model.and_then(|m| m.head.as_ref()).and_then(|h| h.predict_proba(vector).ok());
         let taxonomy = &self.meta.taxonomy;
         let judgement = match model {
-            Some(m) => {
-                let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
-                m.judge(&vote.shares, &near, head.as_deref())
-            }
+            Some(m) => judge_fitted(m, &vote, nearest, vector),
             None => Judgement::from_vote(&vote.shares, |l| taxonomy.is_out_of_scope(l)),
         };
         Ok(Evidence {

@@ -66,10 +66,21 @@ fn add_stats(f: impl FnOnce(&mut EmbedStats)) {
 /// from the threads with work: measured on 2 shared cores, embedding ran 1.4-2x
 /// faster without it. `TRIAGE_ORT_SPIN=1` turns it back on.
 fn ort_spinning() -> &'static str {
-    match std::env::var("TRIAGE_ORT_SPIN").as_deref() {
-        Ok("1") | Ok("true") => "1",
-        _ => "0",
+    spin_setting(env_switch("TRIAGE_ORT_SPIN", false))
+}
+
+/// An on/off environment switch: `1`/`true` on, `0`/`false` off, anything else `default`.
+fn env_switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("1") | Ok("true") => true,
+        Ok("0") | Ok("false") => false,
+        _ => default,
     }
+}
+
+/// ONNX Runtime's value for `session.intra_op.allow_spinning`.
+fn spin_setting(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 type Job = (Vec<String>, oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>);
@@ -111,18 +122,14 @@ pub struct FastEmbedder {
     coverage: Option<Arc<crate::lang::Coverage>>,
 }
 
-
 /// The solo session runs only while no other call is in flight, so its threads may
 /// busy-wait between the model's many small operators (`TRIAGE_SOLO_SPIN=0`: not).
 fn solo_spinning() -> &'static str {
-    match std::env::var("TRIAGE_SOLO_SPIN").as_deref() {
-        Ok("0") | Ok("false") => "0",
-        _ => "1",
-    }
+    spin_setting(env_switch("TRIAGE_SOLO_SPIN", true))
 }
 
 fn solo_wanted() -> bool {
-    !matches!(std::env::var("TRIAGE_EMBED_SOLO").as_deref(), Ok("0") | Ok("false"))
+    env_switch("TRIAGE_EMBED_SOLO", true)
 }
 
 fn spawn_worker(

@@ -417,7 +417,7 @@ pub fn fit(
             .zip(&scored)
             .map(|(p, s)| (s.probability, s.top_is_oos, in_scope_gold(p), s.label == Some(p.gold)))
             .collect();
-        let (t, _, _) = fit_oos_threshold(&data, settings.oos_cost_budget);
+        let t = fit_oos_threshold(&data, settings.oos_cost_budget);
         (OosRule::Examples { min_probability: t }, data.iter().map(|d| d.1 || d.0 < t).collect())
     } else if settings.oos_quantile > 0.0 {
         match quantile(&tops, settings.oos_quantile) {

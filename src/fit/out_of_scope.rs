@@ -228,17 +228,14 @@ pub fn fit(points: &[Point], budget: f64) -> Result<Fit, String> {
 }
 
 /// The earlier rule, kept for a fit whose score cannot be fitted (a fold with one side
-/// only) and for fits stored before the score existed: one threshold on the best in-scope
-/// probability.
-/// The largest probability threshold whose flag (together with "an out-of-scope label
-/// leads") takes at most `budget` of the right in-scope labels. Returns it with the
-/// in-scope flag rate and the out-of-scope recall it gives on the points.
+/// only; fits stored before the score existed still carry it): the largest threshold on
+/// the best in-scope probability whose flag (together with "an out-of-scope label
+/// leads") takes at most `budget` of the right in-scope labels.
 pub(super) fn fit_oos_threshold(
     points: &[(f32, bool, bool, bool)], // (probability, top is oos, gold in scope, label right)
     budget: f64,
-) -> (f32, f64, f64) {
+) -> f32 {
     let in_scope = points.iter().filter(|p| p.2).count().max(1) as f64;
-    let oos = points.iter().filter(|p| !p.2).count().max(1) as f64;
     let mut candidates: Vec<f32> = points.iter().map(|p| p.0).collect();
     candidates.push(0.0);
     candidates.sort_by(f32::total_cmp);
@@ -253,9 +250,7 @@ pub(super) fn fit_oos_threshold(
             break;
         }
     }
-    let flag_rate = points.iter().filter(|p| p.2 && flagged(best, p)).count() as f64 / in_scope;
-    let recall = points.iter().filter(|p| !p.2 && flagged(best, p)).count() as f64 / oos;
-    (best, flag_rate, recall)
+    best
 }
 
 /// The out-of-scope score's view of one ticket: its mixture `m` (over `oos.len()`
@@ -263,15 +258,14 @@ pub(super) fn fit_oos_threshold(
 /// nearest neighbours.
 pub(super) fn signals(m: &[f32], oos: &[bool], head: Option<&[f32]>, nearest: &[(usize, f32)]) -> Signals {
     let is_oos = |i: usize| oos.get(i).copied().unwrap_or(false);
-    let in_scope = m.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max);
-    let oos_mass: f32 = m.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum();
-    let (head_oos, head_in_scope) = match head {
-        Some(h) => (
-            h.iter().enumerate().filter(|(i, _)| is_oos(*i)).map(|(_, p)| *p).sum(),
-            h.iter().enumerate().filter(|(i, _)| !is_oos(*i)).map(|(_, p)| *p).fold(0.0, f32::max),
-        ),
-        None => (oos_mass, in_scope),
+    // (largest in-scope probability, mass on out-of-scope labels) of a distribution.
+    let split = |p: &[f32]| {
+        p.iter().enumerate().fold((0.0f32, 0.0f32), |(best, mass), (i, v)| {
+            if is_oos(i) { (best, mass + v) } else { (best.max(*v), mass) }
+        })
     };
+    let (in_scope, oos_mass) = split(m);
+    let (head_in_scope, head_oos) = head.map_or((in_scope, oos_mass), split);
     let flagged: Vec<(bool, f32)> = nearest.iter().map(|&(i, s)| (is_oos(i), s)).collect();
     Signals {
         in_scope,
