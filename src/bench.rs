@@ -119,7 +119,7 @@ pub async fn latency(
         let mut times = Vec::with_capacity(texts.len());
         for (v, h) in vectors.iter().zip(&hits) {
             let nearest = &h[..h.len().min(k)];
-            let Some(vote) = crate::knn::vote_with(nearest, m.vote_temperature) else { continue };
+            let Some(vote) = crate::knn::vote_with(nearest, m.vote_temperature, m.vote_cap) else { continue };
             let t = Instant::now();
             std::hint::black_box(crate::classifier::judge_fitted(m, &vote, nearest, v));
             times.push(ms(t));

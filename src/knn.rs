@@ -34,10 +34,41 @@ impl Vote {
     }
 }
 
-fn weights(neighbors: &[ScoredExample], temperature: f32) -> Vec<f32> {
-    let max = neighbors.iter().map(|n| n.score).fold(f32::NEG_INFINITY, f32::max);
+/// Vote shares of neighbours with similarities `sims` (most similar first): a softmax
+/// of the similarities at `temperature`, then no neighbour carries more than `cap` of
+/// the vote (its excess goes to the others in proportion; `cap >= 1`: no limit). The
+/// temperature and the cap are fitted on the collection's held-out examples
+/// ([`crate::fit::neighbours`]): how much one near-duplicate may outvote the rest is
+/// what held-out accuracy supports, not what its raw similarity says.
+pub fn weights(sims: &[f32], temperature: f32, cap: f32) -> Vec<f32> {
+    let max = sims.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let t = if temperature > 0.0 { temperature } else { TEMPERATURE };
-    neighbors.iter().map(|n| ((n.score - max) / t).exp()).collect()
+    let mut w: Vec<f32> = sims.iter().map(|s| ((s - max) / t).exp()).collect();
+    let total: f32 = w.iter().sum();
+    if total > 0.0 {
+        w.iter_mut().for_each(|x| *x /= total);
+    }
+    // A cap below 1/n cannot hold: every weight would have to be below the mean.
+    let cap = cap.max(1.0 / sims.len().max(1) as f32);
+    if cap < 1.0 {
+        for _ in 0..sims.len() {
+            let excess: f32 = w.iter().filter(|x| **x > cap).map(|x| *x - cap).sum();
+            if excess <= 1e-9 {
+                break;
+            }
+            let free: f32 = w.iter().filter(|x| **x < cap).sum();
+            let open = w.iter().filter(|x| **x < cap).count();
+            for x in w.iter_mut() {
+                if *x > cap {
+                    *x = cap;
+                } else if *x < cap {
+                    // In proportion to the weight; equal shares when the others are all ~0.
+                    *x += if free > 1e-12 { excess * *x / free } else { excess / open.max(1) as f32 };
+                }
+            }
+        }
+    }
+    w
 }
 
 /// Weighted plurality over `items`, ties broken by first appearance (nearest first).
@@ -59,18 +90,18 @@ fn plurality<'a>(items: impl Iterator<Item = (&'a str, f32)>) -> Vec<(String, f3
 
 /// The similarity-weighted vote of `neighbors` (None when there are none).
 pub fn vote(neighbors: &[ScoredExample]) -> Option<Vote> {
-    vote_with(neighbors, TEMPERATURE)
+    vote_with(neighbors, TEMPERATURE, 1.0)
 }
 
-/// [`vote`] with another softmax temperature.
-pub fn vote_with(neighbors: &[ScoredExample], temperature: f32) -> Option<Vote> {
+/// [`vote`] with another softmax temperature and a cap on one neighbour's share (see [`weights`]).
+pub fn vote_with(neighbors: &[ScoredExample], temperature: f32, cap: f32) -> Option<Vote> {
     if neighbors.is_empty() {
         return None;
     }
-    let w = weights(neighbors, temperature);
-    let total: f32 = w.iter().sum();
+    let sims: Vec<f32> = neighbors.iter().map(|n| n.score).collect();
+    let w = weights(&sims, temperature, cap);
     let labels = plurality(neighbors.iter().zip(&w).map(|(n, w)| (n.example.label.as_str(), *w)));
-    let shares: Vec<(String, f32)> = labels.into_iter().map(|(l, s)| (l, s / total)).collect();
+    let shares: Vec<(String, f32)> = labels;
     let (label, share) = shares[0].clone();
     let key = label_key(&label);
     let subcategory = plurality(
@@ -151,6 +182,20 @@ mod tests {
         assert_eq!(v.label, "B");
         assert!((v.share - 2.0 / 3.0).abs() < 1e-5);
         assert!(vote(&[]).is_none());
+    }
+
+    #[test]
+    fn a_cap_keeps_one_near_duplicate_from_outvoting_the_rest() {
+        let mut ns = vec![n("A", 0.99, None)];
+        ns.extend((0..7).map(|i| n("B", 0.80 - i as f32 * 0.001, None)));
+        let free = vote_with(&ns, 0.02, 1.0).unwrap();
+        assert_eq!(free.label, "A", "at a low temperature the near-duplicate takes the vote");
+        let capped = vote_with(&ns, 0.02, 0.35).unwrap();
+        assert_eq!(capped.label, "B");
+        assert!((capped.share_of("A") - 0.35).abs() < 1e-4, "{:?}", capped.shares);
+        let w = weights(&[0.9, 0.9], 0.1, 0.2);
+        assert!((w[0] - 0.5).abs() < 1e-6, "a cap below 1/n cannot hold: {w:?}");
+        assert!((weights(&[0.9, 0.5, 0.4], 0.05, 0.5).iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
 
     #[test]

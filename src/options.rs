@@ -18,6 +18,8 @@ pub enum OptionError {
     KTooSmall,
     KAbove(usize),
     MinConfidence,
+    Precision,
+    BothBars,
     EmptyFilterValue,
     RepeatedFilterField,
 }
@@ -28,6 +30,7 @@ impl OptionError {
         match self {
             OptionError::KTooSmall | OptionError::KAbove(_) => "k",
             OptionError::MinConfidence => "min_confidence",
+            OptionError::Precision | OptionError::BothBars => "auto_route_precision",
             OptionError::EmptyFilterValue | OptionError::RepeatedFilterField => "filter",
         }
     }
@@ -37,6 +40,8 @@ impl OptionError {
             OptionError::KTooSmall => "must be at least 1".into(),
             OptionError::KAbove(max) => format!("must be between 1 and {max}"),
             OptionError::MinConfidence => "must be in [0, 1]".into(),
+            OptionError::Precision => "must be at least 0.5 and below 1 (e.g. 0.98: at most 2 % of routed tickets wrong)".into(),
+            OptionError::BothBars => "and min_confidence are alternatives: give one".into(),
             OptionError::EmptyFilterValue => "values must not be empty".into(),
             OptionError::RepeatedFilterField => "names the same field twice".into(),
         }
@@ -81,7 +86,24 @@ pub fn check_filter(pairs: impl IntoIterator<Item = (String, String)>) -> Result
     Ok(filter)
 }
 
+/// A precision target in [0.5, 1), or none.
+pub fn check_precision(p: Option<f64>) -> Result<Option<f64>, OptionError> {
+    match p {
+        Some(p) if !(0.5..1.0).contains(&p) => Err(OptionError::Precision),
+        p => Ok(p),
+    }
+}
+
 impl ClassifyOptions {
+    /// These options routing by a precision target (checked; not with a threshold).
+    pub fn with_precision(mut self, p: Option<f64>) -> Result<Self, OptionError> {
+        if p.is_some() && self.min_confidence.is_some() {
+            return Err(OptionError::BothBars);
+        }
+        self.auto_route_precision = check_precision(p)?;
+        Ok(self)
+    }
+
     /// Options with a checked `k` (bounded by `max_k` when given) and review threshold;
     /// the rest at their defaults.
     pub fn checked(k: usize, min_confidence: Option<f32>, max_k: Option<usize>) -> Result<Self, OptionError> {
@@ -95,7 +117,9 @@ impl ClassifyOptions {
             o.k = check_k(k, Some(SERVE_MAX_K))?;
         }
         if min_confidence.is_some() {
+            // A request's own threshold replaces the server's precision target.
             o.min_confidence = check_min_confidence(min_confidence)?;
+            o.auto_route_precision = None;
         }
         Ok(o)
     }
@@ -116,6 +140,11 @@ mod tests {
         assert_eq!((e.to_string(), e.flag_message()), ("min_confidence must be in [0, 1]".into(), "--min-confidence must be in [0, 1]".into()));
         assert!(check_min_confidence(Some(f32::NAN)).is_err());
         assert_eq!(check_min_confidence(None), Ok(None));
+        assert_eq!(check_precision(Some(1.0)).unwrap_err().flag_message().split(' ').next(), Some("--auto-route-precision"));
+        assert!(check_precision(Some(0.3)).is_err() && check_precision(Some(f64::NAN)).is_err());
+        let both = ClassifyOptions::checked(8, Some(0.9), None).unwrap().with_precision(Some(0.98));
+        assert_eq!(both.unwrap_err(), OptionError::BothBars);
+        assert_eq!(ClassifyOptions::checked(8, None, None).unwrap().with_precision(Some(0.98)).unwrap().auto_route_precision, Some(0.98));
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         assert_eq!(check_filter([pair("tier", "gold"), pair("tier", "silver")]).unwrap_err().flag_message(), "--filter names the same field twice");
         assert_eq!(check_filter([pair("tier", " ")]).unwrap_err().to_string(), "filter values must not be empty");

@@ -68,6 +68,8 @@ pub enum ReviewKind {
     Subcategory,
     /// The embedding model does not cover the ticket's language and no LLM answered.
     Language,
+    /// The ticket is unlike every example (or is not text): no close example supports any answer.
+    NoCloseExample,
     /// No answer at all (bad input, retrieval failure).
     Error,
 }
@@ -82,6 +84,7 @@ impl ReviewKind {
             ReviewKind::Llm(kind) => kind,
             ReviewKind::Subcategory => "subcategory",
             ReviewKind::Language => "language",
+            ReviewKind::NoCloseExample => "no_close_example",
             ReviewKind::Error => "error",
         }
     }
@@ -154,6 +157,10 @@ pub struct FitUsed {
     /// The arbiter's fit for the LLM model used; absent when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arbiter: Option<FitRef>,
+    /// How the neighbours' confidence was calibrated (e.g. "isotonic map on 68 held-out
+    /// examples, shrunk toward their accuracy (few examples)").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -228,45 +235,9 @@ pub struct TicketResult {
 }
 
 impl TicketResult {
-    /// A flagged result without an answer.
-    pub fn failed(id: &str, error: String, started: Instant) -> Self {
-        TicketResult {
-            id: id.to_string(),
-            category: None,
-            subcategory: None,
-            urgency: None,
-            summary: String::new(),
-            reasoning: String::new(),
-            secondary: Vec::new(),
-            confidence: 0.0,
-            raw_confidence: None,
-            llm_label_probability: None,
-            needs_review: true,
-            review_reason: Some(ReviewReason::new(ReviewKind::Error, error.clone())),
-            method: ResultMethod::None,
-            neighbors: Vec::new(),
-            model: None,
-            lang: None,
-            neighbours: None,
-            llm_answer: None,
-            fit: None,
-            usage: Usage::default(),
-            llm_calls: 0,
-            latency_ms: ms(started),
-            error: Some(error),
-            warnings: Vec::new(),
-        }
-    }
-
     /// True when something went wrong (as opposed to a deliberate review flag).
     pub fn failed_hard(&self) -> bool {
         self.error.is_some()
-    }
-
-    /// Send to review for `reason`.
-    pub fn flag(&mut self, reason: ReviewReason) {
-        self.needs_review = true;
-        self.review_reason = Some(reason);
     }
 
     /// The review reason's kind, if flagged.
@@ -282,27 +253,4 @@ pub fn ms(started: Instant) -> f64 {
 
 pub fn round3(x: f32) -> f32 {
     (x * 1000.0).round() / 1000.0
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_serialise_to_the_documented_strings() {
-        let mut r = TicketResult::failed("t1", "empty ticket".into(), Instant::now());
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["method"], "none");
-        assert_eq!(v["review_reason"], "error: empty ticket");
-        r.method = ResultMethod::KnnShortcut;
-        r.flag(ReviewReason::new(ReviewKind::Llm("llm_unavailable"), "HTTP 503"));
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!((v["method"].as_str(), v["review_reason"].as_str()), (Some("knn-shortcut"), Some("llm_unavailable: HTTP 503")));
-        for m in [ResultMethod::Rag, ResultMethod::ZeroShot, ResultMethod::FixedFewShot, ResultMethod::KnnFallback, ResultMethod::Knn] {
-            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
-        }
-        assert_eq!(ReviewReason::new(ReviewKind::OutOfScope, "x").to_string(), "out_of_scope: x");
-        assert!(v.get("neighbours").is_none() && v.get("lang").is_none(), "absent evidence is left out");
-    }
 }

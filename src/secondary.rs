@@ -188,6 +188,7 @@ mod tests {
             confidence: 0.5,
             oos_probability: 0.1,
             out_of_scope: None,
+            far: None,
             distribution: vec![("Billing".into(), 0.5), ("Outage".into(), 0.3), ("Spam".into(), 0.1), ("Feature".into(), 0.1)],
         };
         let rule = SecondaryRule { threshold: 0.1, method: "labeled".into(), held_out: 1, labeled: 0, precision: None, recall: None, flag_rate: 0.0 };

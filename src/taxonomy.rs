@@ -27,6 +27,10 @@ pub struct Category {
     pub description: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subcategories: Vec<Subcategory>,
+    /// Precision the tickets routed to this category without review must reach (e.g.
+    /// 0.99 for a queue where a wrong ticket is expensive); overrides the taxonomy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_route_precision: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +57,10 @@ pub struct Taxonomy {
     /// Below this confidence a result goes to human review.
     #[serde(default, serialize_with = "as_written")]
     pub min_confidence: Option<f32>,
+    /// Instead of a threshold: the precision tickets routed without review must reach,
+    /// the threshold chosen on the collection's held-out answers (`--auto-route-precision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_route_precision: Option<f64>,
     #[serde(default)]
     pub rules: Vec<String>,
     pub categories: Vec<Category>,
@@ -125,10 +133,11 @@ impl Taxonomy {
             version: String::new(),
             description: String::new(),
             min_confidence: None,
+            auto_route_precision: None,
             rules: Vec::new(),
             categories: labels
                 .iter()
-                .map(|l| Category { name: l.clone(), description: String::new(), subcategories: vec![] })
+                .map(|l| Category { name: l.clone(), description: String::new(), subcategories: vec![], auto_route_precision: None })
                 .collect(),
             urgency: urgencies
                 .iter()
@@ -194,6 +203,13 @@ impl Taxonomy {
                 return Err(format!("min_confidence {m} is outside [0, 1]"));
             }
         }
+        let targets = std::iter::once(("the taxonomy".to_string(), self.auto_route_precision))
+            .chain(self.categories.iter().map(|c| (format!("category {:?}", c.name), c.auto_route_precision)));
+        for (whose, p) in targets {
+            if let Some(p) = p.filter(|p| !(0.5..1.0).contains(p)) {
+                return Err(format!("auto_route_precision {p} of {whose} must be at least 0.5 and below 1"));
+            }
+        }
         Ok(())
     }
 
@@ -254,7 +270,7 @@ impl Taxonomy {
         let mut changed = false;
         for l in labels {
             if self.category(l).is_none() && !self.is_out_of_scope(l) {
-                self.categories.push(Category { name: l.clone(), description: String::new(), subcategories: vec![] });
+                self.categories.push(Category { name: l.clone(), description: String::new(), subcategories: vec![], auto_route_precision: None });
                 changed = true;
             }
         }

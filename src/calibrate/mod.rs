@@ -19,9 +19,11 @@ use std::time::Instant;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::embed::Embedder;
 use crate::example::ExamplePoint;
+use crate::fit::closeness::{noise_texts, Anchors, NOISE_TEXTS};
 use crate::fit::logistic::{HeadOptions, LogisticHead};
-use crate::fit::neighbours::{self, HeadInfo, HeldOutPoint, LabelSet};
+use crate::fit::neighbours::{self, FitInput, HeadInfo, HeldOutPoint, LabelSet};
 use crate::fit::{Fitted, NeighbourModel};
 use crate::store::{now_secs, CollectionMeta, ExampleStore, StoreError};
 use crate::taxonomy::{label_key, Taxonomy};
@@ -30,8 +32,10 @@ pub use crate::fit::neighbours::Settings;
 
 /// Fewest examples for a calibration at all.
 pub const MIN_EXAMPLES: usize = 20;
-/// Fewest examples of every label for a fitted head.
-pub const MIN_HEAD_EXAMPLES: usize = 5;
+/// Fewest labels with at least two examples for a fitted head. Smaller labels are
+/// fitted too: the head's weight in the mixture is chosen on held-out examples, so a
+/// head that does not help small labels (or any) is weighed down by the evidence.
+pub const MIN_HEAD_LABELS: usize = 2;
 /// Folds of the head's cross-fitting.
 pub const FOLDS: usize = 5;
 /// Default inverse regularisation of the head (scikit-learn's `C`).
@@ -114,26 +118,26 @@ pub fn head_obstacle(labels: &LabelSet, y: &[u32]) -> Option<String> {
     for &l in y {
         counts[l as usize] += 1;
     }
-    let thin: Vec<String> = labels
-        .names
-        .iter()
-        .zip(&counts)
-        .filter(|(_, n)| **n < MIN_HEAD_EXAMPLES)
-        .map(|(l, n)| format!("{l} ({n})"))
-        .collect();
-    if labels.len() < 2 {
-        return Some("a fitted head needs at least two labels".into());
-    }
-    (!thin.is_empty()).then(|| {
-        let shown: Vec<&str> = thin.iter().take(5).map(String::as_str).collect();
-        format!(
-            "no head fitted: a head needs at least {MIN_HEAD_EXAMPLES} examples of every label; {} {} fewer: {}{}",
-            thin.len(),
-            if thin.len() == 1 { "label has" } else { "labels have" },
-            shown.join(", "),
-            if thin.len() > 5 { ", ..." } else { "" }
-        )
+    let usable = counts.iter().filter(|n| **n >= 2).count();
+    (usable < MIN_HEAD_LABELS).then(|| {
+        format!("no head fitted: a head needs at least {MIN_HEAD_LABELS} labels with two or more examples; {usable} have")
     })
+}
+
+/// Noise made from the collection's own texts, embedded: the anchors of the "no close
+/// example" check ([`crate::fit::closeness`]). `None` when embedding fails (the check
+/// then judges distance only; the failure is logged).
+async fn noise_anchors(embedder: &dyn Embedder, collection: &str, points: &[ExamplePoint]) -> Option<Anchors> {
+    let stride = points.len().div_ceil(500).max(1);
+    let texts: Vec<&str> = points.iter().step_by(stride).map(|p| p.example.text.as_str()).collect();
+    let seed = u64::from_be_bytes(Sha256::digest(collection.as_bytes())[..8].try_into().unwrap_or([0; 8]));
+    match embedder.embed(noise_texts(&texts, NOISE_TEXTS, seed)).await {
+        Ok(v) => Anchors::new(&v),
+        Err(e) => {
+            tracing::warn!("noise anchors for {collection}: embedding failed ({e}); the closeness check judges distance only");
+            None
+        }
+    }
 }
 
 /// Fit a head on the rows of `x` (row-major, `dim` wide) that `keep` selects.
@@ -219,6 +223,7 @@ async fn leave_one_out(
 /// without storing it. `max_examples` caps the held-out examples (every n-th).
 pub async fn fit_neighbours(
     store: &dyn ExampleStore,
+    embedder: Option<&dyn Embedder>,
     meta: &CollectionMeta,
     settings: &Settings,
     head: &HeadSettings,
@@ -264,22 +269,42 @@ pub async fn fit_neighbours(
 
     let chosen_points: Vec<&ExamplePoint> = chosen.iter().map(|&i| &points[i]).collect();
     let votes = leave_one_out(store, collection, &chosen_points, settings.k, progress).await?;
+    let noise = match embedder.filter(|e| e.dim() == dim) {
+        Some(e) => noise_anchors(e, collection, &points).await,
+        None => None,
+    };
+    let coverage = embedder.and_then(|e| e.coverage());
     let (held, secondary): (Vec<HeldOutPoint>, Vec<Vec<usize>>) = chosen
         .iter()
         .zip(votes)
         .filter(|(_, hits)| !hits.is_empty())
         .map(|(&i, hits)| {
+            let example = &points[i].example;
             let point = HeldOutPoint {
-                gold: y[i] as usize,
-                neighbours: hits.iter().filter_map(|(l, s)| labels.index(l).map(|j| (j, *s))).collect(),
-                head: fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
+                lang: example.lang.clone().or_else(|| crate::lang::assess(&example.text, coverage.as_deref()).lang),
+                noise: noise.as_ref().and_then(|a| a.nearest(&points[i].vector)),
+                ..HeldOutPoint::new(
+                    y[i] as usize,
+                    hits.iter().filter_map(|(l, s)| labels.index(l).map(|j| (j, *s))).collect(),
+                    fitted_head.as_ref().map(|(oof, _, _)| oof[i].clone()),
+                )
             };
-            (point, points[i].example.secondary.iter().filter_map(|l| labels.index(l)).collect())
+            (point, example.secondary.iter().filter_map(|l| labels.index(l)).collect())
         })
         .unzip();
     let head_c = head.enabled.then_some(head.c);
-    let mut model =
-        neighbours::fit(&held, labels, fitted_head.map(|(_, h, info)| (h, info)), head_note, head_c, settings, points.len(), now_secs());
+    let head = fitted_head.map(|(_, h, info)| (h, info));
+    let input = FitInput {
+        points: &held,
+        labels,
+        head,
+        head_note,
+        head_c,
+        noise,
+        collection_examples: points.len(),
+        fitted_at: now_secs(),
+    };
+    let mut model = neighbours::fit(input, settings);
     model.secondary = crate::fit::secondary::fit(&model, &held, &secondary, crate::fit::secondary::DEFAULT_BUDGET);
     Ok(model)
 }
@@ -288,6 +313,7 @@ pub async fn fit_neighbours(
 /// already fitted (they read the neighbours' confidence, which stays a probability).
 pub async fn calibrate_collection(
     store: &dyn ExampleStore,
+    embedder: Option<&dyn Embedder>,
     collection: &str,
     settings: &Settings,
     head: &HeadSettings,
@@ -295,7 +321,7 @@ pub async fn calibrate_collection(
     progress: Progress<'_>,
 ) -> Result<NeighbourModel, CalibrateError> {
     let meta = store.require_meta(collection).await?;
-    let model = fit_neighbours(store, &meta, settings, head, max_examples, progress).await?;
+    let model = fit_neighbours(store, embedder, &meta, settings, head, max_examples, progress).await?;
     let mut meta = store.require_meta(collection).await?;
     let arbiters = stored_fit(&meta).map(|f| f.arbiters).unwrap_or_default();
     store_fit(store, &mut meta, Fitted { neighbours: model.clone(), arbiters }).await?;
@@ -341,12 +367,12 @@ mod tests {
     }
 
     #[test]
-    fn a_head_needs_enough_examples_of_every_label() {
+    fn a_head_needs_two_labels_with_two_examples_and_small_labels_do_not_block_it() {
         let labels = LabelSet { names: vec!["A".into(), "B".into(), "C".into()], out_of_scope: vec![false; 3] };
-        let y: Vec<u32> = [vec![0; 10], vec![1; 5], vec![2; 2]].concat();
-        let why = head_obstacle(&labels, &y).unwrap();
-        assert!(why.contains("C (2)") && !why.contains("B (5)"), "{why}");
-        assert!(head_obstacle(&labels, &[vec![0; 5], vec![1; 5], vec![2; 5]].concat()).is_none());
+        // C has one example: the head is fitted anyway (its weight is chosen on held-out data).
+        assert!(head_obstacle(&labels, &[vec![0; 10], vec![1; 5], vec![2; 1]].concat()).is_none());
+        let why = head_obstacle(&labels, &[vec![0; 10], vec![1; 1], vec![2; 1]].concat()).unwrap();
+        assert!(why.contains("1 have"), "{why}");
         let one = LabelSet { names: vec!["A".into()], out_of_scope: vec![false] };
         assert!(head_obstacle(&one, &[0; 10]).is_some());
     }

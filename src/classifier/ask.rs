@@ -5,13 +5,37 @@
 use crate::example::ScoredExample;
 use crate::guard::{parse_answer, parse_category_answer, parse_subcategory_answer};
 use crate::knn::select_diverse;
-use crate::llm::{LlmClient, LlmRequest, LlmResponse};
+use crate::llm::{LlmClient, LlmRequest, LlmResponse, Usage};
 use crate::prompt::{build_category_request, build_request, build_subcategory_request, repair_request, shortlist_labels};
-use crate::result::{ReviewKind, ReviewReason, TicketResult};
+use crate::result::{ReviewKind, ReviewReason};
 use crate::taxonomy::label_key;
 
-use super::decide::{self, LlmOutcome, Stages};
-use super::{Classifier, ClassifyOptions, Demonstrations, Evidence};
+use super::decide::{self, LlmOutcome};
+use super::evidence::Evidence;
+use super::{Classifier, ClassifyOptions, Demonstrations};
+
+/// The LLM requests for one ticket: the (stage 1) request, and with two-stage prompts
+/// the examples stage 2 picks the chosen category's demonstrations from (at most `k`).
+pub(super) struct Stages {
+    pub request: LlmRequest,
+    pub subcategory: Option<Vec<ScoredExample>>,
+    pub k: usize,
+}
+
+/// What asking cost: the model, every request sent (repairs and the subcategory request
+/// included) and their tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmTrace {
+    pub model: Option<String>,
+    pub calls: u32,
+    pub usage: Usage,
+}
+
+impl LlmTrace {
+    fn count(&mut self, response: &LlmResponse) {
+        self.usage += response.usage;
+    }
+}
 
 impl Classifier {
     /// The LLM request(s) for a ticket.
@@ -36,27 +60,33 @@ impl Classifier {
     }
 
     /// Send `request`; when the reply does not pass `parse`, send one repair request.
-    /// Counts every request and its tokens into `result`. `Err` is the review reason.
+    /// Counts every request and its tokens into `trace`. `Err` is the review reason.
     async fn ask<T>(
         &self,
-        result: &mut TicketResult,
+        trace: &mut LlmTrace,
         llm: &dyn LlmClient,
         request: &LlmRequest,
         parse: impl Fn(&str, bool) -> Result<T, Vec<String>>,
     ) -> Result<(T, LlmResponse), ReviewReason> {
-        tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
+        tracing::debug!(prompt = %request.messages[0].content, "LLM request");
         let llm_error = |e: crate::llm::LlmError| ReviewReason::new(ReviewKind::Llm(e.kind()), e.to_string());
-        result.llm_calls += 1;
-        let first = llm.complete(request).await.map_err(llm_error)?;
-        result.usage += first.usage;
+        trace.calls += 1;
+        let first = match llm.complete(request).await {
+            Ok(r) => r,
+            Err(e) => return Err(llm_error(e)),
+        };
+        trace.count(&first);
         match parse(&first.text, false) {
             Ok(a) => Ok((a, first)),
             Err(problems) => {
-                tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
+                tracing::debug!(?problems, "invalid answer, asking once more");
                 let repair = repair_request(request, &first.text, &problems);
-                result.llm_calls += 1;
-                let second = llm.complete(&repair).await.map_err(llm_error)?;
-                result.usage += second.usage;
+                trace.calls += 1;
+                let second = match llm.complete(&repair).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(llm_error(e)),
+                };
+                trace.count(&second);
                 match parse(&second.text, true) {
                     Ok(a) => Ok((a, second)),
                     Err(p) => Err(ReviewReason::new(
@@ -74,17 +104,17 @@ impl Classifier {
     /// that category is the suggestion and the ticket goes to review.
     pub(super) async fn ask_llm(
         &self,
-        result: &mut TicketResult,
+        trace: &mut LlmTrace,
         llm: &dyn LlmClient,
         stages: Stages,
         e: &Evidence<'_>,
     ) -> LlmOutcome {
         let taxonomy = &self.meta.taxonomy;
-        result.model = Some(llm.model().to_string());
+        trace.model = Some(llm.model().to_string());
         let answer = if stages.subcategory.is_some() {
-            self.ask(result, llm, &stages.request, |t, last| parse_category_answer(t, taxonomy, last)).await
+            self.ask(trace, llm, &stages.request, |t, last| parse_category_answer(t, taxonomy, last)).await
         } else {
-            self.ask(result, llm, &stages.request, |t, last| parse_answer(t, taxonomy, last)).await
+            self.ask(trace, llm, &stages.request, |t, last| parse_answer(t, taxonomy, last)).await
         };
         let (mut answer, response) = match answer {
             Ok(a) => a,
@@ -98,15 +128,12 @@ impl Classifier {
             .and_then(|pool| build_subcategory_request(taxonomy, &answer.category, pool, stages.k, e.text));
         if let (Some(request), Some(pool)) = (sub_request, stages.subcategory.as_deref()) {
             let category = answer.category.clone();
-            match self.ask(result, llm, &request, |t, _| parse_subcategory_answer(t, taxonomy, &category)).await {
+            match self.ask(trace, llm, &request, |t, _| parse_subcategory_answer(t, taxonomy, &category)).await {
                 Ok((sub, _)) => answer.merge_subcategory(sub),
                 Err(reason) => {
                     let key = label_key(&category);
                     answer.subcategory =
                         pool.iter().find(|x| label_key(&x.example.label) == key).and_then(|x| x.example.subcategory.clone());
-                    if matches!(reason.kind, ReviewKind::Llm(_)) {
-                        result.error = Some(reason.to_string());
-                    }
                     let suggested = match &answer.subcategory {
                         Some(s) => format!("; suggested {s}, the nearest {category} example's"),
                         None => String::new(),

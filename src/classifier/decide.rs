@@ -1,70 +1,313 @@
-//! The decision once the LLM has answered (or failed): one place that sets the
-//! final label, confidence and review flag from the evidence.
+//! The decision: one pure function ([`decide`]) from the evidence about a ticket and
+//! what the LLM gave to what happens to it ([`Verdict`]: routed, review with a typed
+//! reason, failed) and the answer reported with it. No I/O, no embedder, no store;
+//! the result is built from the [`Decision`] once ([`super::build`]).
 //!
-//! - The LLM failed or gave no valid answer: the neighbours' label is the suggestion
-//!   (`knn-fallback`) and a person decides.
-//! - The model does not cover the ticket's language: the LLM's answer stands, with its
-//!   own signal (and no more than its held-out accuracy, when an arbiter was fitted).
-//! - A fitted arbiter for this model and k: the label with the higher fitted
-//!   probability wins, and that probability is the confidence ([`crate::fit::arbiter`]).
-//! - Otherwise the fixed rules: the LLM's label, its self-report capped by the
-//!   neighbours' support (a label no neighbour backs cannot exceed 0.5), the fitted
-//!   neighbours' confidence when both agree, and review when a strong vote disagrees.
-//!
-//! The neighbours' out-of-scope flag, a failed subcategory request and a confidence
-//! below the threshold send the ticket to review in that order.
+//! - The neighbours' answer: the fitted judgement's label and confidence (without a fit
+//!   the vote share, shrunk by how many of the neighbours agree: a handful of
+//!   neighbours never make a confidence of 1), bounded by the language's held-out
+//!   record where the model does not cover the language, and the taxonomy's priority
+//!   order among the issues the neighbours see.
+//! - Review reasons, first that applies: an untrusted language, no close example, out
+//!   of scope, no in-scope label, a disagreement the fixed rules will not settle, a
+//!   failed subcategory request, a confidence below the bar ([`super::routing`]).
+//! - With an LLM answer: the arbiter fitted for the model decides which label wins and
+//!   with what probability; without one, the fixed rules (the LLM's valid answer, its
+//!   self-report capped by the neighbours' support; the neighbours' fitted confidence
+//!   when both agree; review when a strong vote disagrees).
 
-use crate::example::ScoredExample;
 use crate::fit::Arbiter;
 use crate::guard::{extractive_summary, Answer};
-use crate::llm::{field_probability, LlmRequest, LlmResponse};
-use crate::result::{round3, LlmAnswer, ResultMethod, ReviewKind, ReviewReason, TicketResult};
+use crate::llm::{field_probability, LlmResponse};
+use crate::result::{round3, FitRef, LlmAnswer, ResultMethod, ReviewKind, ReviewReason, SecondaryIssue};
 use crate::taxonomy::label_key;
 
-use super::Evidence;
+use super::evidence::{Evidence, Trust};
+use super::routing::{Bar, Source};
 
-/// The LLM requests for one ticket: the (stage 1) request, and with two-stage prompts
-/// the examples stage 2 picks the chosen category's demonstrations from (at most `k`).
-pub(super) struct Stages {
-    pub request: LlmRequest,
-    pub subcategory: Option<Vec<ScoredExample>>,
-    pub k: usize,
-}
-
-/// What the LLM gave.
-pub(super) enum LlmOutcome {
+/// What the LLM gave for a ticket, or why it was not asked.
+#[derive(Debug, Clone)]
+pub enum LlmOutcome {
+    /// No LLM is configured.
+    NotAsked,
+    /// The neighbours were decisive: the LLM was not asked (`knn-shortcut`).
+    Shortcut { threshold: f32 },
+    /// The request failed (kind `llm_*`) or the answer stayed invalid after one repair.
     Failed(ReviewReason),
-    Answered { answer: Answer, label_probability: Option<f32>, subcategory_failure: Option<ReviewReason> },
+    Answered {
+        answer: Answer,
+        /// The model's probability for its label, from token log-probabilities.
+        label_probability: Option<f32>,
+        /// Two-stage prompts: the subcategory request failed (the category stands).
+        subcategory_failure: Option<ReviewReason>,
+    },
 }
 
 /// The probability the model gave the label it wrote, from its token log-probabilities.
-pub(super) fn label_probability(response: &LlmResponse) -> Option<f32> {
+pub fn label_probability(response: &LlmResponse) -> Option<f32> {
     response.logprobs.as_deref().and_then(|t| field_probability(&response.text, t, "category"))
 }
 
-/// Set `result` (the neighbours' answer so far) from the LLM's outcome.
-pub(super) fn apply(
-    result: &mut TicketResult,
-    outcome: LlmOutcome,
+/// What happens to the ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Routed without review.
+    Routed,
+    /// To a person, for this reason; the answer is the suggestion.
+    Review(ReviewReason),
+    /// No answer at all (bad input, embedding or retrieval failure).
+    Failed(String),
+}
+
+/// The decision and the answer reported with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub method: ResultMethod,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub secondary: Vec<SecondaryIssue>,
+    pub urgency: Option<String>,
+    pub summary: String,
+    pub reasoning: String,
+    pub confidence: f32,
+    /// The unfitted figure when `confidence` comes from a fit.
+    pub raw_confidence: Option<f32>,
+    pub llm_answer: Option<LlmAnswer>,
+    pub llm_label_probability: Option<f32>,
+    /// The arbiter's fit, when it decided.
+    pub arbiter: Option<FitRef>,
+    /// What went wrong on the way (an LLM failure), also when the ticket got an answer.
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    /// No answer: the ticket goes to review as an error.
+    pub fn failed(detail: impl Into<String>) -> Decision {
+        Decision::without_answer(Verdict::Failed(detail.into()))
+    }
+
+    /// No answer, for `verdict`.
+    pub fn without_answer(verdict: Verdict) -> Decision {
+        let error = match &verdict {
+            Verdict::Failed(d) => Some(d.clone()),
+            _ => None,
+        };
+        Decision {
+            verdict,
+            method: ResultMethod::None,
+            category: None,
+            subcategory: None,
+            secondary: Vec::new(),
+            urgency: None,
+            summary: String::new(),
+            reasoning: String::new(),
+            confidence: 0.0,
+            raw_confidence: None,
+            llm_answer: None,
+            llm_label_probability: None,
+            arbiter: None,
+            error,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The review reason, when the ticket goes to a person.
+    pub fn review_reason(&self) -> Option<ReviewReason> {
+        match &self.verdict {
+            Verdict::Routed => None,
+            Verdict::Review(r) => Some(r.clone()),
+            Verdict::Failed(d) => Some(ReviewReason::new(ReviewKind::Error, d.clone())),
+        }
+    }
+}
+
+/// The neighbours' answer, before any LLM.
+struct Neighbours {
+    category: Option<String>,
+    subcategory: Option<String>,
+    secondary: Vec<SecondaryIssue>,
+    confidence: f32,
+    reasoning: String,
+    /// Why their answer alone would not be routed.
+    review: Option<ReviewReason>,
+}
+
+fn low(confidence: f32, bar: &Bar, what: String) -> Option<ReviewReason> {
+    (!bar.clears(confidence)).then(|| ReviewReason::new(ReviewKind::LowConfidence, format!("{what} is below {bar}")))
+}
+
+/// Why the neighbours' evidence alone rules the ticket out, before any confidence.
+fn ruled_out(e: &Evidence<'_>) -> Option<ReviewReason> {
+    let j = &e.judgement;
+    if !e.language.trust.trusted() {
+        return Some(ReviewReason::new(
+            ReviewKind::Language,
+            format!(
+                "the ticket is in {} and neither the embedding model nor the collection's held-out examples cover it, so the neighbours' vote is not trusted",
+                e.language.lang.as_deref().unwrap_or("another language")
+            ),
+        ));
+    }
+    if let Some(far) = &j.far {
+        return Some(ReviewReason::new(ReviewKind::NoCloseExample, far.to_string()));
+    }
+    if let Some(oos) = &j.out_of_scope {
+        return Some(ReviewReason::new(ReviewKind::OutOfScope, oos.to_string()));
+    }
+    j.label.is_none().then(|| ReviewReason::new(ReviewKind::OutOfScope, "no in-scope example among the nearest examples"))
+}
+
+fn subcategory_for(e: &Evidence<'_>, label: &str) -> Option<String> {
+    if label_key(label) == label_key(&e.vote.label) {
+        return e.vote.subcategory.clone();
+    }
+    let key = label_key(label);
+    e.candidates.iter().find(|c| label_key(&c.example.label) == key).and_then(|c| c.example.subcategory.clone())
+}
+
+fn neighbours(e: &Evidence<'_>) -> Neighbours {
+    let j = &e.judgement;
+    let nearest = e.nearest();
+    let n_same = |l: &str| nearest.iter().filter(|n| label_key(&n.example.label) == label_key(l)).count();
+    let mut reasoning = match &j.label {
+        Some(l) => format!(
+            "{} of {} nearest examples are {l} (similarity-weighted share {:.2}; nearest similarity {:.2})",
+            n_same(l),
+            nearest.len(),
+            e.vote.share_of(l),
+            e.vote.top_score
+        ),
+        None => format!("none of the {} nearest examples has an in-scope label", nearest.len()),
+    };
+    let mut confidence = j.confidence;
+    match (e.model, &j.label) {
+        (Some(m), Some(_)) if m.head.is_some() => reasoning.push_str(&format!(
+            "; with the fitted head (weight {:.2}) its probability is {:.2}",
+            m.head_weight, j.probability
+        )),
+        (None, Some(l)) => {
+            // No fit: nothing measured this vote, so no more than the share of
+            // neighbours that agree (smoothed) supports.
+            let agree = (n_same(l) as f32 + 0.5) / (nearest.len() as f32 + 1.0);
+            if agree < confidence {
+                confidence = agree;
+                reasoning.push_str(&format!("; not fitted: confidence shrunk to {agree:.2} by the neighbours that agree"));
+            }
+        }
+        _ => {}
+    }
+    if let (Trust::Evidence { bound, held_out, accuracy }, Some(lang)) = (e.language.trust, &e.language.lang) {
+        if bound < confidence {
+            confidence = bound;
+        }
+        reasoning.push_str(&format!(
+            "; {lang} is not covered by the embedding model, but the neighbours were right on {:.0} % of {held_out} held-out {lang} examples (confidence at most {bound:.2})",
+            accuracy * 100.0
+        ));
+    }
+    let mut out = Neighbours {
+        category: j.label.clone(),
+        subcategory: j.label.as_deref().and_then(|l| subcategory_for(e, l)),
+        secondary: Vec::new(),
+        confidence,
+        reasoning,
+        review: ruled_out(e),
+    };
+    // Secondary issues from the fitted rule, and the primary by the taxonomy's priority
+    // order: after a swap the confidence is the new label's uncalibrated probability.
+    if let (Some(rule), Some(category)) = (e.model.and_then(|m| m.secondary.as_ref()), &j.label) {
+        out.secondary = crate::secondary::from_neighbours(e.taxonomy, j, rule, nearest);
+        let mut category = category.clone();
+        if let Some(note) = crate::secondary::order_by_priority(e.taxonomy, &mut category, &mut out.secondary) {
+            let p = j.probability_of(&category);
+            out.confidence = out.confidence.min(p);
+            out.subcategory = subcategory_for(e, &category);
+            out.reasoning.push_str(&format!("; {note} (its probability {p:.2} is the confidence)"));
+            out.category = Some(category);
+        }
+    }
+    if out.review.is_none() {
+        if let Some(category) = &out.category {
+            let bar = e.policy.bar(Source::Neighbours, category);
+            let what = match e.model {
+                Some(_) => format!("fitted confidence {:.2} (neighbours' probability {:.2})", out.confidence, j.probability),
+                None => format!("neighbour confidence {:.2}", out.confidence),
+            };
+            out.review = low(out.confidence, &bar, what);
+        }
+    }
+    out
+}
+
+/// True when the LLM need not be asked: the neighbours' answer would be routed and their
+/// fitted confidence reaches the collection's shortcut threshold.
+pub fn shortcut(e: &Evidence<'_>) -> Option<f32> {
+    let m = e.model?;
+    let nb = neighbours(e);
+    let trusted = matches!(e.language.trust, Trust::Covered);
+    (trusted && nb.review.is_none() && m.decisive(e.judgement.confidence)).then(|| m.shortcut_confidence.unwrap_or(1.0))
+}
+
+/// Decide for one ticket. `method`: what an LLM answer is reported as (`rag`,
+/// `zero-shot`, `fixed-few-shot`); `arbiter`: the one fitted for this LLM model and k.
+pub fn decide(e: &Evidence<'_>, llm: &LlmOutcome, arbiter: Option<&Arbiter>, method: ResultMethod) -> Decision {
+    let nb = neighbours(e);
+    let mut d = Decision {
+        verdict: nb.review.clone().map_or(Verdict::Routed, Verdict::Review),
+        method: ResultMethod::Knn,
+        category: nb.category.clone(),
+        subcategory: nb.subcategory.clone(),
+        secondary: nb.secondary.clone(),
+        urgency: e.vote.urgency.clone(),
+        summary: extractive_summary(e.text),
+        reasoning: nb.reasoning.clone(),
+        confidence: round3(nb.confidence),
+        raw_confidence: e.model.map(|_| round3(e.judgement.probability)),
+        llm_answer: None,
+        llm_label_probability: None,
+        arbiter: None,
+        error: None,
+        warnings: e.notes.clone(),
+    };
+    match llm {
+        LlmOutcome::NotAsked => {}
+        LlmOutcome::Shortcut { threshold } => {
+            d.method = ResultMethod::KnnShortcut;
+            d.reasoning.push_str(&format!(
+                "; fitted confidence {:.3} is at or above the collection's shortcut threshold {threshold:.3}: the LLM was not called",
+                e.judgement.confidence
+            ));
+        }
+        LlmOutcome::Failed(reason) => {
+            // The neighbours' label is the suggestion; a person decides.
+            d.method = ResultMethod::KnnFallback;
+            d.llm_answer = Some(LlmAnswer { category: None, confidence: None, support: None });
+            if matches!(reason.kind, ReviewKind::Llm(_)) {
+                d.error = Some(reason.to_string());
+            }
+            d.verdict = Verdict::Review(reason.clone());
+        }
+        LlmOutcome::Answered { answer, label_probability, subcategory_failure } => {
+            with_answer(&mut d, e, &nb, answer, *label_probability, subcategory_failure.as_ref(), arbiter, method);
+        }
+    }
+    d
+}
+
+/// The LLM answered: weigh its answer against the neighbours'.
+#[allow(clippy::too_many_arguments)]
+fn with_answer(
+    d: &mut Decision,
     e: &Evidence<'_>,
+    nb: &Neighbours,
+    answer: &Answer,
+    label_probability: Option<f32>,
+    subcategory_failure: Option<&ReviewReason>,
     arbiter: Option<&Arbiter>,
     method: ResultMethod,
 ) {
-    let (answer, label_probability, subcategory_failure) = match outcome {
-        LlmOutcome::Failed(reason) => {
-            // Keep the neighbours' label as the suggestion; a person decides.
-            result.method = ResultMethod::KnnFallback;
-            result.llm_answer = Some(LlmAnswer { category: None, confidence: None, support: None });
-            if matches!(reason.kind, ReviewKind::Llm(_)) {
-                result.error = Some(reason.to_string());
-            }
-            result.flag(reason);
-            return;
-        }
-        LlmOutcome::Answered { answer, label_probability, subcategory_failure } => {
-            (answer, label_probability, subcategory_failure)
-        }
-    };
     let j = &e.judgement;
     let support = j.probability_of(&answer.category);
     // The model's signal: its token probability for the label when the provider
@@ -72,280 +315,98 @@ pub(super) fn apply(
     // self-report.
     let signal = label_probability.map_or(answer.confidence, |p| p.min(answer.confidence));
     let capped = signal.min(0.5 + 0.5 * support);
-    let agrees = j.label.as_deref().is_some_and(|v| label_key(v) == label_key(&answer.category));
-    result.method = method;
-    result.llm_label_probability = label_probability.map(round3);
-    result.llm_answer =
+    let agrees = nb.category.as_deref().is_some_and(|v| label_key(v) == label_key(&answer.category));
+    let trusted = e.language.trust.trusted();
+    d.method = method;
+    d.llm_label_probability = label_probability.map(round3);
+    d.llm_answer =
         Some(LlmAnswer { category: Some(answer.category.clone()), confidence: Some(answer.confidence), support: Some(round3(support)) });
-    result.needs_review = false;
-    result.review_reason = None;
-
-    let decision = if e.language.covered { arbiter.and_then(|a| a.decide(j.confidence, agrees, support, signal)) } else { None };
+    d.reasoning = answer.reasoning.clone();
+    let decided = if trusted { arbiter.and_then(|a| a.decide(j.confidence, agrees, support, signal).map(|x| (a, x))) } else { None };
     let mut llm_wins = true;
     let mut disagreement = None;
-    let confidence = if !e.language.covered {
+    let (confidence, source) = if !trusted {
         // The vote is not evidence here; the LLM's held-out accuracy bounds its signal.
-        let bound = arbiter.map_or(1.0, |a| a.stats.llm_accuracy as f32);
-        result.raw_confidence = None;
-        result.reasoning = format!(
-            "{} (the embedding model does not cover {}: the LLM's answer stands without the neighbours)",
-            answer.reasoning,
+        d.raw_confidence = None;
+        d.reasoning.push_str(&format!(
+            " (the embedding model does not cover {}: the LLM's answer stands without the neighbours)",
             e.language.lang.as_deref().unwrap_or("this language")
-        );
-        signal.min(bound)
-    } else if let Some(d) = decision {
-        llm_wins = d.llm_wins;
-        result.raw_confidence = Some(round3(capped));
-        result.reasoning = answer.reasoning.clone();
+        ));
+        (signal.min(arbiter.map_or(1.0, |a| a.stats.llm_accuracy as f32)), Source::Unmeasured)
+    } else if let Some((a, x)) = decided {
+        llm_wins = x.llm_wins;
+        d.raw_confidence = Some(round3(capped));
+        d.arbiter = Some(FitRef { fitted_at: a.fitted_at, examples: a.stats.answers });
         if !agrees {
-            let (winner, loser) = if d.llm_wins {
-                (answer.category.as_str(), j.label.as_deref().unwrap_or("none"))
+            let none = "none";
+            let (winner, loser) = if x.llm_wins {
+                (answer.category.as_str(), nb.category.as_deref().unwrap_or(none))
             } else {
-                (j.label.as_deref().unwrap_or("none"), answer.category.as_str())
+                (nb.category.as_deref().unwrap_or(none), answer.category.as_str())
             };
-            result.reasoning.push_str(&format!(
+            d.reasoning.push_str(&format!(
                 " [arbiter: {winner} (fitted probability {:.2}) over {loser} ({:.2}), fitted on this model's answers to held-out examples]",
-                d.confidence,
-                d.other.unwrap_or(0.0)
+                x.confidence,
+                x.other.unwrap_or(0.0)
             ));
         }
-        d.confidence
+        (x.confidence, Source::Arbiter)
     } else {
-        result.raw_confidence = e.model.map(|_| round3(capped));
-        result.reasoning = answer.reasoning.clone();
+        d.raw_confidence = e.model.map(|_| round3(capped));
         if !agrees && j.probability >= 0.5 {
             disagreement = Some(ReviewReason::new(
                 ReviewKind::Disagreement,
                 format!(
                     "the model chose {} but the neighbours vote {} (probability {:.2})",
                     answer.category,
-                    j.label.as_deref().unwrap_or("none"),
+                    nb.category.as_deref().unwrap_or("none"),
                     j.probability
                 ),
             ));
         }
-        // With a fitted neighbours' side, an answer that agrees with it gets its
-        // fitted probability; otherwise the capped self-report, which no held-out data
-        // has calibrated.
+        // With a fitted neighbours' side, an answer that agrees with it gets their
+        // confidence; otherwise the capped self-report, which no held-out data measured.
         match e.model {
-            Some(_) if agrees => j.confidence,
-            _ => capped,
+            Some(_) if agrees => (nb.confidence, Source::Neighbours),
+            _ => (capped, Source::Unmeasured),
         }
     };
+    let confidence = match e.language.trust {
+        Trust::Evidence { bound, .. } => confidence.min(bound),
+        _ => confidence,
+    };
     if llm_wins {
-        result.category = Some(answer.category.clone());
-        result.subcategory = answer.subcategory.clone();
-        result.secondary = answer.secondary.clone();
+        d.category = Some(answer.category.clone());
+        d.subcategory = answer.subcategory.clone();
+        d.secondary = answer.secondary.clone();
     }
-    // When the neighbours' label wins, their subcategory (already in `result`) stays.
-    result.urgency = answer.urgency.clone().or_else(|| e.vote.urgency.clone());
-    result.summary = if answer.summary.is_empty() { extractive_summary(e.text) } else { answer.summary.clone() };
-    result.confidence = round3(confidence);
-    result.warnings.extend(answer.warnings.iter().cloned());
-
-    let out_of_scope = j.out_of_scope.as_ref().filter(|_| e.language.covered).map(|reason| {
-        ReviewReason::new(ReviewKind::OutOfScope, reason.strip_prefix("out_of_scope: ").unwrap_or(reason))
+    // When the neighbours' label wins, their subcategory (already in `d`) stays.
+    d.urgency = answer.urgency.clone().or_else(|| e.vote.urgency.clone());
+    if !answer.summary.is_empty() {
+        d.summary = answer.summary.clone();
+    }
+    d.confidence = round3(confidence);
+    d.warnings.extend(answer.warnings.iter().cloned());
+    if let Some(f) = subcategory_failure.filter(|f| matches!(f.kind, ReviewKind::Llm(_))) {
+        d.error = Some(f.to_string());
+    }
+    let category = d.category.clone().unwrap_or_default();
+    let bar = e.policy.bar(source, &category);
+    let below = low(
+        confidence,
+        &bar,
+        match source {
+            Source::Arbiter => format!("fitted probability {confidence:.2}"),
+            _ => format!("{confidence:.2} (model {signal:.2}, neighbour support {support:.2})"),
+        },
+    );
+    // The neighbours' evidence against any answer (far, out of scope) holds whatever
+    // the LLM says, where their language is trusted.
+    let evidence = e.judgement.far.as_ref().filter(|_| trusted).map(|f| ReviewReason::new(ReviewKind::NoCloseExample, f.to_string())).or_else(|| {
+        e.judgement.out_of_scope.as_ref().filter(|_| trusted).map(|o| ReviewReason::new(ReviewKind::OutOfScope, o.to_string()))
     });
-    let low = (confidence < e.threshold).then(|| {
-        ReviewReason::new(
-            ReviewKind::LowConfidence,
-            match decision {
-                Some(_) => format!("fitted probability {confidence:.2} is below {:.2}", e.threshold),
-                None => format!(
-                    "{confidence:.2} is below {:.2} (model {signal:.2}, neighbour support {support:.2})",
-                    e.threshold
-                ),
-            },
-        )
-    });
-    if let Some(reason) = out_of_scope.or(disagreement).or(subcategory_failure).or(low) {
-        result.flag(reason);
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::fit::arbiter::{ArbiterPoint, LlmPoint};
-    use crate::fit::neighbours::{self, HeldOutPoint, LabelSet, Settings};
-    use crate::fit::{Judgement, NeighbourModel};
-    use crate::knn::Vote;
-    use crate::lang::Assessment;
-    use crate::result::TicketResult;
-    use std::time::Instant;
-
-    fn vote(label: &str, share: f32) -> Vote {
-        Vote {
-            label: label.into(),
-            share,
-            subcategory: None,
-            urgency: Some("Low".into()),
-            top_score: 0.8,
-            shares: vec![(label.into(), share), ("Technical".into(), 1.0 - share)],
-        }
-    }
-
-    fn judgement(label: &str, p: f32, confidence: f32) -> Judgement {
-        Judgement {
-            label: Some(label.into()),
-            probability: p,
-            confidence,
-            oos_probability: 0.0,
-            out_of_scope: None,
-            distribution: vec![(label.into(), p), ("Technical".into(), 1.0 - p)],
-        }
-    }
-
-    /// A fitted neighbours' side (its figures do not matter here: only that there is one).
-    fn model() -> NeighbourModel {
-        let labels = LabelSet { names: vec!["Billing".into(), "Technical".into()], out_of_scope: vec![false; 2] };
-        let pts: Vec<HeldOutPoint> =
-            (0..40).map(|i| HeldOutPoint { gold: i % 2, neighbours: vec![(i % 2, 0.9)], head: None }).collect();
-        neighbours::fit(&pts, labels, None, None, None, &Settings::default(), 40, 0)
-    }
-
-    fn evidence<'a>(j: Judgement, m: Option<&'a NeighbourModel>, covered: bool) -> Evidence<'a> {
-        Evidence {
-            text: "I was charged twice",
-            language: Assessment { lang: Some(if covered { "en" } else { "es" }.into()), covered },
-            vote: vote(j.label.as_deref().unwrap_or("Billing"), j.probability),
-            judgement: j,
-            model: m,
-            candidates: Vec::new(),
-            k: 8,
-            threshold: 0.85,
-        }
-    }
-
-    fn answer(category: &str, confidence: f32) -> LlmOutcome {
-        LlmOutcome::Answered {
-            answer: Answer {
-                category: category.into(),
-                subcategory: None,
-                urgency: Some("High".into()),
-                summary: "Charged twice".into(),
-                reasoning: "the customer says so".into(),
-                confidence,
-                secondary: Vec::new(),
-                warnings: Vec::new(),
-            },
-            label_probability: None,
-            subcategory_failure: None,
-        }
-    }
-
-    fn base(e: &Evidence<'_>) -> TicketResult {
-        let mut r = TicketResult::failed("t", String::new(), Instant::now());
-        r.error = None;
-        r.review_reason = None;
-        r.needs_review = false;
-        r.category = e.judgement.label.clone();
-        r.confidence = e.judgement.confidence;
-        r.method = ResultMethod::Knn;
-        r
-    }
-
-    fn decide(e: &Evidence<'_>, outcome: LlmOutcome, arbiter: Option<&Arbiter>) -> TicketResult {
-        let mut r = base(e);
-        apply(&mut r, outcome, e, arbiter, ResultMethod::Rag);
-        r
-    }
-
-    /// An arbiter fitted on answers where the LLM is right 60 % of the time and the
-    /// neighbours' confidence is informative.
-    fn weak_model_arbiter() -> Arbiter {
-        let pts: Vec<ArbiterPoint> = (0..400u32)
-            .map(|i| {
-                let vc = 0.5 + (i % 50) as f32 / 100.0;
-                let vote_correct = (i * 7919 % 100) as f32 / 100.0 < vc;
-                let llm_correct = i % 5 < 3;
-                let agrees = vote_correct && llm_correct;
-                ArbiterPoint {
-                    vote_confidence: vc,
-                    vote_correct,
-                    llm: Some(LlmPoint { agrees, correct: llm_correct, support: if agrees { vc } else { 0.1 }, signal: 0.9 }),
-                }
-            })
-            .collect();
-        Arbiter::fit("m", 8, &pts, 0).unwrap()
-    }
-
-    #[test]
-    fn a_failed_llm_falls_back_to_the_neighbours_for_review() {
-        let e = evidence(judgement("Billing", 0.9, 0.95), None, true);
-        let r = decide(&e, LlmOutcome::Failed(ReviewReason::new(ReviewKind::Llm("llm_unavailable"), "HTTP 503")), None);
-        assert_eq!((r.method, r.category.as_deref()), (ResultMethod::KnnFallback, Some("Billing")));
-        assert!(r.needs_review && r.error.is_some());
-        assert_eq!(r.llm_answer.unwrap().category, None, "no answer of the model's own");
-        let r = decide(&e, LlmOutcome::Failed(ReviewReason::new(ReviewKind::InvalidAnswer, "bad label")), None);
-        assert_eq!(r.review_kind(), Some(ReviewKind::InvalidAnswer));
-        assert!(r.error.is_none(), "an invalid answer is a review, not an error");
-    }
-
-    #[test]
-    fn without_a_fit_a_strong_vote_against_the_llm_goes_to_review() {
-        let e = evidence(judgement("Billing", 0.8, 0.8), None, true);
-        let r = decide(&e, answer("Technical", 0.9), None);
-        assert_eq!(r.category.as_deref(), Some("Technical"), "the LLM's valid answer is the suggestion");
-        assert_eq!(r.review_kind(), Some(ReviewKind::Disagreement));
-        // Its self-report is capped by the neighbours' support (0.2): 0.5 + 0.5 × 0.2.
-        assert!((r.confidence - 0.6).abs() < 1e-3, "{}", r.confidence);
-        // Agreement with a fitted neighbours' side takes their fitted confidence.
-        let m = model();
-        let e = evidence(judgement("Billing", 0.8, 0.93), Some(&m), true);
-        let r = decide(&e, answer("Billing", 0.7), None);
-        assert!(!r.needs_review && (r.confidence - 0.93).abs() < 1e-3, "{r:?}");
-        assert_eq!(r.urgency.as_deref(), Some("High"), "the LLM's urgency");
-    }
-
-    #[test]
-    fn a_fitted_arbiter_lets_confident_neighbours_overrule_a_weak_model() {
-        let a = weak_model_arbiter();
-        let m = model();
-        let e = evidence(judgement("Billing", 0.95, 0.98), Some(&m), true);
-        let r = decide(&e, answer("Technical", 0.9), Some(&a));
-        assert_eq!(r.category.as_deref(), Some("Billing"), "{r:?}");
-        assert!(r.reasoning.contains("arbiter: Billing"), "{}", r.reasoning);
-        assert_eq!(r.llm_answer.as_ref().unwrap().category.as_deref(), Some("Technical"), "the model's own answer is kept");
-        // Agreement: the agree band's fitted probability.
-        let r = decide(&e, answer("Billing", 0.9), Some(&a));
-        assert_eq!(r.category.as_deref(), Some("Billing"));
-        assert!((r.confidence - a.agree.as_ref().unwrap().apply(0.98)).abs() < 1e-3);
-        // Without the arbiter, the same weak answer would have won.
-        let r = decide(&e, answer("Technical", 0.9), None);
-        assert_eq!(r.category.as_deref(), Some("Technical"));
-    }
-
-    #[test]
-    fn an_uncovered_language_leaves_the_decision_to_the_llm() {
-        let a = weak_model_arbiter();
-        let m = model();
-        let e = evidence(judgement("Billing", 0.95, 0.98), Some(&m), false);
-        let r = decide(&e, answer("Technical", 0.95), Some(&a));
-        assert_eq!(r.category.as_deref(), Some("Technical"), "the vote is not evidence here");
-        // Bounded by the model's held-out accuracy.
-        assert!((r.confidence - a.stats.llm_accuracy as f32).abs() < 1e-3, "{}", r.confidence);
-        assert_eq!(r.review_kind(), Some(ReviewKind::LowConfidence));
-    }
-
-    #[test]
-    fn out_of_scope_and_subcategory_failures_send_to_review() {
-        let mut j = judgement("Billing", 0.9, 0.95);
-        j.out_of_scope = Some("out_of_scope: unlike every example".into());
-        let e = evidence(j, None, true);
-        let r = decide(&e, answer("Billing", 0.95), None);
-        assert_eq!(r.review_kind(), Some(ReviewKind::OutOfScope));
-        let e = evidence(judgement("Billing", 0.9, 0.95), None, true);
-        let LlmOutcome::Answered { answer: a, .. } = answer("Billing", 0.95) else { unreachable!() };
-        let failed = LlmOutcome::Answered {
-            answer: a,
-            label_probability: None,
-            subcategory_failure: Some(ReviewReason::new(ReviewKind::Subcategory, "invalid_answer: x")),
-        };
-        let r = decide(&e, failed, None);
-        assert_eq!(r.review_kind(), Some(ReviewKind::Subcategory));
-        let r = decide(&e, answer("Billing", 0.5), None);
-        assert_eq!(r.review_kind(), Some(ReviewKind::LowConfidence), "0.5 is below 0.85");
-    }
+    d.verdict = match evidence.or(disagreement).or(subcategory_failure.cloned()).or(below) {
+        Some(r) => Verdict::Review(r),
+        None => Verdict::Routed,
+    };
 }

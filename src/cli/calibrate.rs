@@ -120,10 +120,12 @@ pub async fn run(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8>
         None
     };
     store.claim()?;
+    let embedder = common.embedder()?;
     let bar = progress_bar("calibrating");
     let started = std::time::Instant::now();
     let model = crate::calibrate::calibrate_collection(
         store.as_ref(),
+        Some(embedder.as_ref()),
         &args.collection,
         &args.fit.settings(args.k),
         &args.fit.head(),
@@ -151,7 +153,6 @@ pub async fn run(common: &CommonArgs, args: CalibrateArgs) -> anyhow::Result<u8>
         );
         let cached: Arc<dyn crate::llm::LlmClient> =
             Arc::new(crate::llm::CachedLlm::new(client, args.cache_dir.clone().unwrap_or_else(|| common.data_dir().join("llm-cache")), String::new(), true));
-        let embedder = common.embedder()?;
         let settings = crate::calibrate::llm::LlmFitSettings {
             sample: args.llm_sample,
             seed: args.seed,

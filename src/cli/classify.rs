@@ -39,6 +39,9 @@ pub struct ClassifyArgs {
     /// Review threshold: lower confidence goes to review [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Route by a precision target instead of a threshold: e.g. 0.98 sends on without review only as many tickets as the collection's held-out answers show are at least 98 % right [default: the taxonomy's auto_route_precision, if any]
+    #[arg(long, conflicts_with = "min_confidence")]
+    pub auto_route_precision: Option<f64>,
     /// Tickets classified at once
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -85,7 +88,9 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
         max_prompt_labels: args.max_prompt_labels,
         filter: options::check_filter(args.filters.iter().cloned()).map_err(flag)?,
         two_stage: args.two_stage,
-        ..ClassifyOptions::checked(args.k, args.min_confidence, None).map_err(flag)?
+        ..ClassifyOptions::checked(args.k, args.min_confidence, None)
+            .and_then(|o| o.with_precision(args.auto_route_precision))
+            .map_err(flag)?
     };
     let tickets = read_tickets(&args)?;
     let llm = args.llm.client()?;

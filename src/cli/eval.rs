@@ -56,6 +56,9 @@ pub struct EvalArgs {
     /// Review threshold [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Route by a precision target instead of a threshold: e.g. 0.98 sends on without review only as many tickets as the collection's held-out answers show are at least 98 % right [default: the taxonomy's auto_route_precision, if any]
+    #[arg(long, conflicts_with = "min_confidence")]
+    pub auto_route_precision: Option<f64>,
     /// Folder for report.json, report.md, report.html and predictions.jsonl
     #[arg(long, default_value = "eval-report")]
     pub report_dir: PathBuf,
@@ -105,6 +108,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         options::check_k(*k, None).map_err(flag)?;
     }
     let min_confidence = options::check_min_confidence(args.min_confidence).map_err(flag)?;
+    let auto_route_precision = options::check_precision(args.auto_route_precision).map_err(flag)?;
     anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
     if let Some(r) = args.max_rps {
         anyhow::ensure!(r.is_finite() && r > 0.0, "--max-rps must be positive");
@@ -162,6 +166,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         limit: args.limit,
         seed: args.seed,
         min_confidence,
+        auto_route_precision,
         prices: Prices {
             per_request: args.price_per_request,
             per_million_input_tokens: args.price_per_input_token,

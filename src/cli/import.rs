@@ -31,8 +31,24 @@ pub async fn run(common: &CommonArgs, args: ImportArgs) -> anyhow::Result<u8> {
             eprintln!("{note}");
         }
     }
+    // Fitted from the start: an imported fit made on exactly these examples is kept;
+    // otherwise the collection is fitted now (with the noise check when the embedding
+    // model is installed here).
+    let meta = store.require_meta(&report.collection).await?;
+    let count = report.examples_in_collection.unwrap_or(0);
+    let current = crate::calibrate::stored_fit(&meta).is_some_and(|f| f.neighbours.collection_examples == count);
+    let fit = if current {
+        None
+    } else {
+        let embedder = common.embedder().ok();
+        Some(crate::index::fitting::fit_collection(store.as_ref(), embedder.as_deref(), &report.collection, &crate::progress::silent).await?)
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        if let Some(o) = json.as_object_mut() {
+            o.insert("fit".into(), serde_json::to_value(&fit)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!(
             "imported {} examples into {} collection {} ({}, {} dims); {} examples in it",
@@ -43,6 +59,9 @@ pub async fn run(common: &CommonArgs, args: ImportArgs) -> anyhow::Result<u8> {
             report.dim,
             report.examples_in_collection.unwrap_or(0)
         );
+        if let Some(f) = &fit {
+            println!("{}", crate::index::fitting::describe(f));
+        }
     }
     Ok(0)
 }

@@ -62,14 +62,6 @@ pub async fn run(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
     let report =
         crate::index::index_corpus(corpus, &args.collection, embedder, store.clone(), args.batch_size, &on_bar(&bar)).await?;
     bar.finish_and_clear();
-    if report.indexed > 0 {
-        if let Some(f) = store.get_meta(&args.collection).await?.as_ref().and_then(crate::calibrate::stored_fit) {
-            eprintln!(
-                "note: the collection was calibrated on {} examples; it now has {}: re-run triage calibrate --collection {} --k {}",
-                f.neighbours.collection_examples, report.points_in_collection, args.collection, f.neighbours.k
-            );
-        }
-    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -91,6 +83,17 @@ pub async fn run(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
                 println!("  rejected: {}", r.reason);
             }
         }
+        if let Some(f) = &report.fit {
+            println!("{}", crate::index::fitting::describe(f));
+        }
+    }
+    if let Some((share, which)) = &report.uncovered_languages {
+        let langs: Vec<String> = which.iter().take(5).map(|(l, n)| format!("{l} ({n})")).collect();
+        eprintln!(
+            "warning: {:.0} % of the examples are in languages the embedding model does not cover ({}); tickets in them go to review unless the fit shows the neighbours get them right",
+            share * 100.0,
+            langs.join(", ")
+        );
     }
     Ok(0)
 }

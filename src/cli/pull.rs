@@ -63,6 +63,9 @@ pub struct PullArgs {
     /// Review threshold [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Route by a precision target instead of a threshold: e.g. 0.98 sends on without review only as many tickets as the collection's held-out answers show are at least 98 % right [default: the taxonomy's auto_route_precision, if any]
+    #[arg(long, conflicts_with = "min_confidence")]
+    pub auto_route_precision: Option<f64>,
     /// Tickets classified at once
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -120,7 +123,9 @@ fn source_settings(args: &PullArgs) -> SourceSettings {
 }
 
 pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
-    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K)).map_err(flag)?;
+    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K))
+        .and_then(|o| o.with_precision(args.auto_route_precision))
+        .map_err(flag)?;
     anyhow::ensure!(args.http_timeout.is_finite() && args.http_timeout > 0.0, "--http-timeout must be positive");
     let every = args.every.as_deref().map(parse_duration_secs).transpose().map_err(|e| anyhow::anyhow!("--every: {e}"))?;
     let since = since(&args.since, now_secs())?;

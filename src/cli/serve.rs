@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Review threshold [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Route by a precision target instead of a threshold: e.g. 0.98 sends on without review only as many tickets as the collection's held-out answers show are at least 98 % right [default: the taxonomy's auto_route_precision, if any]
+    #[arg(long, conflicts_with = "min_confidence")]
+    pub auto_route_precision: Option<f64>,
     /// Two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
     #[arg(long)]
     pub two_stage: bool,
@@ -91,7 +94,9 @@ pub struct ServeArgs {
 
 pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     use crate::serve::{self, AppState, RetrySettings, ServeConfig, WebhookMapping};
-    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K)).map_err(flag)?;
+    let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K))
+        .and_then(|o| o.with_precision(args.auto_route_precision))
+        .map_err(flag)?;
     anyhow::ensure!(args.max_batch >= 1 && args.max_inflight >= 1, "--max-batch and --max-inflight must be at least 1");
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
     anyhow::ensure!(args.meta_refresh.is_finite() && args.meta_refresh >= 0.0, "--meta-refresh must be >= 0 seconds");

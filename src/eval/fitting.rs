@@ -47,6 +47,7 @@ pub(crate) async fn index_if_needed(
 
 /// Make the collection's stored fit the one for `k`, fitting it the first time.
 pub(crate) async fn use_fit(
+    embedder: &Arc<dyn Embedder>,
     store: &Arc<dyn ExampleStore>,
     collection: &str,
     config: &EvalConfig,
@@ -65,7 +66,7 @@ pub(crate) async fn use_fit(
     }
     let b = bar(&format!("calibrating k={k}"));
     let s = calibrate::Settings { k, ..settings.clone() };
-    let m = calibrate::calibrate_collection(store.as_ref(), collection, &s, &config.head, None, &on_bar(&b)).await?;
+    let m = calibrate::calibrate_collection(store.as_ref(), Some(embedder.as_ref()), collection, &s, &config.head, None, &on_bar(&b)).await?;
     b.finish_and_clear();
     tracing::info!(collection, k, ece = m.stats.calibrated_ece, accuracy = m.stats.mixed_accuracy, "neighbours fitted");
     // Arbiters fitted at another k are kept with that k's fit, not this one.

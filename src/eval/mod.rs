@@ -147,6 +147,8 @@ pub struct EvalConfig {
     /// Seed of the split and of the --limit sample.
     pub seed: u64,
     pub min_confidence: Option<f32>,
+    /// Route by this precision target instead of a threshold (`--auto-route-precision`).
+    pub auto_route_precision: Option<f64>,
     pub prices: Prices,
     pub report_dir: PathBuf,
     /// `None`: LLM answers are not cached (`--no-cache`).
@@ -385,7 +387,7 @@ pub async fn run(
                     }
                     Method::Rag | Method::RagAlways | Method::Knn => Demonstrations::Retrieved,
                 };
-                fitting::use_fit(&store, &collection, &config, k, &mut fits, bar).await?;
+                fitting::use_fit(&memo, &store, &collection, &config, k, &mut fits, bar).await?;
                 if let (Some(c), Method::Rag | Method::RagAlways) = (client, method) {
                     // The arbiter sees the model as the runs do (cached, throttled).
                     let dir = config.cache_dir.clone().unwrap_or_default();
@@ -466,6 +468,7 @@ async fn run_one(s: RunSpec<'_>) -> Result<Run, Error> {
             shortcut: s.method != Method::RagAlways,
             max_prompt_labels: s.config.max_prompt_labels,
             two_stage: s.config.two_stage,
+            auto_route_precision: s.config.auto_route_precision,
             ..ClassifyOptions::new(s.k, s.config.min_confidence)
         };
         let classifier = Classifier::open(s.embedder.clone(), s.store.clone(), llm, s.collection, options)

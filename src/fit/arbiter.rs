@@ -22,6 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::isotonic::IsotonicMap;
+use super::routing::RoutePoints;
 use crate::stats::{ece, share};
 
 /// Fewest held-out LLM answers for a fit.
@@ -180,6 +181,11 @@ pub struct Arbiter {
     /// Why a band was not fitted.
     pub notes: Vec<String>,
     pub stats: ArbiterStats,
+    /// Its decisions on the held-out answers, cross-fitted (each half decided by the
+    /// arbiter fitted on the other), for precision targets ([`super::routing`]). The
+    /// label is not recorded: per-category targets fall back to these answers as a whole.
+    #[serde(default)]
+    pub routing: RoutePoints,
 }
 
 /// The arbiter's decision for one answered ticket.
@@ -281,6 +287,7 @@ impl Arbiter {
                 uses_signal,
                 notes: Vec::new(),
                 stats: ArbiterStats::default(),
+                routing: RoutePoints::default(),
             };
             for p in &halves[score] {
                 match p.llm {
@@ -311,7 +318,13 @@ impl Arbiter {
             .map(round4),
             arbiter_ece: decided_all.then(|| ece(&cross, 10)).flatten().map(round4),
         };
-        Ok(Arbiter { model: model.to_string(), k, fitted_at, agree, disagree, uses_signal, notes, stats })
+        let mut routing = RoutePoints::default();
+        if decided_all {
+            for (confidence, right) in &cross {
+                routing.push(*confidence as f32, u32::MAX, *right);
+            }
+        }
+        Ok(Arbiter { model: model.to_string(), k, fitted_at, agree, disagree, uses_signal, notes, stats, routing })
     }
 
     /// The decision for an answer, or `None` when its band was not fitted.

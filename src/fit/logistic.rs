@@ -27,7 +27,6 @@
 //!
 //! Serde: `{"labels": L, "dim": D, "weights": "<base64 of little-endian f32>"}`; deserialising
 //! checks `labels >= 2`, `dim >= 1`, the length `labels * (dim + 1)` and finiteness.
-use base64::Engine as _;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -114,8 +113,7 @@ struct HeadRepr {
 
 impl From<LogisticHead> for HeadRepr {
     fn from(h: LogisticHead) -> Self {
-        let bytes: Vec<u8> = h.weights.iter().flat_map(|w| w.to_le_bytes()).collect();
-        Self { labels: h.labels, dim: h.dim, weights: base64::engine::general_purpose::STANDARD.encode(bytes) }
+        Self { labels: h.labels, dim: h.dim, weights: super::encoding::encode_f32(&h.weights) }
     }
 }
 
@@ -128,22 +126,11 @@ impl TryFrom<HeadRepr> for LogisticHead {
         if r.dim == 0 {
             return Err(HeadError::DimMismatch("dim must be at least 1".into()));
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(r.weights.as_bytes())
-            .map_err(|e| HeadError::Format(format!("weights are not base64: {e}")))?;
-        let expected = r.labels.checked_mul(r.dim + 1).and_then(|v| v.checked_mul(4));
-        if expected != Some(bytes.len()) {
-            return Err(HeadError::Format(format!(
-                "{} weight bytes, expected 4 * {} labels * ({} dim + 1)",
-                bytes.len(),
-                r.labels,
-                r.dim
-            )));
-        }
-        let weights: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        if weights.iter().any(|w| !w.is_finite()) {
-            return Err(HeadError::NonFinite("weights"));
-        }
+        let expected = r.labels.checked_mul(r.dim + 1);
+        let weights = super::encoding::decode_f32(&r.weights, expected).map_err(|e| match e {
+            super::encoding::DecodeError::NonFinite => HeadError::NonFinite("weights"),
+            e => HeadError::Format(format!("weights: {e} ({} labels * ({} dim + 1))", r.labels, r.dim)),
+        })?;
         Ok(Self { labels: r.labels, dim: r.dim, weights })
     }
 }

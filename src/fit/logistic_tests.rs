@@ -112,7 +112,7 @@ fn serde_round_trip_and_bad_payloads() {
     assert!(with("dim", 4.into()).is_err());
     assert!(with("labels", 1.into()).is_err());
     assert!(with("weights", "not base64!".into()).is_err());
-    let nan = base64::engine::general_purpose::STANDARD.encode(f32::NAN.to_le_bytes().repeat(18));
+    let nan = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, f32::NAN.to_le_bytes().repeat(18));
     assert!(with("weights", nan.into()).is_err());
 }
 

@@ -4,7 +4,12 @@
 //!
 //! - [`logistic`]: the multinomial logistic head over the frozen embeddings
 //! - [`isotonic`]: isotonic confidence maps per similarity band, shortcut threshold
-//! - [`neighbours`]: vote + head mixture, its calibration, out-of-scope rule, shortcut
+//! - [`mixture`]: the vote (temperature, cap on one neighbour) mixed with the head
+//! - [`neighbours`]: the mixture's fit, its calibration, out-of-scope rule, shortcut;
+//!   [`judgement`]: what it says about one ticket (`judge`)
+//! - [`closeness`]: "no close example", judged on the collection's own distances
+//! - [`routing`]: confidence thresholds for a precision target
+//! - [`languages`]: the neighbours' held-out record per language
 //! - [`out_of_scope`]: the fitted out-of-scope score and its threshold
 //! - [`secondary`]: when a runner-up label counts as a second issue
 //! - [`arbiter`]: which of the LLM's and the neighbours' labels wins, and with what
@@ -14,10 +19,17 @@
 //! [`FittedState`] (format [`FORMAT`], version [`VERSION`]).
 
 pub mod arbiter;
+pub mod closeness;
+mod encoding;
 pub mod isotonic;
+mod judge;
+pub mod judgement;
+pub mod languages;
 pub mod logistic;
+pub mod mixture;
 pub mod neighbours;
 pub mod out_of_scope;
+pub mod routing;
 pub mod secondary;
 #[cfg(test)]
 mod refusal_tests;
@@ -26,7 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::FittedState;
 pub use arbiter::Arbiter;
-pub use neighbours::{Judgement, NeighbourModel};
+pub use judgement::{Far, Judgement, OutOfScope};
+pub use neighbours::NeighbourModel;
 
 /// The layout name of [`Fitted`] inside a [`FittedState`].
 pub const FORMAT: &str = "ticket-triage/fitted";

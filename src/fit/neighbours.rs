@@ -25,15 +25,17 @@
 //! - **Shortcut**: the smallest confidence above which held-out labels were right at
 //!   least `shortcut_target` of the time ([`super::isotonic::shortcut_threshold`]).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
+use super::closeness::{Anchors, Closeness};
 use super::isotonic::{apply_bands, cross_fitted, fit_bands, shortcut_threshold, Band, BandPoint};
+use super::languages::{tally, LanguageRecord};
 use super::logistic::LogisticHead;
+use super::mixture::{choose, correct_prior, mix, prior_of, score, shares, Scored};
+pub use super::mixture::{HeldOutPoint, LabelSet, TEMPERATURES, VOTE_CAPS};
 use super::out_of_scope::{self, fit_oos_threshold, signals, OosScore};
+use super::routing::RoutePoints;
 use crate::stats::{ece, quantile, share};
-use crate::taxonomy::label_key;
 
 /// Fewest held-out points above the shortcut threshold for it to be trusted.
 pub const MIN_SHORTCUT_POINTS: usize = 20;
@@ -42,54 +44,6 @@ pub const MIN_OOS_POINTS: usize = 20;
 /// Fewest held-out examples for a confidence map or a knn-shortcut threshold at all:
 /// below it the fit keeps the raw probability as confidence and always asks the LLM.
 pub const MIN_CALIBRATION_POINTS: usize = 100;
-
-/// The labels a fitted model knows, in head order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LabelSet {
-    pub names: Vec<String>,
-    /// Per label: its examples are out-of-scope negatives, never an answer.
-    pub out_of_scope: Vec<bool>,
-}
-
-impl LabelSet {
-    pub fn index(&self, label: &str) -> Option<usize> {
-        let k = label_key(label);
-        self.names.iter().position(|n| label_key(n) == k)
-    }
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
-
-/// One held-out example: its gold label, its k nearest other examples and (with a
-/// head) its out-of-fold head probabilities.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeldOutPoint {
-    pub gold: usize,
-    /// `(label index, similarity)` of the nearest other examples, most similar first.
-    pub neighbours: Vec<(usize, f32)>,
-    pub head: Option<Vec<f32>>,
-}
-
-impl HeldOutPoint {
-    pub fn top_similarity(&self) -> f32 {
-        self.neighbours.first().map_or(-1.0, |n| n.1)
-    }
-}
-
-/// Vote temperatures tried when fitting (see [`crate::knn::vote_with`]).
-pub const TEMPERATURES: [f32; 6] = [0.02, 0.03, 0.05, 0.07, 0.1, 0.15];
-
-/// `(label index, share)` of a similarity-weighted vote at temperature `t`.
-fn shares(neighbours: &[(usize, f32)], t: f32) -> Vec<(usize, f32)> {
-    let max = neighbours.iter().map(|n| n.1).fold(f32::NEG_INFINITY, f32::max);
-    let w: Vec<f32> = neighbours.iter().map(|n| ((n.1 - max) / t).exp()).collect();
-    let total: f32 = w.iter().sum();
-    neighbours.iter().zip(w).map(|(n, w)| (n.0, w / total)).collect()
-}
 
 /// Fitting settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +139,9 @@ pub struct FitStats {
     pub oos_flag_recall: Option<f64>,
     /// Out-of-scope held-out examples.
     pub oos_examples: usize,
+    /// Share of held-out examples the "no close example" checks flag (their cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_close_rate: Option<f64>,
     /// What the fit refused because the held-out data cannot support it (too few
     /// examples, a confidence map that makes the cross-fitted ECE worse), and what it
     /// kept instead.
@@ -204,7 +161,7 @@ pub struct NeighbourModel {
     /// Weight of the head in the mixture (0: the vote alone).
     pub head_weight: f32,
     /// Softmax temperature of the vote's similarity weights, fitted with the weight.
-    #[serde(default = "default_temperature")]
+    #[serde(default = "super::mixture::default_temperature")]
     pub vote_temperature: f32,
     pub bands: Vec<Band>,
     pub oos: OosRule,
@@ -223,146 +180,96 @@ pub struct NeighbourModel {
     /// points, [`super::secondary`]); `None` in fits made before it existed.
     #[serde(default)]
     pub secondary: Option<super::secondary::SecondaryRule>,
+    /// The largest share of the vote one neighbour may carry (1: no cap), fitted with
+    /// the temperature.
+    #[serde(default = "one")]
+    pub vote_cap: f32,
+    /// The prior correction (0: none) and the labels' share of the held-out examples it
+    /// divides by ([`super::mixture::correct_prior`]).
+    #[serde(default)]
+    pub prior_alpha: f32,
+    #[serde(default)]
+    pub prior: Vec<f32>,
+    /// How the confidence was calibrated, in words (for results and reports).
+    #[serde(default)]
+    pub calibration: String,
+    /// The "no close example" checks; `None` in fits made before them or on too few examples.
+    #[serde(default)]
+    pub closeness: Option<Closeness>,
+    /// Held-out answers with their cross-fitted confidence, for precision targets.
+    #[serde(default)]
+    pub routing: RoutePoints,
+    /// The neighbours' held-out record per language.
+    #[serde(default)]
+    pub languages: Vec<LanguageRecord>,
 }
 
-/// The neighbours' answer for one ticket.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    /// The in-scope label with the largest probability; `None` when no neighbour nor
-    /// the head supports any in-scope label.
-    pub label: Option<String>,
-    /// Mixture probability of `label`.
-    pub probability: f32,
-    /// Probability that `label` is right: calibrated when fitted, else `probability`.
-    pub confidence: f32,
-    /// Mixture mass on out-of-scope labels.
-    pub oos_probability: f32,
-    /// `out_of_scope: ...` when the ticket is unlike the taxonomy's tickets.
-    pub out_of_scope: Option<String>,
-    /// The mixture over labels (out-of-scope ones included), largest first.
-    pub distribution: Vec<(String, f32)>,
+fn one() -> f32 {
+    1.0
 }
 
-impl Judgement {
-    /// Mixture probability of `label` (0 when nothing supports it).
-    pub fn probability_of(&self, label: &str) -> f32 {
-        let k = label_key(label);
-        self.distribution.iter().find(|(l, _)| label_key(l) == k).map(|(_, p)| *p).unwrap_or(0.0)
+/// What [`fit`] is given besides its settings.
+pub struct FitInput<'a> {
+    pub points: &'a [HeldOutPoint],
+    pub labels: LabelSet,
+    /// The head fitted on every example (its held-out probabilities are in the points).
+    pub head: Option<(LogisticHead, HeadInfo)>,
+    pub head_note: Option<String>,
+    pub head_c: Option<f32>,
+    /// Noise anchors (the points carry their nearest-anchor similarity).
+    pub noise: Option<Anchors>,
+    pub collection_examples: usize,
+    pub fitted_at: u64,
+}
+
+impl<'a> FitInput<'a> {
+    /// Points and labels only (no head, no noise anchors).
+    pub fn new(points: &'a [HeldOutPoint], labels: LabelSet, collection_examples: usize, fitted_at: u64) -> Self {
+        FitInput { points, labels, head: None, head_note: None, head_c: None, noise: None, collection_examples, fitted_at }
     }
-
-    /// The vote alone, uncalibrated: for collections without a fitted model.
-    /// `is_oos` says which labels are out-of-scope negatives.
-    pub fn from_vote(shares: &[(String, f32)], is_oos: impl Fn(&str) -> bool) -> Judgement {
-        let mut distribution = shares.to_vec();
-        distribution.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let best = distribution.iter().find(|(l, _)| !is_oos(l)).cloned();
-        let oos_probability: f32 = distribution.iter().filter(|(l, _)| is_oos(l)).map(|(_, p)| *p).sum();
-        let top_is_oos = distribution.first().is_some_and(|(l, _)| is_oos(l));
-        let out_of_scope = top_is_oos.then(|| oos_label_reason(&distribution[0].0, distribution[0].1));
-        let (label, probability) = best.map_or((None, 0.0), |(l, p)| (Some(l), p));
-        Judgement { label, probability, confidence: probability, oos_probability, out_of_scope, distribution }
-    }
-}
-
-fn oos_label_reason(label: &str, p: f32) -> String {
-    format!("out_of_scope: the neighbours favour the out-of-scope examples ({label}, probability {p:.2})")
-}
-
-/// Mixture probabilities over `n` labels (plus none for unknown labels).
-fn mix(vote: &[(usize, f32)], head: Option<&[f32]>, w: f32, n: usize) -> Vec<f32> {
-    let mut p = vec![0.0f32; n];
-    let w = if head.is_some() { w } else { 0.0 };
-    if let Some(h) = head {
-        for (pi, hi) in p.iter_mut().zip(h) {
-            *pi = w * hi;
-        }
-    }
-    for &(i, s) in vote {
-        if let Some(pi) = p.get_mut(i) {
-            *pi += (1.0 - w) * s;
-        }
-    }
-    p
-}
-
-fn argmax(p: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for (i, v) in p.iter().enumerate() {
-        if allowed(i) && best.is_none_or(|b| *v > p[b]) {
-            best = Some(i);
-        }
-    }
-    best
-}
-
-/// One held-out point under a mixture weight: the in-scope label and its probability,
-/// and whether the overall leader is an out-of-scope label.
-struct Scored {
-    label: Option<usize>,
-    probability: f32,
-    top_is_oos: bool,
-    overall_correct: bool,
-    gold_probability: f32,
-}
-
-fn score(vote: &[(usize, f32)], p: &HeldOutPoint, labels: &LabelSet, w: f32) -> Scored {
-    let m = mix(vote, p.head.as_deref(), w, labels.len());
-    let top = argmax(&m, |_| true);
-    let label = argmax(&m, |i| !labels.out_of_scope[i]);
-    Scored {
-        label,
-        probability: label.map_or(0.0, |i| m[i]),
-        top_is_oos: top.is_some_and(|i| labels.out_of_scope[i]),
-        overall_correct: top == Some(p.gold),
-        gold_probability: m.get(p.gold).copied().unwrap_or(0.0),
-    }
-}
-
-fn default_temperature() -> f32 {
-    crate::knn::TEMPERATURE
-}
-
-/// The vote temperature and head weight with the best held-out accuracy (ties: lower
-/// log loss). Without a head only the temperature is chosen.
-fn choose(points: &[HeldOutPoint], labels: &LabelSet, has_head: bool) -> (f32, f32) {
-    let mut best = (crate::knn::TEMPERATURE, 0.0f32, -1.0f64, f64::INFINITY);
-    let weights: Vec<f32> = if has_head { (0..=20).map(|s| s as f32 * 0.05).collect() } else { vec![0.0] };
-    for t in TEMPERATURES {
-        let votes: Vec<Vec<(usize, f32)>> = points.iter().map(|p| shares(&p.neighbours, t)).collect();
-        for &w in &weights {
-            let scored: Vec<Scored> = points.iter().zip(&votes).map(|(p, v)| score(v, p, labels, w)).collect();
-            let acc = share(scored.iter().map(|s| s.overall_correct)).unwrap_or(0.0);
-            let nll = scored.iter().map(|s| -f64::from(s.gold_probability.max(1e-6)).ln()).sum::<f64>()
-                / scored.len().max(1) as f64;
-            if acc > best.2 + 1e-12 || ((acc - best.2).abs() <= 1e-12 && nll < best.3) {
-                best = (t, w, acc, nll);
-            }
-        }
-    }
-    (best.0, best.1)
 }
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-/// Fit the neighbours' side on held-out points. `head`: the head fitted on every
-/// example (its held-out probabilities are in the points), with what to say about it.
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
-    points: &[HeldOutPoint],
-    labels: LabelSet,
-    head: Option<(LogisticHead, HeadInfo)>,
-    head_note: Option<String>,
-    head_c: Option<f32>,
-    settings: &Settings,
-    collection_examples: usize,
-    fitted_at: u64,
-) -> NeighbourModel {
+/// The confidence maps for `band_points` and how they were made: one isotonic map per
+/// similarity band, smoothed toward the held-out accuracy (so a handful of right answers
+/// never makes a confidence of 1); on fewer than [`MIN_CALIBRATION_POINTS`] examples one
+/// map, said to be shrunk; refused when its cross-fitted ECE is worse than the raw
+/// probability's on enough examples to tell.
+fn calibrate(band_points: &[BandPoint], settings: &Settings, refused: &mut Vec<String>) -> (Vec<Band>, Vec<f32>, String, f64, f64) {
+    let raw: Vec<(f64, bool)> = band_points.iter().map(|b| (f64::from(b.score), b.correct)).collect();
+    let cross = cross_fitted(band_points, settings.bands, settings.min_band_points);
+    let cross64: Vec<(f64, bool)> = cross.iter().map(|(c, ok)| (f64::from(*c), *ok)).collect();
+    let (raw_ece, calibrated_ece) = (round4(ece(&raw, 10).unwrap_or(0.0)), round4(ece(&cross64, 10).unwrap_or(0.0)));
+    let n = band_points.len();
+    let bands = fit_bands(band_points, settings.bands, settings.min_band_points);
+    let cross_conf: Vec<f32> = cross.iter().map(|c| c.0).collect();
+    if n >= MIN_CALIBRATION_POINTS && calibrated_ece > raw_ece {
+        refused.push(format!(
+            "confidence map: its cross-fitted ECE {calibrated_ece:.3} is worse than the raw probability's {raw_ece:.3}; confidences stay the raw probability"
+        ));
+        let raw_conf = band_points.iter().map(|b| b.score).collect();
+        return (Vec::new(), raw_conf, "raw mixture probability (the fitted map was worse)".into(), raw_ece, calibrated_ece);
+    }
+    let how = if n < MIN_CALIBRATION_POINTS {
+        format!("isotonic map on {n} held-out examples, shrunk toward their accuracy (few examples)")
+    } else {
+        format!("isotonic map in {} similarity band(s) on {n} held-out examples", bands.len())
+    };
+    (bands, cross_conf, how, raw_ece, calibrated_ece)
+}
+
+/// Fit the neighbours' side on held-out points.
+pub fn fit(input: FitInput<'_>, settings: &Settings) -> NeighbourModel {
+    let FitInput { points, labels, head, head_note, head_c, noise, collection_examples, fitted_at } = input;
     let has_head = head.is_some() && points.iter().all(|p| p.head.is_some());
-    let (t, w) = choose(points, &labels, has_head);
-    let votes: Vec<Vec<(usize, f32)>> = points.iter().map(|p| shares(&p.neighbours, t)).collect();
-    let scored: Vec<Scored> = points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, w)).collect();
+    let prior = prior_of(points, &labels);
+    let m = choose(points, &labels, has_head, &prior);
+    let (t, cap, w, alpha) = (m.temperature, m.cap, m.weight, m.prior_alpha);
+    let votes: Vec<Vec<(usize, f32)>> = points.iter().map(|p| shares(&p.neighbours, t, cap)).collect();
+    let scored: Vec<Scored> = points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, w, (&prior, alpha))).collect();
     let tops: Vec<f32> = points.iter().map(HeldOutPoint::top_similarity).collect();
     let in_scope_gold = |p: &HeldOutPoint| !labels.out_of_scope.get(p.gold).copied().unwrap_or(false);
     let band_points: Vec<BandPoint> = points
@@ -371,26 +278,8 @@ pub fn fit(
         .zip(&tops)
         .map(|((p, s), top)| BandPoint { score: s.probability, top_similarity: *top, correct: s.label == Some(p.gold) })
         .collect();
-    let raw: Vec<(f64, bool)> = band_points.iter().map(|b| (f64::from(b.score), b.correct)).collect();
-    let cross: Vec<(f64, bool)> = cross_fitted(&band_points, settings.bands, settings.min_band_points)
-        .into_iter()
-        .map(|(c, ok)| (f64::from(c), ok))
-        .collect();
-    let (raw_ece, calibrated_ece) = (round4(ece(&raw, 10).unwrap_or(0.0)), round4(ece(&cross, 10).unwrap_or(0.0)));
     let mut refused = Vec::new();
-    let mut bands = fit_bands(&band_points, settings.bands, settings.min_band_points);
-    if points.len() < MIN_CALIBRATION_POINTS {
-        bands.clear();
-        refused.push(format!(
-            "confidence map: {} held-out examples, at least {MIN_CALIBRATION_POINTS} needed; confidences stay the raw probability",
-            points.len()
-        ));
-    } else if calibrated_ece > raw_ece {
-        bands.clear();
-        refused.push(format!(
-            "confidence map: its cross-fitted ECE {calibrated_ece:.3} is worse than the raw probability's {raw_ece:.3}; confidences stay the raw probability"
-        ));
-    }
+    let (bands, cross_conf, calibration, raw_ece, calibrated_ece) = calibrate(&band_points, settings, &mut refused);
     let calibrated: Vec<f32> = band_points.iter().map(|b| apply_bands(&bands, b.score, b.top_similarity)).collect();
     let oos_examples = points.iter().filter(|p| !in_scope_gold(p)).count();
     let fitted_oos = (oos_examples >= MIN_OOS_POINTS).then(|| {
@@ -399,7 +288,11 @@ pub fn fit(
             .zip(&scored)
             .zip(&votes)
             .map(|((p, s), v)| out_of_scope::Point {
-                signals: signals(&mix(v, p.head.as_deref(), w, labels.len()), &labels.out_of_scope, p.head.as_deref(), &p.neighbours),
+                signals: {
+                    let mut m = mix(v, p.head.as_deref(), w, labels.len());
+                    correct_prior(&mut m, &prior, alpha);
+                    signals(&m, &labels.out_of_scope, p.head.as_deref(), &p.neighbours)
+                },
                 top_is_oos: s.top_is_oos,
                 in_scope: in_scope_gold(p),
                 right: s.label == Some(p.gold),
@@ -430,13 +323,37 @@ pub fn fit(
     } else {
         (OosRule::None, scored.iter().map(|s| s.top_is_oos).collect())
     };
+    // "No close example", judged on the in-scope examples' own distances.
+    let in_scope_tops: Vec<f32> = points.iter().zip(&tops).filter(|(p, _)| in_scope_gold(p)).map(|(_, t)| *t).collect();
+    let in_scope_noise: Option<Vec<f32>> =
+        points.iter().filter(|p| in_scope_gold(p)).map(|p| p.noise).collect::<Option<Vec<f32>>>();
+    let closeness = Closeness::fit(&in_scope_tops, noise.zip(in_scope_noise.as_deref()));
+    let far: Vec<bool> = points
+        .iter()
+        .zip(&tops)
+        .map(|(p, top)| {
+            closeness.as_ref().is_some_and(|c| {
+                *top < c.min_similarity
+                    || c.noise.as_ref().zip(p.noise).is_some_and(|(n, a)| top - a < n.min_margin)
+            })
+        })
+        .collect();
     let kept: Vec<(f32, bool)> = calibrated
         .iter()
         .zip(&band_points)
-        .zip(&flags)
-        .filter(|(_, f)| !**f)
+        .zip(flags.iter().zip(&far))
+        .filter(|(_, (f, far))| !**f && !**far)
         .map(|((c, b), _)| (*c, b.correct))
         .collect();
+    let mut routing = RoutePoints::default();
+    for (i, p) in points.iter().enumerate() {
+        if let (Some(label), false, false) = (scored[i].label, flags[i], far[i]) {
+            routing.push(cross_conf[i], label as u32, label == p.gold);
+        }
+    }
+    let languages = tally(points.iter().zip(&scored).zip(&cross_conf).filter(|((p, _), _)| in_scope_gold(p)).map(
+        |((p, s), c)| (p.lang.as_deref(), s.label == Some(p.gold), *c),
+    ));
     let shortcut = if settings.shortcut_target > 1.0 {
         None
     } else if points.len() < MIN_CALIBRATION_POINTS {
@@ -452,9 +369,10 @@ pub fn fit(
     let n = points.len().max(1) as f64;
     let in_scope_flags: Vec<bool> = points.iter().zip(&flags).filter(|(p, _)| in_scope_gold(p)).map(|(_, f)| *f).collect();
     let oos_flags: Vec<bool> = points.iter().zip(&flags).filter(|(p, _)| !in_scope_gold(p)).map(|(_, f)| *f).collect();
-    let vote_only: Vec<bool> = points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 0.0).overall_correct).collect();
-    let head_only: Option<Vec<bool>> =
-        has_head.then(|| points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 1.0).overall_correct).collect());
+    let vote_only: Vec<bool> =
+        points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 0.0, (&[], 0.0)).overall_correct).collect();
+    let head_only: Option<Vec<bool>> = has_head
+        .then(|| points.iter().zip(&votes).map(|(p, v)| score(v, p, &labels, 1.0, (&[], 0.0)).overall_correct).collect());
     let stats = FitStats {
         held_out: points.len(),
         vote_accuracy: round4(share(vote_only).unwrap_or(0.0)),
@@ -467,6 +385,7 @@ pub fn fit(
         in_scope_flag_rate: share(in_scope_flags).map(round4),
         oos_flag_recall: share(oos_flags).map(round4),
         oos_examples,
+        no_close_rate: closeness.as_ref().and_then(|_| share(far.iter().copied())).map(round4),
         refused,
     };
     let (head, head_info) = match head.filter(|_| has_head) {
@@ -491,79 +410,24 @@ pub fn fit(
         fitted_at,
         stats,
         secondary: None,
+        vote_cap: cap,
+        prior_alpha: alpha,
+        prior,
+        calibration,
+        closeness,
+        routing,
+        languages,
     }
 }
 
 impl NeighbourModel {
-    /// The neighbours' answer for a ticket: its vote (`(label, share)` of the k nearest
-    /// examples), `(label, similarity)` of those k nearest (most similar first) and the
-    /// head's probabilities (from [`Self::head`], `None` when there is no head or it
-    /// could not run).
-    pub fn judge(&self, shares: &[(String, f32)], nearest: &[(&str, f32)], head: Option<&[f32]>) -> Judgement {
-        let top_similarity = nearest.first().map_or(-1.0, |n| n.1);
-        // Labels the vote has but the model does not know (examples added since the
-        // fit) are appended: the vote speaks for them, the head cannot.
-        let mut names: Vec<String> = self.labels.names.clone();
-        let mut oos: Vec<bool> = self.labels.out_of_scope.clone();
-        let mut index: HashMap<String, usize> = names.iter().enumerate().map(|(i, n)| (label_key(n), i)).collect();
-        let mut vote = Vec::with_capacity(shares.len());
-        for (label, s) in shares {
-            let key = label_key(label);
-            let i = match index.get(&key) {
-                Some(i) => *i,
-                None => {
-                    names.push(label.clone());
-                    oos.push(false);
-                    index.insert(key, names.len() - 1);
-                    names.len() - 1
-                }
-            };
-            vote.push((i, *s));
-        }
-        let head = head.filter(|h| h.len() == self.labels.len());
-        let m = mix(&vote, head, self.head_weight, names.len());
-        let label = argmax(&m, |i| !oos[i]);
-        let top = argmax(&m, |_| true);
-        let probability = label.map_or(0.0, |i| m[i]);
-        let confidence = if label.is_some() { apply_bands(&self.bands, probability, top_similarity) } else { 0.0 };
-        let oos_probability: f32 = m.iter().zip(&oos).filter(|(_, o)| **o).map(|(p, _)| *p).sum();
-        let out_of_scope = match (top, &self.oos) {
-            (Some(t), _) if oos[t] => Some(oos_label_reason(&names[t], m[t])),
-            (_, OosRule::Similarity { min_similarity, .. }) if top_similarity < *min_similarity => Some(format!(
-                "out_of_scope: the nearest example's similarity {top_similarity:.3} is below the collection's threshold {min_similarity:.3}"
-            )),
-            (_, OosRule::Examples { min_probability }) if probability < *min_probability => Some(format!(
-                "out_of_scope: the best in-scope label has probability {probability:.3}, below the threshold {min_probability:.3} fitted on the collection's out-of-scope examples"
-            )),
-            (_, OosRule::Fitted { score }) => {
-                let near: Vec<(usize, f32)> =
-                    nearest.iter().filter_map(|(l, s)| index.get(&label_key(l)).map(|i| (*i, *s))).collect();
-                let sig = signals(&m, &oos, head, &near);
-                score.flags(&sig).map(|z| format!(
-                    "out_of_scope: the out-of-scope score {z:.2} is at or above the threshold {:.2} fitted on the collection's out-of-scope examples (best in-scope label probability {probability:.3}, out-of-scope mass {:.3})",
-                    score.threshold.unwrap_or(z),
-                    sig.oos
-                ))
-            }
-            _ => None,
-        };
-        let label = label.map(|i| names[i].clone());
-        let mut distribution: Vec<(String, f32)> = names.into_iter().zip(m).filter(|(_, p)| *p > 0.0).collect();
-        distribution.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Judgement {
-            label,
-            probability,
-            confidence,
-            oos_probability,
-            out_of_scope,
-            distribution,
-        }
-    }
-
     /// A held-out point's mixture over [`Self::labels`] under this fit (the vote at the
     /// fitted temperature, the head at the fitted weight).
     pub fn held_out_mixture(&self, p: &HeldOutPoint) -> Vec<f32> {
-        mix(&shares(&p.neighbours, self.vote_temperature), p.head.as_deref(), self.head_weight, self.labels.len())
+        let mut m =
+            mix(&shares(&p.neighbours, self.vote_temperature, self.vote_cap), p.head.as_deref(), self.head_weight, self.labels.len());
+        correct_prior(&mut m, &self.prior, self.prior_alpha);
+        m
     }
 
     /// True when the calibrated confidence is decisive enough to skip the LLM.

@@ -136,8 +136,8 @@ mod tests {
     fn model() -> NeighbourModel {
         let labels = LabelSet { names: vec!["A".into(), "B".into(), "C".into()], out_of_scope: vec![false; 3] };
         let pts: Vec<HeldOutPoint> =
-            (0..60).map(|i| HeldOutPoint { gold: i % 3, neighbours: vec![(i % 3, 0.9)], head: None }).collect();
-        neighbours::fit(&pts, labels, None, None, None, &Settings::default(), 60, 0)
+            (0..60).map(|i| HeldOutPoint::new(i % 3, vec![(i % 3, 0.9)], None)).collect();
+        neighbours::fit(neighbours::FitInput::new(&pts, labels, 60, 0), &Settings::default())
     }
 
     /// A point whose nearest examples are `main` (n of them) and `other` (m), all at
@@ -145,7 +145,7 @@ mod tests {
     fn point(main: usize, n: usize, other: usize, m: usize) -> HeldOutPoint {
         let mut nb = vec![(main, 0.8); n];
         nb.extend(vec![(other, 0.8); m]);
-        HeldOutPoint { gold: main, neighbours: nb, head: None }
+        HeldOutPoint::new(main, nb, None)
     }
 
     #[test]

@@ -174,6 +174,7 @@ fn invalid(e: OptionError) -> ApiError {
     let code = match e {
         OptionError::KTooSmall | OptionError::KAbove(_) => "invalid_k",
         OptionError::MinConfidence => "invalid_min_confidence",
+        OptionError::Precision | OptionError::BothBars => "invalid_auto_route_precision",
         OptionError::EmptyFilterValue | OptionError::RepeatedFilterField => "invalid_filter",
     };
     ApiError::unprocessable(code, e.to_string())

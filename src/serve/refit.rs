@@ -68,6 +68,7 @@ pub struct RefitResponse {
 /// server's k); arbiters are kept. Runs on the caller's task.
 pub async fn refit(
     store: &dyn ExampleStore,
+    embedder: &dyn crate::embed::Embedder,
     collection: &str,
     default_k: usize,
 ) -> Result<NeighbourModel, calibrate::CalibrateError> {
@@ -81,7 +82,7 @@ pub async fn refit(
         enabled: f.neighbours.head_c.is_some(),
         c: f.neighbours.head_c.unwrap_or(calibrate::HEAD_C),
     });
-    calibrate::calibrate_collection(store, collection, &settings, &head, None, &crate::progress::silent).await
+    calibrate::calibrate_collection(store, Some(embedder), collection, &settings, &head, None, &crate::progress::silent).await
 }
 
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the
@@ -91,7 +92,7 @@ fn refit_in_background(
     name: String,
 ) -> tokio::task::JoinHandle<Result<NeighbourModel, calibrate::CalibrateError>> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(refit(state.store.as_ref(), &name, state.cfg.options.k)))
+    tokio::task::spawn_blocking(move || handle.block_on(refit(state.store.as_ref(), state.embedder.as_ref(), &name, state.cfg.options.k)))
 }
 
 impl AppState {

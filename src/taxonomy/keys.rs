@@ -8,8 +8,8 @@ use toml::Value;
 /// Known keys per table: `""` is the top level, `categories` each `[[categories]]`,
 /// `categories.subcategories` each `[[categories.subcategories]]`.
 const KEYS: &[(&str, &[&str])] = &[
-    ("", &["name", "version", "description", "min_confidence", "rules", "categories", "urgency", "out_of_scope_labels", "priority", "derived"]),
-    ("categories", &["name", "description", "subcategories"]),
+    ("", &["name", "version", "description", "min_confidence", "auto_route_precision", "rules", "categories", "urgency", "out_of_scope_labels", "priority", "derived"]),
+    ("categories", &["name", "description", "subcategories", "auto_route_precision"]),
     ("categories.subcategories", &["name", "description"]),
     ("urgency", &["name", "description"]),
 ];
@@ -68,11 +68,13 @@ mod tests {
             version: "1".into(),
             description: "d".into(),
             min_confidence: Some(0.7),
+            auto_route_precision: Some(0.98),
             rules: vec!["r".into()],
             categories: vec![Category {
                 name: "A".into(),
                 description: "a".into(),
                 subcategories: vec![Subcategory { name: "s".into(), description: "s".into() }],
+                auto_route_precision: Some(0.99),
             }],
             urgency: vec![UrgencyLevel { name: "High".into(), description: "h".into() }],
             out_of_scope_labels: vec!["oos".into()],

@@ -1,14 +1,20 @@
-//! The pipeline: embed, retrieve, weigh the neighbours (vote and fitted head), ask
-//! the LLM with the retrieved examples, then decide once between the two witnesses
-//! from how each did on the collection's own examples ([`crate::fit`]).
+//! The pipeline: embed, retrieve, weigh the neighbours (vote and fitted head), ask the
+//! LLM with the retrieved examples, then decide once.
 //!
-//! The evidence comes first ([`Evidence`]: the ticket's language, the neighbours'
-//! judgement), then at most one LLM answer, then one decision ([`decide`]). Without a
-//! fit the rules are fixed: the LLM's valid answer wins unless a strong vote disagrees.
+//! Evidence first ([`evidence::Evidence`]: the ticket's language and the trust it
+//! allows, the neighbours' judgement with its fit, the bar an answer must clear), then
+//! at most one LLM outcome ([`decide::LlmOutcome`]), then one pure decision
+//! ([`decide::decide`]), and the result is built from it once ([`build::result`]).
 
 mod ask;
-mod decide;
+mod build;
+pub mod decide;
+#[cfg(test)]
+mod decide_tests;
+pub mod evidence;
+pub mod routing;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,13 +23,16 @@ use futures::StreamExt;
 use crate::embed::Embedder;
 use crate::example::ScoredExample;
 use crate::fit::{Fitted, Judgement, NeighbourModel};
-use crate::guard::extractive_summary;
 use crate::knn::{vote_with, Vote};
 use crate::lang::{self, Assessment, Coverage};
 use crate::llm::LlmClient;
-use crate::result::{ms, round3, FitRef, FitUsed, NeighbourAnswer, ReviewKind, ReviewReason};
-use crate::store::{CollectionMeta, ExampleStore, PayloadFilter, StoreError};
-use crate::taxonomy::label_key;
+use crate::result::{ms, ReviewKind, ReviewReason};
+use crate::store::{CollectionMeta, ExampleStore, PayloadFilter};
+
+use ask::LlmTrace;
+use decide::{Decision, LlmOutcome, Verdict};
+use evidence::{Evidence, Language};
+use routing::RoutePolicy;
 
 pub use crate::result::{LlmAnswer, Neighbor, ResultMethod, TicketResult};
 
@@ -44,6 +53,10 @@ pub struct ClassifyOptions {
     pub k: usize,
     /// Review threshold; `None` uses the taxonomy's (else 0.85).
     pub min_confidence: Option<f32>,
+    /// Route by a precision target instead of a threshold: the share of tickets sent
+    /// on without review that may be wrong is at most `1 - p`, by the collection's
+    /// held-out answers; `None` uses the taxonomy's `auto_route_precision`, if any.
+    pub auto_route_precision: Option<f64>,
     /// Answer with the neighbours, without calling the LLM, when their fitted
     /// confidence reaches the collection's shortcut threshold (`method: knn-shortcut`).
     pub shortcut: bool,
@@ -72,6 +85,7 @@ impl Default for ClassifyOptions {
         ClassifyOptions {
             k: 8,
             min_confidence: None,
+            auto_route_precision: None,
             shortcut: true,
             max_prompt_labels: DEFAULT_MAX_PROMPT_LABELS,
             filter: PayloadFilter::new(),
@@ -118,32 +132,36 @@ pub struct Classifier {
     llm: Option<Arc<dyn LlmClient>>,
     meta: CollectionMeta,
     fitted: Option<Fitted>,
-    /// Said on every result when the stored fit cannot be used.
+    /// Said on every result when the stored fit cannot be used (or there is none).
     fit_warning: Option<String>,
     coverage: Option<Arc<Coverage>>,
     options: ClassifyOptions,
     demonstrations: Demonstrations,
-}
-
-/// What is known about a ticket before any LLM is asked.
-pub(crate) struct Evidence<'a> {
-    pub text: &'a str,
-    pub language: Assessment,
-    pub vote: Vote,
-    pub judgement: Judgement,
-    pub model: Option<&'a NeighbourModel>,
-    pub candidates: Vec<ScoredExample>,
-    pub k: usize,
-    pub threshold: f32,
+    /// The bars of the default options ([`routing`]).
+    policy: RoutePolicy,
 }
 
 /// The fitted neighbours' answer for a ticket: the head's probabilities for its vector,
 /// mixed with its vote over the `nearest` (the k nearest candidates), calibrated and
-/// checked for out of scope ([`NeighbourModel::judge`]).
+/// checked for out of scope and closeness ([`NeighbourModel::judge`]).
 pub fn judge_fitted(m: &NeighbourModel, vote: &Vote, nearest: &[ScoredExample], vector: &[f32]) -> Judgement {
     let head = m.head.as_ref().and_then(|h| h.predict_proba(vector).ok());
     let near: Vec<(&str, f32)> = nearest.iter().map(|c| (c.example.label.as_str(), c.score)).collect();
-    m.judge(&vote.shares, &near, head.as_deref())
+    m.judge(&vote.shares, &near, head.as_deref(), Some(vector))
+}
+
+/// Text that is machine data rather than words: control characters (other than tab
+/// and line breaks) or replacement characters from undecodable bytes in more than 2 %
+/// of it, or any NUL. No example is like it, whatever its neighbours vote.
+fn machine_data(text: &str) -> Option<ReviewReason> {
+    let n = text.chars().count().max(1);
+    let odd = text.chars().filter(|c| (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || *c == '\u{fffd}').count();
+    (text.contains('\0') || odd * 50 > n).then(|| {
+        ReviewReason::new(
+            ReviewKind::NoCloseExample,
+            format!("the text is machine data, not words ({odd} of {n} characters are control or undecodable characters)"),
+        )
+    })
 }
 
 impl Classifier {
@@ -154,7 +172,7 @@ impl Classifier {
         llm: Option<Arc<dyn LlmClient>>,
         collection: &str,
         options: ClassifyOptions,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, crate::store::StoreError> {
         let meta = store.require_meta(collection).await?;
         meta.check_model(embedder.model_name(), embedder.dim())?;
         let coverage = embedder.coverage();
@@ -168,8 +186,10 @@ impl Classifier {
             coverage,
             options,
             demonstrations: Demonstrations::Retrieved,
+            policy: RoutePolicy::fixed(0.85),
         };
         c.load_fitted();
+        c.policy = c.make_policy(&c.options);
         Ok(c)
     }
 
@@ -207,6 +227,7 @@ impl Classifier {
     pub fn with_fitted(mut self, fitted: Option<Fitted>) -> Self {
         self.fitted = fitted;
         self.fit_warning = None;
+        self.policy = self.make_policy(&self.options);
         self
     }
 
@@ -228,13 +249,52 @@ impl Classifier {
         &self.options
     }
 
-    fn threshold(&self, options: &ClassifyOptions) -> f32 {
-        options.min_confidence.unwrap_or_else(|| self.meta.taxonomy.review_threshold())
-    }
-
-    /// The fitted neighbours' side for `k`, when the collection was calibrated at `k`.
+    /// The fitted neighbours' side for `k`, when the collection was fitted at `k`.
     fn neighbour_model(&self, k: usize) -> Option<&NeighbourModel> {
         self.fitted.as_ref().map(|f| &f.neighbours).filter(|m| m.k == k)
+    }
+
+    /// The arbiter for this classifier's LLM at `k`, when one was fitted and `options` use it.
+    fn arbiter(&self, options: &ClassifyOptions, k: usize) -> Option<&crate::fit::Arbiter> {
+        let llm = self.llm.as_ref()?;
+        options.arbiter.then(|| self.fitted.as_ref().and_then(|f| f.arbiter(llm.model(), k))).flatten()
+    }
+
+    /// The bars for `options` (the default options' are kept; others are computed).
+    fn policy_for(&self, options: &ClassifyOptions) -> Cow<'_, RoutePolicy> {
+        let same = options.k == self.options.k
+            && options.min_confidence == self.options.min_confidence
+            && options.auto_route_precision == self.options.auto_route_precision
+            && options.arbiter == self.options.arbiter;
+        if same {
+            return Cow::Borrowed(&self.policy);
+        }
+        Cow::Owned(self.make_policy(options))
+    }
+
+    fn make_policy(&self, options: &ClassifyOptions) -> RoutePolicy {
+        let k = options.k.max(1);
+        let taxonomy = &self.meta.taxonomy;
+        let fixed = options.min_confidence.unwrap_or_else(|| taxonomy.review_threshold());
+        let target = options.auto_route_precision.or(taxonomy.auto_route_precision);
+        RoutePolicy::new(fixed, target, taxonomy, self.neighbour_model(k), self.arbiter(options, k))
+    }
+
+    /// Notes every result of this classifier carries about its fit at `k`.
+    fn notes(&self, k: usize) -> Vec<String> {
+        let mut notes: Vec<String> = self.fit_warning.iter().cloned().collect();
+        match &self.fitted {
+            Some(f) if f.neighbours.k != k => notes.push(format!(
+                "the collection was fitted at k={}; its fit is not applied at k={k} (run triage calibrate --k {k})",
+                f.neighbours.k
+            )),
+            None if self.fit_warning.is_none() => notes.push(
+                "the collection is not fitted yet (fewer than 20 examples, or indexed by an older version): confidences are the raw vote, shrunk (run triage calibrate)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        notes
     }
 
     /// Classify tickets: one result per ticket, in input order. Embeds all usable
@@ -251,11 +311,12 @@ impl Classifier {
         options: &ClassifyOptions,
     ) -> Vec<TicketResult> {
         let started = Instant::now();
+        let policy = self.policy_for(options);
         let mut texts = Vec::new();
         let mut slots = Vec::with_capacity(tickets.len());
         for t in &tickets {
             match &t.text {
-                Ok(s) if crate::input::blank_reason(s).is_none() => {
+                Ok(s) if crate::input::blank_reason(s).is_none() && machine_data(s).is_none() => {
                     slots.push(Some(texts.len()));
                     texts.push(s.clone());
                 }
@@ -270,11 +331,12 @@ impl Classifier {
             }
         };
         let embed_ms = ms(started);
+        let policy = &*policy;
         let jobs = tickets.into_iter().zip(slots).map(|(ticket, slot)| {
             let vector = slot.map(|i| vectors[i].clone());
             async move {
                 let started = Instant::now();
-                let mut r = self.classify_prepared(&ticket, vector, None, started, options).await;
+                let mut r = self.classify_prepared(&ticket, vector, None, started, options, policy).await;
                 if r.error.is_none() {
                     // The batch embedding time is shared: attribute it to each ticket.
                     r.latency_ms = ((r.latency_ms + embed_ms) * 100.0).round() / 100.0;
@@ -292,8 +354,9 @@ impl Classifier {
     /// `classify` with options other than the classifier's defaults.
     pub async fn classify_with(&self, ticket: &Ticket, options: &ClassifyOptions) -> TicketResult {
         let started = Instant::now();
+        let policy = self.policy_for(options);
         let (vector, language) = match &ticket.text {
-            Ok(s) if crate::input::blank_reason(s).is_none() => {
+            Ok(s) if crate::input::blank_reason(s).is_none() && machine_data(s).is_none() => {
                 // The embedding job is queued on the first poll and runs on an embedder
                 // thread; the language is detected on this one meanwhile.
                 let embed = self.embedder.embed(vec![s.clone()]);
@@ -305,7 +368,7 @@ impl Classifier {
             }
             _ => (None, None),
         };
-        self.classify_prepared(ticket, vector, language, started, options).await
+        self.classify_prepared(ticket, vector, language, started, options, &policy).await
     }
 
     async fn classify_prepared(
@@ -315,65 +378,54 @@ impl Classifier {
         language: Option<Assessment>,
         started: Instant,
         options: &ClassifyOptions,
+        policy: &RoutePolicy,
     ) -> TicketResult {
+        let done = |d: Decision, e: Option<&Evidence<'_>>, trace: LlmTrace| build::result(&ticket.id, d, e, trace, ms(started));
         let text = match &ticket.text {
-            Err(e) => return TicketResult::failed(&ticket.id, e.clone(), started),
-            Ok(s) if crate::input::blank_reason(s).is_some() => {
-                let why = crate::input::blank_reason(s).unwrap_or_default();
-                return TicketResult::failed(&ticket.id, why.into(), started);
-            }
+            Err(e) => return done(Decision::failed(e.clone()), None, LlmTrace::default()),
             Ok(s) => s,
         };
+        if let Some(why) = crate::input::blank_reason(text) {
+            return done(Decision::failed(why), None, LlmTrace::default());
+        }
+        if let Some(reason) = machine_data(text) {
+            return done(Decision::without_answer(Verdict::Review(reason)), None, LlmTrace::default());
+        }
         let vector = match vector {
             Some(Ok(v)) => v,
-            Some(Err(e)) => return TicketResult::failed(&ticket.id, e, started),
-            None => return TicketResult::failed(&ticket.id, "no embedding for this ticket".into(), started),
+            Some(Err(e)) => return done(Decision::failed(e), None, LlmTrace::default()),
+            None => return done(Decision::failed("no embedding for this ticket"), None, LlmTrace::default()),
         };
-        let evidence = match self.evidence(ticket, text, &vector, language, options).await {
+        let mut e = match self.evidence(ticket, text, &vector, language, options, policy).await {
             Ok(e) => e,
-            Err(e) => return TicketResult::failed(&ticket.id, e, started),
+            Err(why) => return done(Decision::failed(why), None, LlmTrace::default()),
         };
-        let mut result = self.neighbours_result(ticket, &evidence);
-        if let Some(llm) = &self.llm {
-            let shortcut = options.shortcut
-                && self.demonstrations == Demonstrations::Retrieved
-                && evidence.language.covered
-                && !result.needs_review
-                && evidence.model.is_some_and(|m| m.decisive(evidence.judgement.confidence));
-            if shortcut {
-                result.method = ResultMethod::KnnShortcut;
-                result.reasoning.push_str(&format!(
-                    "; fitted confidence {:.3} is at or above the collection's shortcut threshold {:.3}: the LLM was not called",
-                    evidence.judgement.confidence,
-                    evidence.model.and_then(|m| m.shortcut_confidence).unwrap_or(1.0)
+        let mut trace = LlmTrace::default();
+        let Some(llm) = &self.llm else {
+            return done(decide::decide(&e, &LlmOutcome::NotAsked, None, ResultMethod::Knn), Some(&e), trace);
+        };
+        let arbiter = self.arbiter(options, e.k);
+        if options.arbiter && arbiter.is_none() {
+            if let Some(other) = self.fitted.as_ref().and_then(|f| f.arbiters.iter().find(|a| a.k == e.k)) {
+                e.notes.push(format!(
+                    "the collection's arbiter was fitted for model {:?}, not {:?}: the fixed rules decided (run triage calibrate --llm with this model)",
+                    other.model,
+                    llm.model()
                 ));
-            } else {
-                let stages = self.stages(&evidence, options);
-                let outcome = crate::llm::for_ticket(self.ask_llm(&mut result, llm.as_ref(), stages, &evidence)).await;
-                let arbiter = options
-                    .arbiter
-                    .then(|| self.fitted.as_ref().and_then(|f| f.arbiter(llm.model(), evidence.k)))
-                    .flatten();
-                decide::apply(&mut result, outcome, &evidence, arbiter, self.demonstrations.method());
-                if options.arbiter && arbiter.is_none() {
-                    if let Some(other) = self.fitted.as_ref().and_then(|f| f.arbiters.iter().find(|a| a.k == evidence.k)) {
-                        result.warnings.push(format!(
-                            "the collection's arbiter was fitted for model {:?}, not {:?}: the fixed rules decided (run triage calibrate --llm with this model)",
-                            other.model,
-                            llm.model()
-                        ));
-                    }
-                }
-                if let (Some(a), Some(fit)) = (arbiter, result.fit.as_mut()) {
-                    fit.arbiter = Some(FitRef { fitted_at: a.fitted_at, examples: a.stats.answers });
-                }
             }
         }
-        result.latency_ms = ms(started);
-        result
+        let outcome = match decide::shortcut(&e).filter(|_| options.shortcut && self.demonstrations == Demonstrations::Retrieved) {
+            Some(threshold) => LlmOutcome::Shortcut { threshold },
+            None => {
+                let stages = self.stages(&e, options);
+                crate::llm::for_ticket(self.ask_llm(&mut trace, llm.as_ref(), stages, &e)).await
+            }
+        };
+        let d = decide::decide(&e, &outcome, arbiter, self.demonstrations.method());
+        done(d, Some(&e), trace)
     }
 
-    /// Retrieve, vote and judge; detect the language.
+    /// Retrieve, vote and judge; weigh the language.
     async fn evidence<'a>(
         &'a self,
         ticket: &Ticket,
@@ -381,6 +433,7 @@ impl Classifier {
         vector: &[f32],
         language: Option<Assessment>,
         options: &ClassifyOptions,
+        policy: &'a RoutePolicy,
     ) -> Result<Evidence<'a>, String> {
         let k = options.k.max(1);
         let filter = (!options.filter.is_empty()).then_some(&options.filter);
@@ -393,8 +446,8 @@ impl Classifier {
         }
         let nearest = &candidates[..candidates.len().min(k)];
         let model = self.neighbour_model(k);
-        let temperature = model.map_or(crate::knn::TEMPERATURE, |m| m.vote_temperature);
-        let Some(vote) = vote_with(nearest, temperature) else {
+        let (temperature, cap) = model.map_or((crate::knn::TEMPERATURE, 1.0), |m| (m.vote_temperature, m.vote_cap));
+        let Some(vote) = vote_with(nearest, temperature, cap) else {
             return Err(match filter {
                 Some(f) => format!(
                     "no example matches the filter {}",
@@ -408,149 +461,18 @@ impl Classifier {
             Some(m) => judge_fitted(m, &vote, nearest, vector),
             None => Judgement::from_vote(&vote.shares, |l| taxonomy.is_out_of_scope(l)),
         };
+        let assessment = language.unwrap_or_else(|| lang::assess(text, self.coverage.as_deref()));
         Ok(Evidence {
             text,
-            language: language.unwrap_or_else(|| lang::assess(text, self.coverage.as_deref())),
+            language: Language::from_assessment(assessment, model),
             vote,
             judgement,
             model,
             candidates,
             k,
-            threshold: self.threshold(options),
+            taxonomy,
+            policy,
+            notes: self.notes(k),
         })
     }
-
-    /// The neighbours' answer as a result (`method: knn`).
-    fn neighbours_result(&self, ticket: &Ticket, e: &Evidence<'_>) -> TicketResult {
-        let j = &e.judgement;
-        let nearest = &e.candidates[..e.candidates.len().min(e.k)];
-        let label = j.label.clone();
-        let n_same = label
-            .as_ref()
-            .map_or(0, |l| nearest.iter().filter(|n| label_key(&n.example.label) == label_key(l)).count());
-        let mut reasoning = match &label {
-            Some(l) => format!(
-                "{n_same} of {} nearest examples are {l} (similarity-weighted share {:.2}; nearest similarity {:.2})",
-                nearest.len(),
-                e.vote.share_of(l),
-                e.vote.top_score
-            ),
-            None => format!("none of the {} nearest examples has an in-scope label", nearest.len()),
-        };
-        if let (Some(m), Some(_)) = (e.model, &label) {
-            if m.head.is_some() {
-                reasoning.push_str(&format!(
-                    "; with the fitted head (weight {:.2}) its probability is {:.2}",
-                    m.head_weight, j.probability
-                ));
-            }
-        }
-        let mut result = TicketResult::failed(&ticket.id, String::new(), Instant::now());
-        result.error = None;
-        result.review_reason = None;
-        result.needs_review = false;
-        result.category = label.clone();
-        result.subcategory = label.as_deref().and_then(|l| subcategory_for(l, &e.vote, &e.candidates));
-        result.urgency = e.vote.urgency.clone();
-        result.summary = extractive_summary(e.text);
-        result.reasoning = reasoning;
-        result.confidence = round3(j.confidence);
-        result.raw_confidence = e.model.map(|_| round3(j.probability));
-        result.method = ResultMethod::Knn;
-        result.neighbors = nearest
-            .iter()
-            .map(|n| Neighbor { id: n.example.id.clone(), label: n.example.label.clone(), score: round3(n.score) })
-            .collect();
-        result.lang = e.language.lang.clone();
-        result.neighbours =
-            Some(NeighbourAnswer { category: label.clone(), confidence: round3(j.confidence), probability: round3(j.probability) });
-        result.fit = e.model.map(|m| FitUsed {
-            fitted_at: m.fitted_at,
-            examples: m.stats.held_out,
-            head: m.head_info.as_ref().filter(|_| m.head.is_some()).map(|h| FitRef { fitted_at: h.fitted_at, examples: h.examples }),
-            arbiter: None,
-        });
-        self.neighbours_secondary(&mut result, e);
-        if let Some(w) = &self.fit_warning {
-            result.warnings.push(w.clone());
-        }
-        if let Some(f) = &self.fitted {
-            if f.neighbours.k != e.k {
-                result.warnings.push(format!(
-                    "the collection was calibrated at k={}; its fit is not applied at k={} (run triage calibrate --k {})",
-                    f.neighbours.k, e.k, e.k
-                ));
-            }
-        }
-        if let Some(reason) = neighbours_review(e) {
-            result.flag(reason);
-        }
-        result
-    }
-
-    /// Secondary issues from the fitted rule (none without a fit), and the primary by
-    /// the taxonomy's priority order: after a swap the confidence is the new label's
-    /// uncalibrated mixture probability.
-    fn neighbours_secondary(&self, result: &mut TicketResult, e: &Evidence<'_>) {
-        let (Some(rule), Some(_)) = (e.model.and_then(|m| m.secondary.as_ref()), &result.category) else { return };
-        let taxonomy = &self.meta.taxonomy;
-        let nearest = &e.candidates[..e.candidates.len().min(e.k)];
-        result.secondary = crate::secondary::from_neighbours(taxonomy, &e.judgement, rule, nearest);
-        let Some(mut category) = result.category.clone() else { return };
-        let Some(note) = crate::secondary::order_by_priority(taxonomy, &mut category, &mut result.secondary) else { return };
-        let p = e.judgement.probability_of(&category);
-        result.confidence = round3(result.confidence.min(p));
-        result.subcategory = subcategory_for(&category, &e.vote, &e.candidates);
-        result.reasoning.push_str(&format!("; {note} (its probability {p:.2} is the confidence)"));
-        if result.confidence < e.threshold {
-            result.flag(ReviewReason::new(
-                ReviewKind::LowConfidence,
-                format!("{category} by priority: probability {p:.2} is below {:.2}", e.threshold),
-            ));
-        }
-        result.category = Some(category);
-    }
-}
-
-/// The subcategory the neighbours suggest for `label`: the vote's when the vote chose
-/// it, else the nearest candidate's with that label.
-fn subcategory_for(label: &str, vote: &Vote, candidates: &[ScoredExample]) -> Option<String> {
-    if label_key(label) == label_key(&vote.label) {
-        return vote.subcategory.clone();
-    }
-    let key = label_key(label);
-    candidates.iter().find(|c| label_key(&c.example.label) == key).and_then(|c| c.example.subcategory.clone())
-}
-
-/// Why the neighbours' answer alone goes to review, if it does.
-fn neighbours_review(e: &Evidence<'_>) -> Option<ReviewReason> {
-    let j = &e.judgement;
-    if !e.language.covered {
-        return Some(ReviewReason::new(
-            ReviewKind::Language,
-            format!(
-                "the ticket is in {} and the embedding model does not cover it, so the neighbours' vote is not trusted",
-                e.language.lang.as_deref().unwrap_or("another language")
-            ),
-        ));
-    }
-    if let Some(reason) = &j.out_of_scope {
-        let detail = reason.strip_prefix("out_of_scope: ").unwrap_or(reason);
-        return Some(ReviewReason::new(ReviewKind::OutOfScope, detail));
-    }
-    if j.label.is_none() {
-        return Some(ReviewReason::new(ReviewKind::OutOfScope, "no in-scope example among the nearest examples"));
-    }
-    (j.confidence < e.threshold).then(|| {
-        ReviewReason::new(
-            ReviewKind::LowConfidence,
-            match e.model {
-                Some(_) => format!(
-                    "fitted confidence {:.2} (neighbours' probability {:.2}) is below {:.2}",
-                    j.confidence, j.probability, e.threshold
-                ),
-                None => format!("neighbour vote share {:.2} is below {:.2}", j.confidence, e.threshold),
-            },
-        )
-    })
 }

@@ -19,6 +19,10 @@ use crate::taxonomy::Taxonomy;
 use crate::progress::Progress;
 use crate::Error;
 
+pub mod fitting;
+
+pub use fitting::FitSummary;
+
 /// Which input columns hold what (`index`, `eval` and `classify --input` alike, from
 /// the same flags: `cli::fields`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -107,6 +111,12 @@ pub struct IndexReport {
     pub seconds: f64,
     /// Where the time went (seconds per step; embedding counters of this run).
     pub timings: IndexTimings,
+    /// The fit made after indexing (`None` when nothing changed and a fit exists).
+    pub fit: Option<FitSummary>,
+    /// Share of the examples in languages the embedding model does not cover, and
+    /// which (most frequent first), when above [`fitting::UNCOVERED_WARNING_SHARE`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncovered_languages: Option<(f64, Vec<(String, usize)>)>,
 }
 
 /// Seconds spent per indexing step. `embed` is the wall time waiting for vectors;
@@ -391,6 +401,15 @@ pub async fn index_corpus(
         }
     }
 
+    // The language of every example, stored with it (filters such as `lang=en`, the
+    // fit's per-language record), detected where the file does not say.
+    let coverage = embedder.coverage();
+    for ex in examples.iter_mut().filter(|e| e.lang.is_none()) {
+        ex.lang = crate::lang::assess(&ex.text, coverage.as_deref()).lang;
+    }
+    let langs: Vec<Option<String>> = examples.iter().map(|e| e.lang.clone()).collect();
+    let (share, which) = fitting::uncovered(&langs, coverage.as_deref());
+    let uncovered_languages = (share > fitting::UNCOVERED_WARNING_SHARE).then_some((share, which));
     // Similar lengths in one batch: the embedder pads each batch to its longest text.
     examples.sort_by_key(|e| e.text.len());
     let stats_before = crate::embed::embed_stats();
@@ -423,6 +442,12 @@ pub async fn index_corpus(
     }
     tracing::info!(collection, ?timings, "indexing time by step");
     rejected.sort_by_key(|r| r.line);
+    let fitted_already = store.get_meta(collection).await?.is_some_and(|m| m.fitted.is_some());
+    let fit = if indexed > 0 || !fitted_already {
+        Some(fitting::fit_collection(store.as_ref(), Some(embedder.as_ref()), collection, progress).await?)
+    } else {
+        None
+    };
     Ok(IndexReport {
         collection: collection.to_string(),
         rows,
@@ -433,6 +458,8 @@ pub async fn index_corpus(
         points_in_collection: store.count(collection).await?,
         seconds: round2(started.elapsed().as_secs_f64()),
         timings,
+        fit,
+        uncovered_languages,
     })
 }
 
