@@ -106,6 +106,16 @@ pub fn label_set(taxonomy: &Taxonomy, points: &[ExamplePoint]) -> LabelSet {
     LabelSet { names, out_of_scope: oos }
 }
 
+/// When a background refit starts: `Some(n)` after `n` new examples; `None` after the
+/// larger of 50 and a tenth of the examples the last fit saw.
+pub fn refit_due(fitted_on: usize, now: usize, after: Option<usize>) -> bool {
+    match after {
+        Some(0) => false,
+        Some(n) => now >= fitted_on + n,
+        None => now >= fitted_on + (fitted_on / 10).max(50),
+    }
+}
+
 /// Which fold (0..FOLDS) an example falls in: a hash of its id.
 pub fn fold_of(id: &str) -> usize {
     let d = Sha256::digest(format!("fold\u{0}{id}").as_bytes());

@@ -138,20 +138,24 @@ fn low(confidence: f32, bar: &Bar, what: String) -> Option<ReviewReason> {
     (!bar.clears(confidence)).then(|| ReviewReason::new(ReviewKind::LowConfidence, format!("{what} is below {bar}")))
 }
 
-/// Why the neighbours' evidence alone rules the ticket out, before any confidence.
+/// Why the neighbours' evidence alone rules the ticket out, before any confidence. No
+/// close example comes first: keyboard mashing read as Spanish is noise, not Spanish
+/// (a far ticket in an untrusted language says both).
 fn ruled_out(e: &Evidence<'_>) -> Option<ReviewReason> {
     let j = &e.judgement;
-    if !e.language.trust.trusted() {
+    let untrusted = !e.language.trust.trusted();
+    let lang = e.language.lang.as_deref().unwrap_or("another language");
+    if let Some(far) = &j.far {
+        let also = if untrusted { format!(" (and the ticket is in {lang}, which the embedding model does not cover)") } else { String::new() };
+        return Some(ReviewReason::new(ReviewKind::NoCloseExample, format!("{far}{also}")));
+    }
+    if untrusted {
         return Some(ReviewReason::new(
             ReviewKind::Language,
             format!(
-                "the ticket is in {} and neither the embedding model nor the collection's held-out examples cover it, so the neighbours' vote is not trusted",
-                e.language.lang.as_deref().unwrap_or("another language")
+                "the ticket is in {lang} and neither the embedding model nor the collection's held-out examples cover it, so the neighbours' vote is not trusted"
             ),
         ));
-    }
-    if let Some(far) = &j.far {
-        return Some(ReviewReason::new(ReviewKind::NoCloseExample, far.to_string()));
     }
     if let Some(oos) = &j.out_of_scope {
         return Some(ReviewReason::new(ReviewKind::OutOfScope, oos.to_string()));

@@ -193,6 +193,14 @@ impl Classifier {
         Ok(c)
     }
 
+    /// The same collection opened again, with the same embedder, store, LLM and options:
+    /// picks up a fit (or taxonomy) stored since this one was opened.
+    pub async fn reopen(&self) -> Result<Self, crate::store::StoreError> {
+        let c = Classifier::open(self.embedder.clone(), self.store.clone(), self.llm.clone(), &self.meta.name, self.options.clone())
+            .await?;
+        Ok(c.with_demonstrations(self.demonstrations.clone()))
+    }
+
     /// Read the collection's fitted state, refusing a head from another embedding model.
     fn load_fitted(&mut self) {
         if self.meta.legacy_calibration.is_some() && self.meta.fitted.is_none() {
@@ -285,7 +293,7 @@ impl Classifier {
         let mut notes: Vec<String> = self.fit_warning.iter().cloned().collect();
         match &self.fitted {
             Some(f) if f.neighbours.k != k => notes.push(format!(
-                "the collection was fitted at k={}; its fit is not applied at k={k} (run triage calibrate --k {k})",
+                "the collection was calibrated at k={}; its fit is not applied at k={k} (run triage calibrate --k {k})",
                 f.neighbours.k
             )),
             None if self.fit_warning.is_none() => notes.push(

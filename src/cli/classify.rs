@@ -54,6 +54,9 @@ pub struct ClassifyArgs {
     /// Two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
     #[arg(long)]
     pub two_stage: bool,
+    /// Ask the LLM for every ticket, also where the collection's fit says the neighbours are decisive (no knn-shortcut): an LLM summary and reasoning for every ticket, at one request per ticket
+    #[arg(long, env = "TRIAGE_NO_SHORTCUT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_shortcut: bool,
     #[command(flatten)]
     pub llm: LlmArgs,
 }
@@ -88,6 +91,7 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
         max_prompt_labels: args.max_prompt_labels,
         filter: options::check_filter(args.filters.iter().cloned()).map_err(flag)?,
         two_stage: args.two_stage,
+        shortcut: !args.no_shortcut,
         ..ClassifyOptions::checked(args.k, args.min_confidence, None)
             .and_then(|o| o.with_precision(args.auto_route_precision))
             .map_err(flag)?

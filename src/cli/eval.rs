@@ -185,7 +185,9 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
-    eval::report::table::write(&mut std::io::stdout().lock(), &rows, &evaluation.skipped, &paths)?;
+    let mut out = std::io::stdout().lock();
+    eval::report::table::write(&mut out, &rows, &evaluation.skipped, &paths)?;
+    eval::report::table::write_categories(&mut out, &rows, &evaluation.tickets)?;
     Ok(0)
 }
 

@@ -60,6 +60,12 @@ pub struct PullArgs {
     /// Examples retrieved per ticket
     #[arg(long, default_value_t = 8)]
     pub k: usize,
+    /// Refit the collection after this many agents' corrections were stored [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
+    #[arg(long)]
+    pub refit_after: Option<usize>,
+    /// Ask the LLM for every ticket, also where the collection's fit says the neighbours are decisive (no knn-shortcut): an LLM summary and reasoning for every ticket, at one request per ticket
+    #[arg(long, env = "TRIAGE_NO_SHORTCUT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_shortcut: bool,
     /// Review threshold [default: the taxonomy's, else 0.85]
     #[arg(long)]
     pub min_confidence: Option<f32>,
@@ -125,6 +131,7 @@ fn source_settings(args: &PullArgs) -> SourceSettings {
 pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
     let options = ClassifyOptions::checked(args.k, args.min_confidence, Some(SERVE_MAX_K))
         .and_then(|o| o.with_precision(args.auto_route_precision))
+        .map(|o| ClassifyOptions { shortcut: !args.no_shortcut, ..o })
         .map_err(flag)?;
     anyhow::ensure!(args.http_timeout.is_finite() && args.http_timeout > 0.0, "--http-timeout must be positive");
     let every = args.every.as_deref().map(parse_duration_secs).transpose().map_err(|e| anyhow::anyhow!("--every: {e}"))?;
@@ -143,7 +150,7 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
     let embedder = common.embedder()?;
     let classifier = Classifier::open(embedder.clone(), store.clone(), llm, &args.collection, options).await?;
     let taxonomy = store.require_meta(&args.collection).await?.taxonomy;
-    let engine = Engine {
+    let mut engine = Engine {
         classifier,
         taxonomy,
         embedder,
@@ -171,6 +178,12 @@ pub async fn pull(common: &CommonArgs, args: PullArgs) -> anyhow::Result<u8> {
         match pull::run_once(source.as_ref(), state.as_ref(), &engine, &run, &mut on_event).await {
             Ok(report) => {
                 metrics.record(&report);
+                if !args.dry_run && report.corrections.total() > 0 {
+                    // Fitted from the start, and kept so as corrections arrive.
+                    if let Err(e) = engine.refit_if_due(args.refit_after).await {
+                        eprintln!("warning: refitting after the corrections failed ({e}); the previous fit stays in use");
+                    }
+                }
                 if json {
                     println!("{}", serde_json::json!({"event": "run", "source": source.kind(), "report": report}));
                 } else {

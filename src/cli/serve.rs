@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Two-stage prompts for taxonomies with subcategories: the category first (categories only), then that category's subcategories in a second, short request. Shorter prompts, up to twice the requests
     #[arg(long)]
     pub two_stage: bool,
+    /// Ask the LLM for every ticket, also where the collection's fit says the neighbours are decisive (no knn-shortcut): an LLM summary and reasoning for every ticket, at one request per ticket
+    #[arg(long, env = "TRIAGE_NO_SHORTCUT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_shortcut: bool,
     /// Most tickets in one /v1/classify/batch request
     #[arg(long, default_value_t = 100)]
     pub max_batch: usize,
@@ -69,7 +72,7 @@ pub struct ServeArgs {
     /// Seconds shutdown may take: requests in flight finish and queued webhook deliveries go out within it; connections still open then are closed
     #[arg(long, default_value_t = 10.0)]
     pub drain_seconds: f64,
-    /// Refit a calibrated collection (head and calibration) in the background after this many examples were added through the API [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
+    /// Refit the collection (head, calibration, thresholds) in the background after this many examples were added through the API; a collection too small to fit is fitted once it has 20 [default: the larger of 50 and a tenth of its last fit's examples; 0: never]
     #[arg(long)]
     pub refit_after: Option<usize>,
     /// Seconds a cached collection's metadata (taxonomy, calibration) is used before it is read again: how soon a change made through another replica or `triage calibrate` applies here
@@ -114,7 +117,7 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let embedder = common.serving_embedder()?;
     let cfg = ServeConfig {
         collection: args.collection.clone(),
-        options: ClassifyOptions { two_stage: args.two_stage, ..options },
+        options: ClassifyOptions { two_stage: args.two_stage, shortcut: !args.no_shortcut, ..options },
         batch_concurrency: args.concurrency.max(1),
         max_batch: args.max_batch,
         max_body: args.max_body,

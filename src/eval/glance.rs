@@ -38,10 +38,31 @@ pub fn usd(x: f64) -> String {
     }
 }
 
-/// The headline figures of `r`, as (name, value, what it means).
-pub fn headline(r: &MethodReport) -> Vec<(&'static str, String, String)> {
+/// The headline figures of `r`, as (name, value, what it means); `baseline`: the
+/// majority-class baseline (share, label) to show beside accuracy.
+pub fn headline(r: &MethodReport, baseline: Option<&(f64, String)>) -> Vec<(&'static str, String, String)> {
+    let lowest = r.per_class.iter().filter(|(_, c)| c.support > 0).min_by(|a, b| a.1.recall.total_cmp(&b.1.recall));
     vec![
-        ("accuracy", pct(r.accuracy), format!("of {} test tickets", r.tickets)),
+        (
+            "accuracy",
+            pct(r.accuracy),
+            match baseline {
+                Some((share, label)) => format!(
+                    "of {} test tickets; always answering {label} would score {}",
+                    r.tickets,
+                    pct(Some(*share))
+                ),
+                None => format!("of {} test tickets", r.tickets),
+            },
+        ),
+        (
+            "macro-F1",
+            pct(r.macro_f1),
+            match lowest {
+                Some((l, c)) => format!("every category counts the same; lowest recall: {l} {}", pct(Some(c.recall))),
+                None => "every category counts the same".into(),
+            },
+        ),
         (
             "auto-routed",
             pct(r.auto_routed_share),
@@ -56,6 +77,17 @@ pub fn headline(r: &MethodReport) -> Vec<(&'static str, String, String)> {
         ),
         ("latency", r.latency_ms_p50.map(|v| if v < 10.0 { format!("{v:.1} ms") } else { format!("{v:.0} ms") }).unwrap_or_else(|| "–".into()), "median per ticket".into()),
     ]
+}
+
+/// The share of tickets whose gold label is the most frequent one, and that label: what
+/// always answering it would score.
+pub fn majority_baseline(tickets: &[super::LabeledTicket]) -> Option<(f64, String)> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for t in tickets.iter().filter(|t| !t.is_oos) {
+        *counts.entry(t.label.as_str()).or_default() += 1;
+    }
+    let (label, n) = counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))?;
+    Some((n as f64 / tickets.len().max(1) as f64, label.to_string()))
 }
 
 /// One misclassified ticket (first repeat of the run).
@@ -134,7 +166,8 @@ pub fn calibration_refusals(eval: &Evaluation) -> Vec<String> {
 pub fn glance_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     let Some(r) = headline_row(rows) else { return String::new() };
     let mut s = format!("## At a glance: {}\n\n", title(r));
-    for (name, value, note) in headline(r) {
+    let baseline = majority_baseline(&eval.tickets);
+    for (name, value, note) in headline(r, baseline.as_ref()) {
         let _ = writeln!(s, "- **{name}: {value}** {note}");
     }
     for r in calibration_refusals(eval) {
@@ -169,7 +202,8 @@ pub fn glance_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
 pub fn headline_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
     let Some(r) = headline_row(rows) else { return String::new() };
     let mut s = format!("<div class=\"glance\"><h2>At a glance: <code>{}</code></h2><div class=\"cards\">", esc(&title(r)));
-    for (name, value, note) in headline(r) {
+    let baseline = majority_baseline(&eval.tickets);
+    for (name, value, note) in headline(r, baseline.as_ref()) {
         let _ = write!(s, "<div class=\"card\"><div class=\"v\">{}</div><div class=\"n\">{}</div><div class=\"d\">{}</div></div>", esc(&value), esc(name), esc(&note));
     }
     s.push_str("</div>");

@@ -71,7 +71,12 @@ impl NeighbourModel {
             }
             _ => None,
         };
-        let far = self.closeness.as_ref().and_then(|c| c.judge(top_similarity, vector));
+        // A similarity rule asked for explicitly (`--oos-quantile`) speaks for a distant
+        // ticket itself; otherwise the closeness checks say it has no close example.
+        let far = match out_of_scope {
+            Some(OutOfScope::Dissimilar { .. }) => None,
+            _ => self.closeness.as_ref().and_then(|c| c.judge(top_similarity, vector)),
+        };
         let label = label.map(|i| names[i].clone());
         let mut distribution: Vec<(String, f32)> = names.into_iter().zip(m).filter(|(_, p)| *p > 0.0).collect();
         distribution.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -48,6 +48,35 @@ pub struct Engine {
     pub concurrency: usize,
 }
 
+impl Engine {
+    /// Keep the collection fitted as agents' corrections arrive: refit when enough
+    /// examples came in since the last fit (the rule of `serve --refit-after`), or when a
+    /// collection too small to fit has grown enough, then reopen the classifier on the
+    /// new fit. Returns whether it refitted.
+    pub async fn refit_if_due(&mut self, refit_after: Option<usize>) -> Result<bool, PullError> {
+        let meta = self.store.require_meta(&self.collection).await.map_err(crate::Error::from)?;
+        let now = self.store.count(&self.collection).await.map_err(crate::Error::from)?;
+        let due = match crate::calibrate::stored_fit(&meta) {
+            Some(f) => crate::calibrate::refit_due(f.neighbours.collection_examples, now, refit_after),
+            None => refit_after != Some(0) && now >= crate::calibrate::MIN_EXAMPLES,
+        };
+        if !due {
+            return Ok(false);
+        }
+        let fit = crate::index::fitting::fit_collection(
+            self.store.as_ref(),
+            Some(self.embedder.as_ref()),
+            &self.collection,
+            &crate::progress::silent,
+        )
+        .await
+        .map_err(crate::Error::from)?;
+        tracing::info!(collection = %self.collection, held_out = fit.held_out, "refitted after agents' corrections");
+        self.classifier = self.classifier.reopen().await.map_err(crate::Error::from)?;
+        Ok(true)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PullSettings {
     /// Unix seconds: where a source without a stored cursor starts.

@@ -36,15 +36,7 @@ impl Refits {
     }
 }
 
-/// When a background refit starts: `Some(n)` after `n` new examples; `None` after the
-/// larger of 50 and a tenth of the examples the last fit saw.
-pub fn due(fitted_on: usize, now: usize, after: Option<usize>) -> bool {
-    match after {
-        Some(0) => false,
-        Some(n) => now >= fitted_on + n,
-        None => now >= fitted_on + (fitted_on / 10).max(50),
-    }
-}
+pub use crate::calibrate::refit_due as due;
 
 /// What a refit reports.
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,12 +89,16 @@ fn refit_in_background(
 
 impl AppState {
     /// After examples were added: start a background refit when enough have come in
-    /// since the collection's last fit (collections never calibrated are left alone).
+    /// since the collection's last fit, or, for a collection not fitted yet, as soon as
+    /// it has the examples a fit needs (fitted from the start, `--refit-after 0`: never).
     pub(super) async fn examples_added(self: &Arc<Self>, collection: &str) {
         let Ok(Some(meta)) = self.store.get_meta(collection).await else { return };
-        let Some(fit) = stored_fit(&meta) else { return };
         let Ok(now) = self.store.count(collection).await else { return };
-        if !due(fit.neighbours.collection_examples, now, self.cfg.refit_after) || !self.refits.start(collection) {
+        let is_due = match stored_fit(&meta) {
+            Some(fit) => due(fit.neighbours.collection_examples, now, self.cfg.refit_after),
+            None => self.cfg.refit_after != Some(0) && now >= calibrate::MIN_EXAMPLES,
+        };
+        if !is_due || !self.refits.start(collection) {
             return;
         }
         let state = self.clone();

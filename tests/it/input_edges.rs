@@ -29,7 +29,7 @@ async fn invisible_and_non_string_tickets_get_an_error_result_and_no_llm_call() 
     std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let base = format!("{}/v1", llm.uri());
     let out = run(triage(dir.path())
-        .args(["classify", "--collection", "saas", "--llm-base-url", &base, "--json-mode", "object", "--input"])
+        .args(["classify", "--collection", "saas", "--no-shortcut", "--llm-base-url", &base, "--json-mode", "object", "--input"])
         .arg(&input))
     .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -115,7 +115,7 @@ async fn llm_answer_fields_are_capped() {
     let dir = indexed_data_dir().await;
     let base = format!("{}/v1", llm.uri());
     let out = run(triage(dir.path()).args([
-        "classify", "--collection", "saas", "--llm-base-url", &base, "--json-mode", "object", "I was charged twice",
+        "classify", "--collection", "saas", "--no-shortcut", "--llm-base-url", &base, "--json-mode", "object", "I was charged twice",
     ]))
     .await;
     let r = &results(&out)[0];
@@ -134,7 +134,7 @@ async fn a_long_retry_after_falls_back_at_once() {
     let base = format!("{}/v1", llm.uri());
     let started = Instant::now();
     let out = run(triage(dir.path()).args([
-        "classify", "--collection", "saas", "--llm-base-url", &base, "--json-mode", "object", "I was charged twice",
+        "classify", "--collection", "saas", "--no-shortcut", "--llm-base-url", &base, "--json-mode", "object", "I was charged twice",
     ]))
     .await;
     let r = &results(&out)[0];
@@ -154,7 +154,7 @@ async fn the_ticket_deadline_bounds_retries_and_hung_requests() {
     let dir = indexed_data_dir().await;
     let base = format!("{}/v1", llm.uri());
     let out = run(triage(dir.path()).args([
-        "classify", "--collection", "saas", "--llm-base-url", &base, "--json-mode", "object", "--llm-deadline", "1.5",
+        "classify", "--collection", "saas", "--no-shortcut", "--llm-base-url", &base, "--json-mode", "object", "--llm-deadline", "1.5",
         "--format", "jsonl", "I was charged twice",
     ]))
     .await;
@@ -171,7 +171,7 @@ async fn llm_calls_metric_counts_http_requests() {
     let dir = indexed_data_dir().await;
     let base = format!("{}/v1", llm.uri());
     let (mut child, url) = spawn_serve(triage(dir.path()).args([
-        "serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--llm-base-url", &base, "--llm-max-retries", "3",
+        "serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--no-shortcut", "--llm-base-url", &base, "--llm-max-retries", "3",
         "--llm-retry-base-ms", "1",
     ]))
     .await;

@@ -23,6 +23,9 @@ impl Server {
         let dir = indexed_data_dir().await;
         let mut cmd = triage(dir.path());
         cmd.args(["serve", "--collection", "saas", "--addr", "127.0.0.1:0"]).args(args);
+        // The corpus is fitted at index: without this, decisive tickets would skip the LLM
+        // these tests exercise (knn-shortcut; tested in calibrate.rs and neighbours.rs).
+        cmd.env("TRIAGE_NO_SHORTCUT", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -85,7 +85,8 @@ fn classify_cmd(dir: &Path, server: &MockServer, collection: &str) -> tokio::pro
     let mut cmd = triage(dir);
     cmd.args(["classify", "--collection", collection, "--format", "jsonl", "--llm-retry-base-ms", "10"])
         .env("TRIAGE_LLM_BASE_URL", format!("{}/v1", server.uri()))
-        .env("TRIAGE_LLM_MODEL", "fake-model");
+        .env("TRIAGE_LLM_MODEL", "fake-model")
+        .env("TRIAGE_NO_SHORTCUT", "1");
     cmd
 }
 

@@ -5,7 +5,41 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::eval::figures::MethodReport;
-use crate::eval::Skipped;
+use crate::eval::glance::{headline_row, majority_baseline};
+use crate::eval::{LabeledTicket, Skipped};
+
+/// Categories listed by name under the table (lowest recall first); the rest are counted.
+const RECALLS_SHOWN: usize = 12;
+
+/// Under the table: the majority-class baseline beside the headline row's accuracy and
+/// macro-F1, and its recall per category, lowest first (small categories count).
+pub fn write_categories(out: &mut dyn Write, rows: &[MethodReport], tickets: &[LabeledTicket]) -> std::io::Result<()> {
+    let Some(r) = headline_row(rows) else { return Ok(()) };
+    if let Some((share, label)) = majority_baseline(tickets) {
+        writeln!(
+            out,
+            "{} k={}: accuracy {}, macro-F1 {}; always answering the most frequent label ({label}) would score {share:.3}",
+            r.method,
+            r.k,
+            pct(r.accuracy),
+            pct(r.macro_f1)
+        )?;
+    }
+    let mut recalls: Vec<(&String, f64, usize)> =
+        r.per_class.iter().filter(|(_, c)| c.support > 0).map(|(l, c)| (l, c.recall, c.support)).collect();
+    recalls.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+    if recalls.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = recalls.iter().take(RECALLS_SHOWN).map(|(l, rc, n)| format!("{l} {rc:.2} (n={n})")).collect();
+    let rest = recalls.len().saturating_sub(RECALLS_SHOWN);
+    let tail = if rest > 0 {
+        format!("; {rest} more, all at or above {:.2}", recalls[RECALLS_SHOWN].1)
+    } else {
+        String::new()
+    };
+    writeln!(out, "recall by category, lowest first: {}{tail}", shown.join(", "))
+}
 
 fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
