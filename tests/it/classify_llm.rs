@@ -383,8 +383,10 @@ async fn label_probability_comes_from_logprobs_and_servers_without_them_still_wo
     let r = &results(&out)[0];
     let p = r["llm_label_probability"].as_f64().expect("label probability from logprobs");
     assert!((p - (-0.2f64).exp()).abs() < 2e-3, "{r}");
-    // The model's signal is the lower of self-report (0.97) and token probability (0.819).
-    assert!(r["confidence"].as_f64().unwrap() <= p + 1e-3, "{r}");
+    // The model's signal is the lower of self-report (0.97) and token probability (0.819);
+    // the collection is fitted, so the unfitted figure is that signal, capped by the
+    // neighbours' support (the confidence is the fitted neighbours' as they agree).
+    assert!(r["raw_confidence"].as_f64().unwrap() <= p + 1e-3, "{r}");
     let reqs = server.received_requests().await.unwrap();
     assert_eq!(bodies(&reqs)[0]["logprobs"], true);
 

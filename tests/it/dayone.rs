@@ -115,7 +115,10 @@ async fn language_trust_comes_from_the_collections_own_held_out_examples() {
     let en = classify_jsonl(tmp.path(), "en", &[], &texts).await;
     for r in &en {
         assert_eq!(r["needs_review"], true, "{r}");
-        assert!(r["review_reason"].as_str().unwrap().starts_with("language"), "{r}");
+        // Untrusted language; when the ticket is also far from every example, that
+        // comes first and the language is said with it.
+        let reason = r["review_reason"].as_str().unwrap();
+        assert!(reason.starts_with("language") || reason.contains("the ticket is in de"), "{r}");
     }
 }
 
