@@ -260,6 +260,10 @@ def cmd_run(args):
     test_x = embed(model, tok, te_text)
     res["tune"]["embed_test_seconds"] = round(time.time() - t, 1)
     res["tuned"] = heads(train_x, y, test_x, te_y)
+    # the tuned vectors (float16) and sample indices, for analyses after the run
+    np.savez_compressed(CACHE / f"tuned-{name}.npz", idx=idx, train=train_x.astype(np.float16),
+                        test=test_x.astype(np.float16))
+    torch.save(model.state_dict(), CACHE / f"tuned-{name}.pt")  # for the int8 check (onnx_tuned.py)
     log(f"tuned {res['tuned']} tune {res['tune']}")
     res["seconds_total"] = round(time.time() - started, 1)
     res["loadavg_start"], res["loadavg_end"] = load_start, loadavg()
