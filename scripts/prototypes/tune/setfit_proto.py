@@ -6,6 +6,7 @@ Subcommands (see README.md for the exact sweep):
   frozen  --dataset D                  embed D's whole train and test side with the frozen fp32 model (cache)
   run     --dataset D --per-label N|full --seed S [--epochs E] [--threads T]   one run -> JSON in results/
   table   results/*.json               means and spreads per dataset and size, markdown
+  times   results/*.json               time per run, markdown
 """
 from __future__ import annotations
 
@@ -301,6 +302,23 @@ def cmd_table(args):
               f"{statistics.mean(get('tuned', 'knn', 'macro_f1')):.3f} | {secs} ({thr}) |")
 
 
+def cmd_times(args):
+    runs = [json.loads(Path(p).read_text()) for p in args.files]
+    order = {"5": 0, "10": 1, "20": 2, "full": 3}
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["dataset"], r["per_label"], r["threads"])].append(r)
+    print("| dataset | per label | examples | threads | runs | pairs | tuning s (each run) | + embedding the examples s | "
+          "load average (1 min) at start / end |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (d, p, t) in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[2])):
+        g = sorted(groups[(d, p, t)], key=lambda r: r["seed"])
+        print(f"| {d} | {p} | {g[0]['examples']:,} | {t} | {len(g)} | {g[0]['tune']['pairs']:,} | "
+              f"{', '.join(str(round(r['tune']['seconds'])) for r in g)} | "
+              f"{', '.join(str(round(r['tune']['embed_examples_seconds'])) for r in g)} | "
+              f"{', '.join(str(r['loadavg_start'][0]) + ' / ' + str(r['loadavg_end'][0]) for r in g)} |")
+
+
 def main():
     sys.path.insert(0, str(HERE))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -321,8 +339,10 @@ def main():
     r.add_argument("--tag", default="")
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")
+    tt = sub.add_parser("times")
+    tt.add_argument("files", nargs="+")
     a = ap.parse_args()
-    {"frozen": cmd_frozen, "run": cmd_run, "table": cmd_table}[a.cmd](a)
+    {"frozen": cmd_frozen, "run": cmd_run, "table": cmd_table, "times": cmd_times}[a.cmd](a)
 
 
 if __name__ == "__main__":
