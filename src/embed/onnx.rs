@@ -429,4 +429,14 @@ mod tests {
         assert_eq!(model_batch(Some(1), CHUNK), 1);
         assert_eq!(model_batch(Some(8), 3), 8);
     }
+
+    #[test]
+    fn the_prefix_goes_before_the_clipped_text() {
+        let long = "x".repeat(super::super::MAX_EMBED_CHARS + 10);
+        let texts = vec!["Wo ist mein Paket?".to_string(), long];
+        let read = model_texts(&texts, "query: ");
+        assert_eq!(read[0], "query: Wo ist mein Paket?");
+        assert_eq!(read[1].len(), "query: ".len() + super::super::MAX_EMBED_CHARS);
+        assert_eq!(model_texts(&texts, "")[0], "Wo ist mein Paket?");
+    }
 }
