@@ -78,7 +78,12 @@ async fn server_replicas_share_examples_and_calibration_and_keep_no_state() {
     assert!(v["neighbors"].as_array().expect("neighbors").iter().all(|n| n["id"] != "sso-probe"), "{v}");
 
     // A calibration refit (triage calibrate against the same server) reaches both
-    // replicas without a restart; how fast is printed.
+    // replicas without a restart; how fast is printed. The collection was fitted by
+    // `index`: its fit is cleared first, so that the refit is what the replicas pick up.
+    run_ok(triage_on(&url, &tmp.path().join("calibrator")).args(["calibrate", "--collection", &name, "--clear"])).await;
+    let cleared = Instant::now();
+    let unfitted = |v: &Value| v["raw_confidence"].is_null();
+    tokio::join!(until(&http, &a, TICKETS[0], cleared, unfitted), until(&http, &b, TICKETS[0], cleared, unfitted));
     let uncalibrated = classify(&http, &a, TICKETS[0]).await;
     assert!(uncalibrated["raw_confidence"].is_null(), "{uncalibrated}");
     let calibrated = |v: &Value| v["raw_confidence"].is_number();
