@@ -16,6 +16,8 @@
 //! - [`fields`]: which input columns hold what (texts joined from several fields, missing columns, did you mean)
 //! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
+//! - [`doctor`]: the corpus doctor (likely mislabeled examples, conflicting duplicates, weak labels, junk); pure
+//! - [`curate`]: applying a person's decisions (the doctor's review file) to stored examples
 //! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
@@ -34,6 +36,8 @@ pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod corpus;
+pub mod curate;
+pub mod doctor;
 pub mod embed;
 pub mod eval;
 mod error;

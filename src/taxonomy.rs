@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize, Serializer};
 
 mod keys;
+pub mod policy;
 use sha2::{Digest, Sha256};
 
 /// Default review threshold when the taxonomy does not set one.

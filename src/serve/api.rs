@@ -31,7 +31,7 @@ const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
+    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::doctor::doctor, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &ErrorCodes)
 )]
@@ -456,7 +456,7 @@ mod tests {
     fn the_openapi_document_lists_every_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         for p in ["/v1/classify", "/v1/classify/batch", "/v1/examples", "/v1/examples/{id}", "/v1/collections",
-            "/v1/collections/{name}", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
+            "/v1/collections/{name}", "/v1/collections/{name}/doctor", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
         {
             assert!(doc["paths"][p].is_object(), "missing {p}");
         }

@@ -2,12 +2,13 @@
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
 //! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
-//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk
+//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the corpus doctor in `doctor.rs`, the helpdesk
 //! push path (`/v1/webhooks/ticket`, agents' corrections) in `webhook.rs`, the accept
 //! loop with its connection limits in `listen.rs`, and the middleware against slow,
 //! hostile and cross-site clients in `protect.rs`.
 
 mod api;
+mod doctor;
 mod error;
 pub mod error_codes;
 mod listen;
@@ -105,6 +106,8 @@ pub struct AppState {
     /// What the push path classified per ticket, to notice agents' corrections.
     ledger: Option<Arc<dyn HelpdeskState>>,
     refits: refit::Refits,
+    /// Collections the doctor is examining now.
+    examinations: refit::Refits,
 }
 
 impl AppState {
@@ -129,6 +132,7 @@ impl AppState {
             notifier,
             ledger,
             refits: refit::Refits::default(),
+            examinations: refit::Refits::default(),
         }))
     }
 
@@ -189,6 +193,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections", get(api::list_collections))
         .route("/v1/collections/{name}", get(api::collection_info))
         .route("/v1/collections/{name}/calibrate", post(refit::calibrate_now))
+        .route("/v1/collections/{name}/doctor", get(doctor::doctor))
         .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
         // Layers run outside-in from the last added: auth first, so unauthenticated
         // requests never take a concurrency slot; then the origin check; then the

@@ -16,11 +16,10 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::calibrate::{self, stored_fit, HeadSettings};
-use crate::fit::{Fitted, NeighbourModel};
-use crate::store::ExampleStore;
+use crate::calibrate::{self, refit, stored_fit};
+use crate::fit::NeighbourModel;
 
-/// Collections being refitted now.
+/// Collections being refitted (or examined) now.
 #[derive(Default)]
 pub struct Refits {
     running: Mutex<HashSet<String>>,
@@ -28,10 +27,10 @@ pub struct Refits {
 
 impl Refits {
     /// Claim `collection`; false when a refit of it is already running.
-    fn start(&self, collection: &str) -> bool {
+    pub(super) fn start(&self, collection: &str) -> bool {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(collection.to_string())
     }
-    fn finish(&self, collection: &str) {
+    pub(super) fn finish(&self, collection: &str) {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(collection);
     }
 }
@@ -62,26 +61,6 @@ pub struct RefitResponse {
     pub head_note: Option<String>,
     pub calibrated_ece: f64,
     pub seconds: f64,
-}
-
-/// Refit with the settings of the collection's last fit (else the defaults at the
-/// server's k); arbiters are kept. Runs on the caller's task.
-pub async fn refit(
-    store: &dyn ExampleStore,
-    collection: &str,
-    default_k: usize,
-) -> Result<NeighbourModel, calibrate::CalibrateError> {
-    let meta = store.require_meta(collection).await?;
-    let last: Option<Fitted> = stored_fit(&meta);
-    let settings = last
-        .as_ref()
-        .map(|f| f.neighbours.settings.clone())
-        .unwrap_or_else(|| calibrate::Settings { k: default_k, ..calibrate::Settings::default() });
-    let head = last.as_ref().map_or_else(HeadSettings::default, |f| HeadSettings {
-        enabled: f.neighbours.head_c.is_some(),
-        c: f.neighbours.head_c.unwrap_or(calibrate::HEAD_C),
-    });
-    calibrate::calibrate_collection(store, collection, &settings, &head, None, &crate::progress::silent).await
 }
 
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the

@@ -44,6 +44,9 @@ impl ExampleStore for Flaky {
     async fn delete(&self, c: &str, ids: &[u64]) -> Result<(), StoreError> {
         self.inner.delete(c, ids).await
     }
+    async fn apply(&self, c: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.apply(c, points, ids).await
+    }
     async fn search(
         &self,
         c: &str,

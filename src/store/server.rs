@@ -198,6 +198,33 @@ impl ExampleStore for ServerStore {
         Ok(())
     }
 
+    async fn apply(&self, collection: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError> {
+        use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
+        use qdrant_client::qdrant::points_update_operation::{self as op, Operation};
+        use qdrant_client::qdrant::{PointsSelector, PointsUpdateOperation, UpdateBatchPointsBuilder};
+        let mut ops = Vec::new();
+        if !points.is_empty() {
+            let points = points
+                .into_iter()
+                .map(|p| PointStruct::new(p.example.point_id(), p.vector, Payload::from(example_payload(&p.example))))
+                .collect();
+            ops.push(PointsUpdateOperation { operation: Some(Operation::Upsert(op::PointStructList { points, ..Default::default() })) });
+        }
+        if !ids.is_empty() {
+            let selector = PointsSelector {
+                points_selector_one_of: Some(PointsSelectorOneOf::Points(PointsIdsList { ids: ids.iter().map(|&i| PointId::from(i)).collect() })),
+            };
+            ops.push(PointsUpdateOperation {
+                operation: Some(Operation::DeletePoints(op::DeletePoints { points: Some(selector), ..Default::default() })),
+            });
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.client.update_points_batch(UpdateBatchPointsBuilder::new(collection, ops).wait(true)).await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn search(
         &self,
         collection: &str,

@@ -28,3 +28,4 @@ mod durability;
 mod hostile;
 mod input_edges;
 mod first_hour;
+mod doctor;
