@@ -18,6 +18,8 @@ pub mod report;
 pub mod review;
 pub mod similarity;
 pub mod text;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -156,9 +158,11 @@ pub struct Method {
     pub per_label_neighbours: usize,
     /// Confident learning's estimate of the mislabeled examples (listed unless `top`).
     pub mislabeled_estimate: usize,
-    /// Examples ranked (those whose label has at least a head's minimum of examples).
+    /// Examples ranked: those whose label has at least a head's minimum of examples,
+    /// in a language the model covers.
     pub ranked: usize,
-    /// Held-out accuracy of the predictions the confused pairs come from.
+    /// Held-out accuracy, over the in-scope examples, of the predictions the confused
+    /// pairs come from.
     pub held_out_accuracy: f64,
 }
 
@@ -227,20 +231,35 @@ pub fn diagnose(c: &Collection<'_>, coverage: Option<&Coverage>, settings: &Sett
     let sims: Vec<f32> = if scanned { scan.label_sim.clone() } else { vec![NO_SIMILARITY; n * nl] };
     let w = Witnesses { y: c.y, labels: nl, head: c.head, label_sim: &sims };
 
-    // Held-out predictions: the most likely label by the combined evidence.
-    let predicted: Vec<usize> = (0..n)
-        .map(|i| w.combined(i).iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(l, _)| l))
-        .collect();
-    let mut right = vec![0usize; nl];
-    for (i, &p) in predicted.iter().enumerate() {
-        if p == c.y[i] as usize {
-            right[p] += 1;
-        }
+    // Held-out predictions, as classification answers: the most likely in-scope label by
+    // the combined evidence (an out-of-scope label is never an answer, as in eval's
+    // confusion matrix). An out-of-scope example counts as right when an out-of-scope
+    // label is the most likely of all (the product flags it).
+    let oos = &c.labels.out_of_scope;
+    let argmax = |m: &[f32], allowed: &dyn Fn(usize) -> bool| {
+        m.iter().enumerate().filter(|(l, _)| allowed(*l)).max_by(|a, b| a.1.total_cmp(b.1)).map(|(l, _)| l)
+    };
+    let any_in_scope = oos.iter().any(|o| !o);
+    let (mut predicted, mut right) = (Vec::with_capacity(n), vec![0usize; nl]);
+    for i in 0..n {
+        let m = w.combined(i);
+        let answer = argmax(&m, &|l| !any_in_scope || !oos[l]).unwrap_or(0);
+        let gold = c.y[i] as usize;
+        let ok = if oos[gold] { argmax(&m, &|_| true).is_some_and(|l| oos[l]) } else { answer == gold };
+        right[gold] += usize::from(ok);
+        predicted.push(answer);
     }
-    let held_out_accuracy = if n == 0 { 0.0 } else { round4(right.iter().sum::<usize>() as f64 / n as f64) };
+    let in_scope: Vec<usize> = (0..n).filter(|&i| !oos[c.y[i] as usize]).collect();
+    let in_scope_right = in_scope.iter().filter(|&&i| predicted[i] == c.y[i] as usize).count();
+    let held_out_accuracy = if in_scope.is_empty() { 0.0 } else { round4(in_scope_right as f64 / in_scope.len() as f64) };
 
-    // Mislabeled: examples of labels large enough to judge, ranked.
-    let judged: Vec<bool> = c.y.iter().map(|&l| counts[l as usize] >= head_min && nl >= 2).collect();
+    // Text findings first: an example in a language the model does not cover is not
+    // judged (its neighbours and head probabilities mean little).
+    let languages: Vec<Option<String>> = c.examples.iter().map(|e| text::uncovered_language(&e.text, coverage)).collect();
+
+    // Mislabeled: examples of labels large enough to judge, in covered languages, ranked.
+    let judged: Vec<bool> =
+        c.y.iter().zip(&languages).map(|(&l, lang)| counts[l as usize] >= head_min && nl >= 2 && lang.is_none()).collect();
     let ranked = if scanned || c.head.is_some() { mislabeled::rank(&w, &judged, settings.head_only) } else { Vec::new() };
     let estimate = match c.head {
         Some(h) => mislabeled::estimated_count(c.y, nl, h),
@@ -326,11 +345,8 @@ pub fn diagnose(c: &Collection<'_>, coverage: Option<&Coverage>, settings: &Sett
     };
     let junk: Vec<TextFinding> =
         c.examples.iter().filter_map(|e| text::junk_reason(&e.text).map(|r| finding(e, None, Some(r)))).collect();
-    let uncovered_language: Vec<TextFinding> = c
-        .examples
-        .iter()
-        .filter_map(|e| text::uncovered_language(&e.text, coverage).map(|l| finding(e, Some(l), None)))
-        .collect();
+    let uncovered_language: Vec<TextFinding> =
+        c.examples.iter().zip(languages).filter_map(|(e, l)| l.map(|l| finding(e, Some(l), None))).collect();
 
     Diagnosis {
         collection: c.name.to_string(),

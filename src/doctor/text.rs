@@ -33,7 +33,8 @@ pub fn junk_reason(text: &str) -> Option<String> {
     if visible.len() >= 3 && distinct.len() <= 2 {
         return Some("one or two characters repeated".into());
     }
-    if text.split_whitespace().count() == 1 && visible.len() > LONGEST_WORD {
+    // ASCII only: Japanese or Chinese text has no spaces between its words.
+    if text.split_whitespace().count() == 1 && visible.len() > LONGEST_WORD && visible.iter().all(char::is_ascii) {
         return Some(format!("one unbroken string of {} characters (encoded data, a hash or a token), no words", visible.len()));
     }
     None
@@ -69,7 +70,9 @@ mod tests {
             let r = junk_reason(t).unwrap_or_else(|| panic!("{t:?} is junk"));
             assert!(r.contains(why), "{t:?}: {r}");
         }
-        for t in ["refund pls", "ok", "My test invoice was charged twice", "500 error on /api/v2/export", "ダッシュボードにログインできません", "VPN"] {
+        for t in ["refund pls", "ok", "My test invoice was charged twice", "500 error on /api/v2/export", "VPN",
+            "ダッシュボードにログインするとエラー500が表示されます。チーム30名全員が同じ状態で、朝から仕事ができていません。"]
+        {
             assert_eq!(junk_reason(t), None, "{t:?} is a ticket");
         }
     }
