@@ -1,7 +1,10 @@
 //! Changes to a collection's stored examples that a person decided: a review file
 //! written by `triage doctor --write-review` and edited (keep / relabel / delete per
 //! row) is applied by `triage examples apply` in one durable write, then the collection
-//! is refitted. Nothing is relabelled that no person marked.
+//! is refitted (nothing is relabelled that no person marked); one source's examples are
+//! listed or deleted (`triage examples list|delete --source`, `DELETE /v1/examples?source=`).
+//! Every deletion goes through [`write_and_retire`]: a category whose last example goes
+//! leaves the active taxonomy (kept in its history).
 
 use std::collections::HashMap;
 
@@ -9,8 +12,8 @@ use serde::Serialize;
 
 use crate::calibrate::{self, load_points};
 use crate::doctor::review::{Action, Decision, RowError};
-use crate::example::ExamplePoint;
-use crate::store::{now_secs, ExampleStore};
+use crate::example::{Example, ExamplePoint};
+use crate::store::{label_counts, now_secs, ExampleStore, StoreError};
 use crate::taxonomy::label_key;
 use crate::taxonomy::policy::{check_label, Accepted};
 
@@ -25,6 +28,8 @@ pub struct Applied {
     /// Rows that were not applied, with their line and why (the others were).
     pub rejected: Vec<RowError>,
     pub examples_in_collection: usize,
+    /// Categories that lost their last example and left the active taxonomy.
+    pub retired_labels: Vec<String>,
     /// Held-out accuracy of the refit (mixture of vote and head), when it ran.
     pub refit_accuracy: Option<f64>,
     /// Why there was no refit, when there was none.
@@ -35,13 +40,15 @@ pub struct Applied {
 struct Plan {
     upserts: Vec<ExamplePoint>,
     deletes: Vec<u64>,
+    /// Labels that lose examples (relabelled away or deleted).
+    touched: Vec<String>,
     kept: usize,
     rejected: Vec<RowError>,
 }
 
 fn plan(points: Vec<ExamplePoint>, taxonomy: &crate::taxonomy::Taxonomy, decisions: &[Decision]) -> Plan {
     let mut by_id: HashMap<String, ExamplePoint> = points.into_iter().map(|p| (p.example.id.clone(), p)).collect();
-    let mut out = Plan { upserts: Vec::new(), deletes: Vec::new(), kept: 0, rejected: Vec::new() };
+    let mut out = Plan { upserts: Vec::new(), deletes: Vec::new(), touched: Vec::new(), kept: 0, rejected: Vec::new() };
     for d in decisions {
         if d.action == Action::Keep {
             out.kept += 1;
@@ -61,11 +68,15 @@ fn plan(points: Vec<ExamplePoint>, taxonomy: &crate::taxonomy::Taxonomy, decisio
         }
         match &d.action {
             Action::Keep => {}
-            Action::Delete => out.deletes.push(point.example.point_id()),
+            Action::Delete => {
+                out.touched.push(point.example.label.clone());
+                out.deletes.push(point.example.point_id());
+            }
             Action::Relabel(to) => match check_label(taxonomy, to, false) {
                 Err(e) => out.rejected.push(reject(e.to_string())),
                 Ok(a) if label_key(a.name()) == label_key(&point.example.label) => out.kept += 1,
                 Ok(a) => {
+                    out.touched.push(point.example.label.clone());
                     let e = &mut point.example;
                     e.label = a.name().to_string();
                     // A subcategory belongs to the old category; an out-of-scope example has none.
@@ -94,15 +105,11 @@ pub async fn apply_review(
     mut rejected: Vec<RowError>,
     refit: bool,
 ) -> Result<Applied, crate::Error> {
-    let mut meta = store.require_meta(collection).await?;
+    let meta = store.require_meta(collection).await?;
     let points = load_points(store, collection).await?;
     let p = plan(points, &meta.taxonomy, decisions);
     let (relabeled, deleted) = (p.upserts.len(), p.deletes.len());
-    store.apply(collection, p.upserts, &p.deletes).await?;
-    if relabeled + deleted > 0 {
-        meta.updated_at = now_secs();
-        store.put_meta(&meta).await?;
-    }
+    let retired_labels = write_and_retire(store, collection, p.upserts, &p.deletes, &p.touched).await?;
     rejected.extend(p.rejected);
     rejected.sort_by_key(|r| r.line);
     let examples_in_collection = store.count(collection).await?;
@@ -124,9 +131,93 @@ pub async fn apply_review(
         deleted,
         kept: p.kept,
         rejected,
+        retired_labels,
         examples_in_collection,
         refit_accuracy,
         refit_note,
+    })
+}
+
+/// Upsert `points` and delete `ids` in one durable write, then retire the categories
+/// among `touched` (labels that lost examples) that have none left. Returns the retired
+/// names. Every path that deletes examples goes through here.
+pub async fn write_and_retire(
+    store: &dyn ExampleStore,
+    collection: &str,
+    points: Vec<ExamplePoint>,
+    ids: &[u64],
+    touched: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let changed = !points.is_empty() || !ids.is_empty();
+    store.apply(collection, points, ids).await?;
+    if !changed {
+        return Ok(Vec::new());
+    }
+    let counts: HashMap<String, usize> = label_counts(store, collection)
+        .await?
+        .into_iter()
+        .fold(HashMap::new(), |mut m, (l, n)| {
+            *m.entry(label_key(&l)).or_default() += n;
+            m
+        });
+    let mut meta = store.require_meta(collection).await?;
+    let retired = meta.taxonomy.retire_emptied(touched, |l| counts.get(&label_key(l)).copied().unwrap_or(0), now_secs());
+    meta.updated_at = now_secs();
+    store.put_meta(&meta).await?;
+    if !retired.is_empty() {
+        tracing::info!(collection, ?retired, "labels without examples left the taxonomy (kept in its history)");
+    }
+    Ok(retired)
+}
+
+/// The stored examples whose provenance `source` selects (all without), with `label`
+/// (by [`label_key`]) when given, in point-id order.
+pub async fn list_examples(
+    store: &dyn ExampleStore,
+    collection: &str,
+    source: Option<&str>,
+    label: Option<&str>,
+) -> Result<Vec<Example>, StoreError> {
+    store.require_meta(collection).await?;
+    let mut out = Vec::new();
+    let mut offset = None;
+    loop {
+        let (page, next) = store.scroll(collection, offset, 1024, false).await?;
+        out.extend(page.into_iter().map(|p| p.example).filter(|e| {
+            source.is_none_or(|s| crate::provenance::selects(e.provenance.as_ref(), s))
+                && label.is_none_or(|l| label_key(l) == label_key(&e.label))
+        }));
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What deleting one source's examples did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Removed {
+    pub collection: String,
+    pub source: String,
+    pub deleted: usize,
+    /// Categories that lost their last example and left the active taxonomy.
+    pub retired_labels: Vec<String>,
+    pub examples_in_collection: usize,
+}
+
+/// Delete every example of `collection` whose provenance `source` selects (a kind such
+/// as `api`, or a source name such as `api:key-1a2b3c4d`), in one durable write.
+pub async fn delete_by_source(store: &dyn ExampleStore, collection: &str, source: &str) -> Result<Removed, StoreError> {
+    let gone = list_examples(store, collection, Some(source), None).await?;
+    let ids: Vec<u64> = gone.iter().map(Example::point_id).collect();
+    let touched: Vec<String> = gone.iter().map(|e| e.label.clone()).collect();
+    let retired_labels = write_and_retire(store, collection, Vec::new(), &ids, &touched).await?;
+    Ok(Removed {
+        collection: collection.to_string(),
+        source: source.to_string(),
+        deleted: ids.len(),
+        retired_labels,
+        examples_in_collection: store.count(collection).await?,
     })
 }
 
@@ -172,6 +263,7 @@ mod tests {
         assert_eq!((a.label.as_str(), a.subcategory.as_deref(), a.secondary.len()), ("Technical", None, 0), "canonical, no stale subcategory or secondary");
         assert_eq!(p.upserts[0].vector, vec![1.0, 0.0], "the vector is kept");
         assert_eq!(p.deletes, vec![crate::example::point_id_for("b")]);
+        assert_eq!(p.touched, vec!["Billing".to_string(), "Billing".to_string()], "a relabelled away, b deleted");
         assert_eq!(p.kept, 2);
         let reasons: Vec<(usize, &str)> = p.rejected.iter().map(|r| (r.line, r.reason.as_str())).collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");

@@ -123,7 +123,7 @@ pub enum Command {
     Collections(collections::CollectionsCommand),
     /// Find likely mislabeled examples, conflicting duplicates, weak labels and junk in a collection
     Doctor(doctor::DoctorArgs),
-    /// Act on a collection's stored examples (apply a doctor review file)
+    /// List a collection's examples by source, delete one source's examples, apply a doctor review file
     #[command(subcommand)]
     Examples(examples::ExamplesCommand),
     /// Write a collection (examples, vectors, taxonomy, model) as JSON lines, for `triage import`

@@ -80,7 +80,23 @@ impl AppState {
         let Ok(Some(meta)) = self.store.get_meta(collection).await else { return };
         let Some(fit) = stored_fit(&meta) else { return };
         let Ok(now) = self.store.count(collection).await else { return };
-        if !due(fit.neighbours.collection_examples, now, self.cfg.refit_after) || !self.refits.start(collection) {
+        if due(fit.neighbours.collection_examples, now, self.cfg.refit_after) {
+            self.start_refit(collection);
+        }
+    }
+
+    /// After a label left the taxonomy: a calibrated collection's fit still knows it, so
+    /// it is refitted in the background.
+    pub(super) async fn refit_soon(self: &Arc<Self>, collection: &str) {
+        if let Ok(Some(meta)) = self.store.get_meta(collection).await {
+            if stored_fit(&meta).is_some() {
+                self.start_refit(collection);
+            }
+        }
+    }
+
+    fn start_refit(self: &Arc<Self>, collection: &str) {
+        if !self.refits.start(collection) {
             return;
         }
         let state = self.clone();

@@ -22,7 +22,7 @@ use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
     HASH_KEY,
 };
-use crate::example::{ExamplePoint, ScoredExample};
+use crate::example::{Example, ExamplePoint, ScoredExample};
 
 /// Prefix of a collection folder being deleted (collection names never start with '.').
 const TOMBSTONE: &str = ".deleted-";
@@ -351,6 +351,22 @@ impl ExampleStore for EdgeStore {
                     Some((id, hash))
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn get(&self, collection: &str, ids: &[u64]) -> Result<Vec<Example>, StoreError> {
+        let shard = self.shard(collection).await?;
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        blocking(move || {
+            let records = shard
+                .shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+                .map_err(backend)?;
+            records
+                .into_iter()
+                .map(|r| example_from_payload(r.payload.map(|p| p.0).unwrap_or_default().into_iter().collect()))
+                .collect()
         })
         .await
     }

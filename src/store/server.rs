@@ -20,7 +20,7 @@ use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, ReplicaHealth,
     StoreError, HASH_KEY,
 };
-use crate::example::{ExamplePoint, ScoredExample};
+use crate::example::{Example, ExamplePoint, ScoredExample};
 
 const META_KEY: &str = "triage_meta";
 
@@ -172,6 +172,16 @@ impl ExampleStore for ServerStore {
                 Some((id, hash))
             })
             .collect())
+    }
+
+    async fn get(&self, collection: &str, ids: &[u64]) -> Result<Vec<Example>, StoreError> {
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        let resp = self
+            .client
+            .get_points(GetPointsBuilder::new(collection, ids).with_payload(true))
+            .await
+            .map_err(backend)?;
+        resp.result.into_iter().map(|p| example_from_payload(to_json(p.payload))).collect()
     }
 
     async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {

@@ -29,3 +29,4 @@ mod hostile;
 mod input_edges;
 mod first_hour;
 mod doctor;
+mod provenance;
