@@ -140,6 +140,14 @@ fn operations(record: Record) -> Vec<UpdateOperation> {
     }
 }
 
+/// Points as the journal records them.
+fn journal_lines(points: Vec<ExamplePoint>) -> Vec<ExportLine> {
+    points
+        .into_iter()
+        .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
+        .collect()
+}
+
 /// Apply and journal a write; return once it is durable. Checkpoint when the journal
 /// has grown past [`CHECKPOINT_BYTES`].
 async fn write_durably(open: Arc<OpenShard>, record: Record) -> Result<(), StoreError> {
@@ -376,11 +384,7 @@ impl ExampleStore for EdgeStore {
             return Ok(());
         }
         let shard = self.shard(collection).await?;
-        let points = points
-            .into_iter()
-            .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
-            .collect();
-        write_durably(shard, Record::Upsert { points }).await
+        write_durably(shard, Record::Upsert { points: journal_lines(points) }).await
     }
 
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
@@ -393,11 +397,7 @@ impl ExampleStore for EdgeStore {
             return Ok(());
         }
         let shard = self.shard(collection).await?;
-        let points = points
-            .into_iter()
-            .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
-            .collect();
-        write_durably(shard, Record::Batch { points, ids: ids.to_vec() }).await
+        write_durably(shard, Record::Batch { points: journal_lines(points), ids: ids.to_vec() }).await
     }
 
     async fn search(
