@@ -179,6 +179,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         taxonomy: args.taxonomy.clone(),
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
+    print!("{}", eval::rows_summary(&evaluation.dataset));
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
     eval::report::table::write(&mut std::io::stdout().lock(), &rows, &evaluation.skipped, &paths)?;
     Ok(0)

@@ -29,3 +29,5 @@ mod hostile;
 mod input_edges;
 mod first_hour;
 mod multilingual;
+mod doctor;
+mod provenance;
