@@ -7,10 +7,12 @@
 //! - **Cross-fitted head**: the examples are split into [`FOLDS`] folds by a hash of
 //!   their id; each fold's head probabilities come from a head fitted on the other
 //!   folds, so no example is scored by a head that saw it. The stored head is then
-//!   fitted on every example. A head needs at least [`MIN_HEAD_EXAMPLES`] examples of
-//!   every label; otherwise none is fitted and the reason is kept.
+//!   fitted on every example. A head needs [`MIN_HEAD_LABELS`] labels with two or more
+//!   examples (smaller labels are fitted too; its weight is chosen on held-out
+//!   examples); otherwise none is fitted and the reason is kept.
 //! - [`llm`]: the arbiter, fitted on the LLM's answers for a held-out sample.
 
+pub mod doctor;
 pub mod llm;
 pub mod report;
 
@@ -171,9 +173,10 @@ pub fn fit_head(
     LogisticHead::fit(&xs, dim, &ys, labels, &opts, init).map(|(h, _)| h).map_err(|e| e.to_string())
 }
 
-/// Out-of-fold head probabilities for the rows `score` selects, and the head fitted on
-/// every row.
-fn cross_fit(
+/// Out-of-fold head probabilities of every row: each fold's from a head fitted on the
+/// other folds (`folds[i]` in `0..FOLDS`), so no row is scored by a head that saw it.
+/// Also returns the last fold's head (a warm start for a fit on every row).
+pub fn out_of_fold(
     x: &[f32],
     dim: usize,
     y: &[u32],
@@ -181,7 +184,7 @@ fn cross_fit(
     labels: usize,
     c: f32,
     progress: Progress<'_>,
-) -> Result<(Vec<Vec<f32>>, LogisticHead), String> {
+) -> Result<(Vec<Vec<f32>>, Option<LogisticHead>), String> {
     let mut oof: Vec<Vec<f32>> = vec![Vec::new(); y.len()];
     let mut prev: Option<LogisticHead> = None;
     for f in 0..FOLDS {
@@ -193,6 +196,20 @@ fn cross_fit(
         prev = Some(head);
     }
     progress("head (cross-fitting)", FOLDS, FOLDS + 1);
+    Ok((oof, prev))
+}
+
+/// Out-of-fold head probabilities and the head fitted on every row.
+fn cross_fit(
+    x: &[f32],
+    dim: usize,
+    y: &[u32],
+    folds: &[usize],
+    labels: usize,
+    c: f32,
+    progress: Progress<'_>,
+) -> Result<(Vec<Vec<f32>>, LogisticHead), String> {
+    let (oof, prev) = out_of_fold(x, dim, y, folds, labels, c, progress)?;
     let all = fit_head(x, dim, y, labels, |_| true, c, prev.as_ref())?;
     progress("head (cross-fitting)", FOLDS + 1, FOLDS + 1);
     Ok((oof, all))
@@ -279,9 +296,11 @@ pub async fn fit_neighbours(
 
     let chosen_points: Vec<&ExamplePoint> = chosen.iter().map(|&i| &points[i]).collect();
     let votes = leave_one_out(store, collection, &chosen_points, settings.k, progress).await?;
+    // Without the embedding model here (a refit after `examples apply`), the last fit's
+    // noise anchors still describe the collection's texts.
     let noise = match embedder.filter(|e| e.dim() == dim) {
         Some(e) => noise_anchors(e, collection, &points).await,
-        None => None,
+        None => stored_fit(meta).and_then(|f| f.neighbours.closeness).and_then(|c| c.noise).map(|n| n.anchors),
     };
     let coverage = embedder.and_then(|e| e.coverage());
     let (held, secondary): (Vec<HeldOutPoint>, Vec<Vec<usize>>) = chosen
@@ -336,6 +355,27 @@ pub async fn calibrate_collection(
     let arbiters = stored_fit(&meta).map(|f| f.arbiters).unwrap_or_default();
     store_fit(store, &mut meta, Fitted { neighbours: model.clone(), arbiters }).await?;
     Ok(model)
+}
+
+/// Refit with the settings of the collection's last fit (else the defaults at the
+/// server's k); arbiters are kept. Runs on the caller's task.
+pub async fn refit(
+    store: &dyn ExampleStore,
+    embedder: Option<&dyn Embedder>,
+    collection: &str,
+    default_k: usize,
+) -> Result<NeighbourModel, CalibrateError> {
+    let meta = store.require_meta(collection).await?;
+    let last: Option<Fitted> = stored_fit(&meta);
+    let settings = last
+        .as_ref()
+        .map(|f| f.neighbours.settings.clone())
+        .unwrap_or_else(|| Settings { k: default_k, ..Settings::default() });
+    let head = last.as_ref().map_or_else(HeadSettings::default, |f| HeadSettings {
+        enabled: f.neighbours.head_c.is_some(),
+        c: f.neighbours.head_c.unwrap_or(HEAD_C),
+    });
+    calibrate_collection(store, embedder, collection, &settings, &head, None, &crate::progress::silent).await
 }
 
 /// The collection's fitted state, when it has a readable one.

@@ -184,6 +184,7 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         taxonomy: args.taxonomy.clone(),
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
+    print!("{}", eval::rows_summary(&evaluation.dataset));
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
     let mut out = std::io::stdout().lock();
     eval::report::table::write(&mut out, &rows, &evaluation.skipped, &paths)?;

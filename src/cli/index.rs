@@ -76,13 +76,7 @@ pub async fn run(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
             report.labels,
             report.seconds
         );
-        for r in &report.rejected {
-            if r.line > 0 {
-                println!("  rejected line {}: {}", r.line, r.reason);
-            } else {
-                println!("  rejected: {}", r.reason);
-            }
-        }
+        print!("{}", crate::index::rejection_summary(&report.rejected));
         if let Some(f) = &report.fit {
             println!("{}", crate::index::fitting::describe(f));
         }

@@ -139,6 +139,27 @@ impl ModelSource {
         }
     }
 
+    /// What the model covers, read from its folder (languages, the tokenizer's whole
+    /// words) without building a session; `None` for hub models and unknown languages.
+    pub fn coverage(&self) -> Option<crate::lang::Coverage> {
+        let ModelSource::Local { dir, settings, .. } = self else { return None };
+        let languages = settings.languages.clone();
+        if languages.is_empty() {
+            return None;
+        }
+        // Whole words are evidence of English only for an English model (as in onnx.rs).
+        let words = if languages == ["en"] {
+            std::fs::read_to_string(dir.join("tokenizer.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .map(|j| crate::lang::Coverage::words_from_tokenizer(&j))
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        Some(crate::lang::Coverage { languages, words })
+    }
+
     /// The languages the model covers (ISO 639-1, `*`: many; empty: unknown).
     pub fn languages(&self) -> Vec<String> {
         match self {

@@ -18,7 +18,7 @@ pub mod report;
 pub mod report_sections;
 pub mod segments;
 
-pub use data::{fixed_demonstrations, in_test_split, read_labeled, sample, LabeledTicket};
+pub use data::{fixed_demonstrations, in_test_split, read_labeled, rows_summary, sample, LabeledTicket};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -224,7 +224,13 @@ pub struct DatasetInfo {
     /// Distinct gold labels among them.
     pub labels: usize,
     pub out_of_scope_rows: usize,
+    /// Rows of the test file (every line or record, unusable ones included).
+    pub rows_read: usize,
     pub rows_without_text_or_label: usize,
+    /// The test rows not used: blank text, blank label, unreadable (line and reason).
+    pub rejected_rows: Vec<index::Rejection>,
+    /// Test tickets whose text repeats an earlier one's (kept).
+    pub duplicate_text_rows: usize,
     /// Examples in the collection used for retrieval.
     pub train_examples: usize,
     /// Out-of-scope rows left out of the train side (never indexed).
@@ -338,7 +344,10 @@ pub async fn run(
         rows: tickets.len(),
         labels: tickets.iter().map(|t| t.label.as_str()).collect::<BTreeSet<_>>().len(),
         out_of_scope_rows: tickets.iter().filter(|t| t.is_oos).count(),
-        rows_without_text_or_label: skipped_rows,
+        rows_read: rows.len(),
+        rows_without_text_or_label: skipped_rows.len(),
+        rejected_rows: skipped_rows,
+        duplicate_text_rows: data::duplicate_texts(&tickets),
         train_examples: store.count(&collection).await?,
         train_oos_rows_excluded: train_oos_excluded,
     };

@@ -215,7 +215,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     s
 }
 
-pub(super) fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

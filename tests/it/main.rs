@@ -30,3 +30,5 @@ mod input_edges;
 mod first_hour;
 mod dayone;
 mod multilingual;
+mod doctor;
+mod provenance;
