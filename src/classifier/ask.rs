@@ -46,16 +46,21 @@ impl Classifier {
     ) -> Result<(T, LlmResponse), ReviewReason> {
         tracing::debug!(id = %result.id, prompt = %request.messages[0].content, "LLM request");
         let llm_error = |e: crate::llm::LlmError| ReviewReason::new(ReviewKind::Llm(e.kind()), e.to_string());
-        result.llm_calls += 1;
-        let first = llm.complete(request).await.map_err(llm_error)?;
+        let sent = crate::llm::ticket_requests();
+        let first = llm.complete(request).await;
+        // Every HTTP request sent, retries and failed ones included (a cached answer sends none).
+        result.llm_calls += crate::llm::ticket_requests() - sent;
+        let first = first.map_err(llm_error)?;
         result.usage += first.usage;
         match parse(&first.text, false) {
             Ok(a) => Ok((a, first)),
             Err(problems) => {
                 tracing::debug!(id = %result.id, ?problems, "invalid answer, asking once more");
                 let repair = repair_request(request, &first.text, &problems);
-                result.llm_calls += 1;
-                let second = llm.complete(&repair).await.map_err(llm_error)?;
+                let sent = crate::llm::ticket_requests();
+                let second = llm.complete(&repair).await;
+                result.llm_calls += crate::llm::ticket_requests() - sent;
+                let second = second.map_err(llm_error)?;
                 result.usage += second.usage;
                 match parse(&second.text, true) {
                     Ok(a) => Ok((a, second)),

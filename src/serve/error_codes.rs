@@ -34,6 +34,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("cannot_calibrate", 422, "the collection cannot be fitted (too few examples)"),
     ("model_mismatch", 409, "the collection was embedded with another model"),
     ("busy", 429, "the server is at its maximum of requests in flight (Retry-After)"),
+    ("too_many_connections", 429, "the client's address holds --max-connections-per-client connections (503: the server holds --max-connections); only probes are answered (Retry-After)"),
     ("bad_request", 400, "a request the HTTP layer rejected"),
     ("forbidden", 403, "refused by the HTTP layer"),
     ("request_timeout", 408, "the request did not arrive in time"),

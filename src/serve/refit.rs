@@ -36,6 +36,33 @@ impl Refits {
     }
 }
 
+/// A running refit's claim on its collection, released when dropped: by the refit
+/// itself when it ends, however it ends (done, failed, panicked). It lives in the
+/// refit's own task, not in the request that started it: a client that goes away
+/// cancels its request, not the refit, and the claim lasts exactly as long as the
+/// refit, so no second one starts beside it and none is refused after it.
+struct Claim {
+    state: Arc<AppState>,
+    collection: String,
+}
+
+impl Claim {
+    fn take(state: &Arc<AppState>, collection: &str) -> Option<Claim> {
+        state.refits.start(collection).then(|| Claim { state: state.clone(), collection: collection.to_string() })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.state.refits.finish(&self.collection);
+        // The next request reads the new fit.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (state, name) = (self.state.clone(), std::mem::take(&mut self.collection));
+            rt.spawn(async move { state.invalidate(&name).await });
+        }
+    }
+}
+
 /// When a background refit starts: `Some(n)` after `n` new examples; `None` after the
 /// larger of 50 and a tenth of the examples the last fit saw.
 pub fn due(fitted_on: usize, now: usize, after: Option<usize>) -> bool {
@@ -86,12 +113,13 @@ pub async fn refit(
 
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the
 /// compiler cannot prove the leave-one-out stream `Send` for `tokio::spawn` or a handler.
-fn refit_in_background(
-    state: Arc<AppState>,
-    name: String,
-) -> tokio::task::JoinHandle<Result<NeighbourModel, calibrate::CalibrateError>> {
+/// The thread holds `claim` until the refit ends.
+fn refit_in_background(claim: Claim) -> tokio::task::JoinHandle<Result<NeighbourModel, calibrate::CalibrateError>> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(refit(state.store.as_ref(), &name, state.cfg.options.k)))
+    tokio::task::spawn_blocking(move || {
+        let state = &claim.state;
+        handle.block_on(refit(state.store.as_ref(), &claim.collection, state.cfg.options.k))
+    })
 }
 
 impl AppState {
@@ -101,14 +129,14 @@ impl AppState {
         let Ok(Some(meta)) = self.store.get_meta(collection).await else { return };
         let Some(fit) = stored_fit(&meta) else { return };
         let Ok(now) = self.store.count(collection).await else { return };
-        if !due(fit.neighbours.collection_examples, now, self.cfg.refit_after) || !self.refits.start(collection) {
+        if !due(fit.neighbours.collection_examples, now, self.cfg.refit_after) {
             return;
         }
-        let state = self.clone();
+        let Some(claim) = Claim::take(self, collection) else { return };
         let name = collection.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
-            match refit_in_background(state.clone(), name.clone()).await {
+            match refit_in_background(claim).await {
                 Ok(Ok(m)) => tracing::info!(
                     collection = %name,
                     examples = m.collection_examples,
@@ -119,8 +147,6 @@ impl AppState {
                 Ok(Err(e)) => tracing::warn!(collection = %name, "background refit failed: {e}"),
                 Err(e) => tracing::warn!(collection = %name, "background refit stopped: {e}"),
             }
-            state.refits.finish(&name);
-            state.invalidate(&name).await;
         });
     }
 }
@@ -140,18 +166,19 @@ pub async fn calibrate_now(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<RefitResponse>, ApiError> {
-    if !state.refits.start(&name) {
+    let Some(claim) = Claim::take(&state, &name) else {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "refit_running",
             format!("a refit of {name:?} is already running"),
         ));
-    }
+    };
     let started = Instant::now();
-    let result = refit_in_background(state.clone(), name.clone())
+    // When the client goes away, this request is dropped here; the refit goes on
+    // and releases the claim when it ends.
+    let result = refit_in_background(claim)
         .await
         .unwrap_or_else(|e| Err(calibrate::CalibrateError::Fit(format!("the refit stopped: {e}"))));
-    state.refits.finish(&name);
     state.invalidate(&name).await;
     let m = result.map_err(|e| match e {
         calibrate::CalibrateError::Store(s) => ApiError::from(s),
