@@ -21,7 +21,7 @@
 #   SOAK_REFIT_AFTER (the server refits the calibrated collection in the background after
 #   this many posted examples, 20),
 #   SOAK_JOURNAL_FAULTS (the injected journal faults, as TRIAGE_TEST_JOURNAL_FAULTS takes them:
-#   "full=0.03,stuck=0.2,sync=0.01"; empty: none. They need a build with the test-doubles
+#   "full=0.01,stuck=0.1,sync=0.005"; empty: none. They need a build with the test-doubles
 #   feature, which this script makes unless TRIAGE_BIN is given),
 #   SOAK_DAMAGE (chance that a journal record is damaged before a restart, 0.5).
 set -euo pipefail
@@ -34,7 +34,7 @@ if [ "$seconds" -gt 540 ]; then
 fi
 sim="${SIM_LLM:-$root/scripts/sim_llm.py}"
 [ -f "$sim" ] || { echo "soak: $sim is missing (the simulated LLM)" >&2; exit 2; }
-export SOAK_JOURNAL_FAULTS="${SOAK_JOURNAL_FAULTS-full=0.03,stuck=0.2,sync=0.01}"
+export SOAK_JOURNAL_FAULTS="${SOAK_JOURNAL_FAULTS-full=0.01,stuck=0.1,sync=0.005}"
 [ -n "$SOAK_JOURNAL_FAULTS" ] && export TRIAGE_FEATURES=test-doubles
 . scripts/serve-common.sh
 export TRIAGE_DATA_DIR="$work/data"
@@ -65,6 +65,7 @@ lock = threading.Lock()
 statuses = collections.Counter()   # "classify 200", "examples 200", "classify error", ...
 acked = {}                         # example id -> "present" | "absent" (last acknowledged write)
 unsure = set()                     # ids whose last write got no answer
+refused = set()                    # ids whose last write got 503 (outcome unknown: not acknowledged)
 rss = []                           # (seconds since start, MiB, restarts so far)
 methods = collections.Counter()
 start = time.monotonic()
@@ -80,17 +81,20 @@ damaged = set()                    # example ids whose journal record the soak d
 damage = collections.Counter()     # what the damage fault did and what the server said
 fault_log = collections.Counter()  # the server's own lines about the faults
 
+def note(line):
+    # Count the server's background refits by outcome, and its lines about journal faults.
+    for outcome in ("background refit done", "background refit failed", "background refit stopped"):
+        if outcome in line:
+            refits[outcome] += 1
+    for what in ("injecting journal faults", "refusing writes until the process restarts",
+                 "cannot be replayed", "dropping a torn last record"):
+        if what in line:
+            fault_log[what] += 1
+
 def drain(stream):
-    # Keep reading the server's log; count its background refits by outcome, and its
-    # lines about journal faults.
+    # Keep reading the server's log.
     for line in stream:
-        for outcome in ("background refit done", "background refit failed", "background refit stopped"):
-            if outcome in line:
-                refits[outcome] += 1
-        for what in ("injecting journal faults", "refusing writes until the process restarts",
-                     "cannot be replayed", "dropping a torn last record"):
-            if what in line:
-                fault_log[what] += 1
+        note(line)
 
 def serve():
     env = {**os.environ, "TRIAGE_LOG": "warn,qdrant_edge=error,ticket_triage::serve::refit=info"}
@@ -103,8 +107,7 @@ def serve():
                          # The refit's "done" line is at info level; everything else stays at warn.
                          env=env)
     for line in p.stderr:
-        if "injecting journal faults" in line:
-            fault_log["injecting journal faults"] += 1
+        note(line)  # replay, quarantine and torn tails are logged before it listens
         if line.startswith("listening on "):
             url = line.split()[2]
             threading.Thread(target=drain, args=(p.stderr,), daemon=True).start()
@@ -169,11 +172,17 @@ def writer(state, wid):
             statuses[f"examples {op} {st}"] += 1
             if st == 503 and "refusing writes" in json.dumps(answer):
                 statuses[f"examples {op} 503 (journal refusing writes)"] += 1
+            if st == 503:
+                unsure.discard(eid)
+                refused.add(eid)
             if st == 200:
                 unsure.discard(eid)
+                refused.discard(eid)
                 acked[eid] = "present" if op == "post" else "absent"
                 if op == "post":
                     mine.append(eid)
+        if st == 503:
+            time.sleep(0.2)  # the store is failing: do not spin
 
 def rss_of(pid):
     try:
@@ -275,17 +284,19 @@ stored = {json.loads(l)["payload"]["id"] for l in out.stdout.splitlines()[1:] if
 quarantined_text = "".join(open(f, encoding="utf-8", errors="replace").read()
                            for f in glob.glob(os.path.join(collection_dir, "journal.quarantine*")))
 in_quarantine = sorted(i for i in damaged if f'"{i}"' in quarantined_text)
-lost = sorted(i for i, s in acked.items() if i not in unsure and s == "present" and i not in stored and i not in damaged)
-back = sorted(i for i, s in acked.items() if i not in unsure and s == "absent" and i in stored)
+settled = lambda i: i not in unsure and i not in refused
+lost = sorted(i for i, s in acked.items() if settled(i) and s == "present" and i not in stored and i not in damaged)
+back = sorted(i for i, s in acked.items() if settled(i) and s == "absent" and i in stored)
 samples = [s for s in rss]
 step = max(1, len(samples) // 30)
 summary = {
     "seconds": round(time.monotonic() - start, 1),
     "kill_9_restarts": restarts,
     "acknowledged_writes": sum(v for k, v in statuses.items() if k.startswith("examples") and k.endswith(" 200")),
-    "acknowledged_examples_present": sum(1 for i, s in acked.items() if s == "present" and i not in unsure),
-    "acknowledged_deletes": sum(1 for i, s in acked.items() if s == "absent" and i not in unsure),
+    "acknowledged_examples_present": sum(1 for i, s in acked.items() if s == "present" and settled(i)),
+    "acknowledged_deletes": sum(1 for i, s in acked.items() if s == "absent" and settled(i)),
     "unanswered_writes": len(unsure),
+    "writes_last_answered_503": len(refused),
     "lost_writes": len(lost) + len(back),
     "lost_examples": lost[:20],
     "deleted_examples_back": back[:20],
