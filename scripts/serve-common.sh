@@ -2,12 +2,13 @@
 # the triage binary to use, a work folder removed on exit together with the
 # processes listed in `pids`, and waiting for a "listening on URL" line.
 
-# TRIAGE_BIN, else the release build of this checkout (set-up and build first).
+# TRIAGE_BIN, else the release build of this checkout (set-up and build first), with the
+# cargo features in TRIAGE_FEATURES when a script needs some (soak.sh: test-doubles).
 bin="${TRIAGE_BIN:-}"
 if [ -z "$bin" ]; then
     ./scripts/setup.sh >/dev/null
     . scripts/lib.sh
-    build_triage
+    build_triage ${TRIAGE_FEATURES:+--features "$TRIAGE_FEATURES"}
 fi
 export TRIAGE_MODELS_DIR="${TRIAGE_MODELS_DIR:-$PWD/models}"
 

@@ -153,8 +153,25 @@ pub fn open_store(s: &StoreSettings) -> Result<Arc<dyn ExampleStore>, Error> {
                 s.layout.flags()
             )))
         }
-        None => Arc::new(EdgeStore::open(&s.data_dir)?),
+        None => Arc::new(edge_store(&s.data_dir)?),
     })
+}
+
+/// The embedded store; in `test-doubles` builds, with the journal faults
+/// `TRIAGE_TEST_JOURNAL_FAULTS` asks for (fault-injection soaks: scripts/soak.sh).
+fn edge_store(data_dir: &Path) -> Result<EdgeStore, Error> {
+    let store = EdgeStore::open(data_dir)?;
+    #[cfg(feature = "test-doubles")]
+    if let Ok(spec) = std::env::var(crate::store::JOURNAL_FAULTS_ENV) {
+        let faults = crate::store::JournalFaults::parse(&spec).map_err(Error::Config)?;
+        tracing::warn!("injecting journal faults ({spec}): a test build");
+        return Ok(store.with_journal_files(faults.files()));
+    }
+    #[cfg(not(feature = "test-doubles"))]
+    if std::env::var_os("TRIAGE_TEST_JOURNAL_FAULTS").is_some() {
+        tracing::warn!("TRIAGE_TEST_JOURNAL_FAULTS is ignored: this build has no test doubles (--features test-doubles)");
+    }
+    Ok(store)
 }
 
 /// The per-user data dir, the same from any working folder: `$XDG_DATA_HOME/ticket-triage`,

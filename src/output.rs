@@ -20,7 +20,19 @@ pub const CSV_COLUMNS: [&str; 11] = [
     "id", "category", "subcategory", "urgency", "confidence", "needs_review", "review_reason", "method", "model", "summary", "error",
 ];
 
-/// A CSV header row when `header`, then one row per result.
+/// A cell a spreadsheet will not run as a formula (CSV injection, as OWASP
+/// describes it): text that starts with `=`, `+`, `-`, `@`, a tab or a carriage return
+/// gets a leading `'`, which spreadsheets show as text and do not display. The ticket's
+/// id and summary come from outside (`=HYPERLINK(...)` in a summary).
+pub fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// A CSV header row when `header`, then one row per result; text cells through [`csv_cell`].
 pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], header: bool) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     if header {
@@ -28,19 +40,21 @@ pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], header: bool) ->
     }
     for r in results {
         let reason = r.review_reason.as_ref().map(|x| x.to_string()).unwrap_or_default();
-        w.write_record([
+        let confidence = format!("{:.3}", r.confidence);
+        let cells = [
             r.id.as_str(),
             r.category.as_deref().unwrap_or(""),
             r.subcategory.as_deref().unwrap_or(""),
             r.urgency.as_deref().unwrap_or(""),
-            format!("{:.3}", r.confidence).as_str(),
+            confidence.as_str(),
             if r.needs_review { "true" } else { "false" },
             reason.as_str(),
             r.method.as_str(),
             r.model.as_deref().unwrap_or(""),
             r.summary.as_str(),
             r.error.as_deref().unwrap_or(""),
-        ])?;
+        ];
+        w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))?;
     }
     w.flush()?;
     Ok(())
@@ -158,4 +172,33 @@ pub async fn classify_into(
         OutputFormat::Table => write_table(out, &all)?,
     }
     Ok(failed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_get_a_quote() {
+        let mut r = TicketResult::failed("=1+1", "x".into(), std::time::Instant::now());
+        r.error = Some("-bad".into());
+        r.summary = "=HYPERLINK(\"https://evil.example\",\"Open\")".into();
+        r.category = Some("@SUM(A1:A9)".into());
+        r.urgency = Some("+High".into());
+        let mut out = Vec::new();
+        write_csv(&mut out, &[r], true).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(&row[0], "'=1+1");
+        assert_eq!(&row[1], "'@SUM(A1:A9)");
+        assert_eq!(&row[3], "'+High");
+        assert_eq!(&row[9], "'=HYPERLINK(\"https://evil.example\",\"Open\")");
+        assert_eq!(&row[10], "'-bad");
+        assert!(row.iter().all(|c| !c.starts_with(['=', '+', '-', '@', '\t', '\r'])), "{row:?}");
+        assert_eq!(csv_cell("Billing"), "Billing");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "'\rx");
+        assert_eq!(csv_cell(""), "");
+    }
 }

@@ -70,22 +70,21 @@ impl Classifier {
     ) -> Result<(T, LlmResponse), ReviewReason> {
         tracing::debug!(prompt = %request.messages[0].content, "LLM request");
         let llm_error = |e: crate::llm::LlmError| ReviewReason::new(ReviewKind::Llm(e.kind()), e.to_string());
-        trace.calls += 1;
-        let first = match llm.complete(request).await {
-            Ok(r) => r,
-            Err(e) => return Err(llm_error(e)),
-        };
+        // Every HTTP request sent, retries and failed ones included (a cached answer sends none).
+        let sent = crate::llm::ticket_requests();
+        let first = llm.complete(request).await;
+        trace.calls += crate::llm::ticket_requests() - sent;
+        let first = first.map_err(llm_error)?;
         trace.count(&first);
         match parse(&first.text, false) {
             Ok(a) => Ok((a, first)),
             Err(problems) => {
                 tracing::debug!(?problems, "invalid answer, asking once more");
                 let repair = repair_request(request, &first.text, &problems);
-                trace.calls += 1;
-                let second = match llm.complete(&repair).await {
-                    Ok(r) => r,
-                    Err(e) => return Err(llm_error(e)),
-                };
+                let sent = crate::llm::ticket_requests();
+                let second = llm.complete(&repair).await;
+                trace.calls += crate::llm::ticket_requests() - sent;
+                let second = second.map_err(llm_error)?;
                 trace.count(&second);
                 match parse(&second.text, true) {
                     Ok(a) => Ok((a, second)),

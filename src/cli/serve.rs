@@ -78,10 +78,13 @@ pub struct ServeArgs {
     /// Seconds a cached collection's metadata (taxonomy, calibration) is used before it is read again: how soon a change made through another replica or `triage calibrate` applies here
     #[arg(long, env = "TRIAGE_META_REFRESH", default_value_t = 1.0)]
     pub meta_refresh: f64,
-    /// Open connections at most (more wait in the listen backlog)
+    /// Open connections at most (beyond them a small reserve answers probes only: /healthz, /readyz, /metrics; other requests get 503)
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Seconds a client has to send a request's headers (also how long an idle keep-alive connection stays open)
+    /// Open connections from one client address at most (beyond them, probes only; other requests get 429). 0: no limit. Behind a proxy every connection comes from the proxy's address: raise it to --max-connections or set 0
+    #[arg(long, default_value_t = 512)]
+    pub max_connections_per_client: usize,
+    /// Seconds a client has to send a request's headers (also how long a connection that sends nothing, or an idle keep-alive connection, stays open)
     #[arg(long, default_value_t = 10.0)]
     pub header_timeout: f64,
     /// Seconds a client has to send a request's body once its headers arrived (else 408)
@@ -110,7 +113,7 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0, "--drain-seconds must be >= 0");
     anyhow::ensure!(args.meta_refresh.is_finite() && args.meta_refresh >= 0.0, "--meta-refresh must be >= 0 seconds");
     for (flag, v) in [("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)] {
-        anyhow::ensure!(v.is_finite() && v > 0.0, "{flag} must be a positive number of seconds");
+        anyhow::ensure!(v.is_finite() && v > 0.0 && v <= 86_400.0, "{flag} must be a positive number of seconds, at most a day");
     }
     anyhow::ensure!(args.max_connections >= 1, "--max-connections must be at least 1");
     anyhow::ensure!(
@@ -138,6 +141,7 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         loopback_only: loopback && api_key.is_none(),
         limits: serve::ConnLimits {
             max_connections: args.max_connections,
+            max_per_client: args.max_connections_per_client,
             header_timeout: Duration::from_secs_f64(args.header_timeout),
             body_timeout: Duration::from_secs_f64(args.body_timeout),
         },
@@ -161,6 +165,10 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
     let state = AppState::new(cfg, embedder, store, llm, Some(ledger))?;
     if let Err(e) = state.ready().await {
         eprintln!("warning: {e} (/readyz answers 503 until it is fixed)");
+    } else if let Ok(problems) = state.data_problems().await {
+        for p in problems {
+            eprintln!("warning: {p} (/readyz answers 503 until it is fixed)");
+        }
     }
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await

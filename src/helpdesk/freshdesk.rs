@@ -202,6 +202,10 @@ impl TicketSource for Freshdesk {
         (next.cursor(), end)
     }
 
+    fn check_ticket(&self, ticket: &HelpdeskTicket) -> Result<(), HelpdeskError> {
+        check_id("freshdesk", &ticket.id)
+    }
+
     async fn write_back(&self, ticket: &HelpdeskTicket, write: &WriteBack) -> Result<(), HelpdeskError> {
         check_id("freshdesk", &ticket.id)?;
         let id = &ticket.id;

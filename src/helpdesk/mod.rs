@@ -125,6 +125,12 @@ pub trait TicketSource: Send + Sync {
     async fn has_note(&self, ticket_id: &str, marker: &str) -> Result<bool, HelpdeskError>;
     /// The exact requests `write_back` would send, for `--dry-run`: method, path, JSON body.
     fn describe(&self, ticket: &HelpdeskTicket, write: &WriteBack) -> Vec<serde_json::Value>;
+    /// Error when a ticket cannot be handled as it is (an id this helpdesk's URLs
+    /// cannot carry): the pull loop skips it, counted, and moves on.
+    fn check_ticket(&self, ticket: &HelpdeskTicket) -> Result<(), HelpdeskError> {
+        let _ = ticket;
+        Ok(())
+    }
 }
 
 /// Unix seconds now.

@@ -179,6 +179,15 @@ async fn handle_page(
     let mut latest: HashMap<&str, &HelpdeskTicket> = HashMap::new();
     let mut order = Vec::new();
     for t in tickets {
+        // One ticket this helpdesk cannot take back (an id that is not a number) must
+        // not stop the run: it is skipped, counted and logged, and the cursor moves on.
+        if let Err(e) = source.check_ticket(t) {
+            tracing::error!("skipping ticket {:?}: {e}", t.id);
+            if !report.skipped.iter().any(|s| s.ticket == t.id) {
+                report.skipped.push(Rejection { ticket: t.id.clone(), error: e.to_string() });
+            }
+            continue;
+        }
         if latest.insert(t.id.as_str(), t).is_none() {
             order.push(t.id.as_str());
         }

@@ -33,6 +33,9 @@ pub struct RunReport {
     pub corrections: CorrectionCounts,
     /// Write-backs the helpdesk refused (validation, deleted ticket); tried again when the ticket changes.
     pub rejected: Vec<Rejection>,
+    /// Tickets skipped without classifying or writing anything, because they cannot be
+    /// handled as they are (an id that is not a number); the cursor moves past them.
+    pub skipped: Vec<Rejection>,
     pub dry_run: bool,
     pub seconds: f64,
 }
@@ -70,6 +73,12 @@ impl RunReport {
         for r in &self.rejected {
             let _ = write!(s, "\n  rejected ticket {}: {}", r.ticket, r.error);
         }
+        if !self.skipped.is_empty() {
+            let _ = write!(s, "\nskipped {} ticket(s) that cannot be handled:", self.skipped.len());
+        }
+        for r in &self.skipped {
+            let _ = write!(s, "\n  skipped ticket {:?}: {}", r.ticket, r.error);
+        }
         s
     }
 }
@@ -84,6 +93,7 @@ struct Totals {
     unchanged: u64,
     recovered: u64,
     rejected: u64,
+    skipped: u64,
     corrections: CorrectionCounts,
     last_success: u64,
 }
@@ -106,6 +116,7 @@ impl PullMetrics {
         t.unchanged += r.unchanged as u64;
         t.recovered += r.recovered as u64;
         t.rejected += r.rejected.len() as u64;
+        t.skipped += r.skipped.len() as u64;
         for (label, n) in &r.corrections.0 {
             *t.corrections.0.entry(label.clone()).or_insert(0) += n;
         }
@@ -133,6 +144,7 @@ impl PullMetrics {
                 ("{outcome=\"classified\"}", t.classified),
                 ("{outcome=\"unchanged\"}", t.unchanged),
                 ("{outcome=\"recovered\"}", t.recovered),
+                ("{outcome=\"skipped\"}", t.skipped),
             ],
         );
         counter(
@@ -176,6 +188,7 @@ mod tests {
     fn totals_add_up_over_runs() {
         let m = PullMetrics::default();
         let mut r = RunReport { classified: 3, written: 2, flagged: 1, ..RunReport::default() };
+        r.skipped.push(Rejection { ticket: "abc".into(), error: "zendesk ticket id \"abc\" is not a number".into() });
         r.corrections.add("Technical");
         m.record(&r);
         m.record(&r);
@@ -185,6 +198,8 @@ mod tests {
         assert!(text.contains("triage_pull_runs_total{result=\"error\"} 1\n"), "{text}");
         assert!(text.contains("triage_pull_write_backs_total{outcome=\"written\"} 4\n"), "{text}");
         assert!(text.contains("triage_corrections_total{label=\"Technical\"} 2\n"), "{text}");
+        assert!(text.contains("triage_pull_tickets_total{outcome=\"skipped\"} 2\n"), "{text}");
+        assert!(r.summary("zendesk", "saas").contains("skipped ticket \"abc\": zendesk ticket id"));
         assert_eq!(r.rerouting_rate(), Some(0.5));
         assert!(r.summary("zendesk", "saas").contains("corrections by agents: 1 (Technical 1)"));
         let json = serde_json::to_value(&r).unwrap();

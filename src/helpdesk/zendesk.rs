@@ -204,6 +204,10 @@ impl TicketSource for Zendesk {
         Ok(false)
     }
 
+    fn check_ticket(&self, ticket: &HelpdeskTicket) -> Result<(), HelpdeskError> {
+        check_id("zendesk", &ticket.id)
+    }
+
     fn describe(&self, ticket: &HelpdeskTicket, write: &WriteBack) -> Vec<Value> {
         vec![json!({
             "method": "PUT",

@@ -18,7 +18,7 @@ mod scripted;
 pub use anthropic::AnthropicClient;
 pub use cache::{CacheStats, CachedLlm, Throttle};
 pub use openai::OpenAiClient;
-pub use retry::{for_ticket, requests_sent, RetryPolicy};
+pub use retry::{for_ticket, requests_sent, ticket_requests, RetryPolicy};
 #[cfg(feature = "test-doubles")]
 pub use scripted::ScriptedClient;
 

@@ -6,8 +6,9 @@
 //! call fails at once with the reason, and the ticket falls back to the vote.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use reqwest::{RequestBuilder, StatusCode};
@@ -36,15 +37,34 @@ impl Default for RetryPolicy {
     }
 }
 
+/// One ticket's LLM work: when it started, and the HTTP requests it sent.
+#[derive(Clone)]
+struct TicketScope {
+    start: Instant,
+    sent: Arc<AtomicU32>,
+}
+
 tokio::task_local! {
-    /// When the current ticket's LLM work started.
-    static TICKET_START: Instant;
+    static TICKET: TicketScope;
 }
 
 /// Run `work` as one ticket's LLM requests: they share one deadline, counted from now
-/// ([`RetryPolicy::deadline`]). Outside such a scope each call has its own.
+/// ([`RetryPolicy::deadline`]), and [`ticket_requests`] counts them. Outside such a
+/// scope each call has its own deadline.
 pub async fn for_ticket<F: Future>(work: F) -> F::Output {
-    TICKET_START.scope(Instant::now(), work).await
+    TICKET.scope(TicketScope { start: Instant::now(), sent: Arc::new(AtomicU32::new(0)) }, work).await
+}
+
+/// HTTP requests sent so far for the current ticket (inside [`for_ticket`]; 0
+/// outside): first attempts, retries, fallbacks without an optional feature, failed
+/// ones. A cached answer sends none.
+pub fn ticket_requests() -> u32 {
+    TICKET.try_with(|t| t.sent.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
+fn count_request() {
+    REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+    let _ = TICKET.try_with(|t| t.sent.fetch_add(1, Ordering::Relaxed));
 }
 
 /// HTTP requests sent to LLM providers by this process, failed ones and retries included.
@@ -60,7 +80,7 @@ pub fn requests_sent() -> u64 {
 /// test double, built only with the `test-doubles` feature).
 #[cfg_attr(not(feature = "test-doubles"), allow(dead_code))]
 pub(crate) fn note_request() {
-    REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+    count_request();
 }
 
 impl RetryPolicy {
@@ -78,9 +98,21 @@ impl RetryPolicy {
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, SystemTime::now())
+}
+
+/// A `Retry-After` value (RFC 9110 10.2.3): delay seconds (decimals accepted) or an
+/// HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`, and the two obsolete formats), as the
+/// wait from `now`; a date in the past is no wait. Delays too long for a `Duration`
+/// (`1e20`, 20-digit integers) are the longest one, which no policy waits for.
+/// Anything else (negative, NaN, garbage) is ignored.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Pull a human-readable message out of an error body (`{"error": {"message": ...}}`
@@ -108,7 +140,7 @@ pub(crate) async fn send(
     auth_hint: &str,
     build: impl Fn() -> RequestBuilder,
 ) -> Result<(String, u32), LlmError> {
-    let deadline = TICKET_START.try_with(|t| *t).unwrap_or_else(|_| Instant::now()) + policy.deadline;
+    let deadline = TICKET.try_with(|t| t.start).unwrap_or_else(|_| Instant::now()) + policy.deadline;
     let mut attempt = 0u32;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -119,7 +151,7 @@ pub(crate) async fn send(
             });
         }
         attempt += 1;
-        REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+        count_request();
         let (last, wait) = match build().timeout(timeout.min(left)).send().await {
             Ok(resp) => {
                 let status = resp.status();
@@ -230,6 +262,44 @@ mod tests {
         assert_eq!(p.delay(0, Some(Duration::from_millis(700))), Duration::from_millis(700));
         // Retry-After is the server's: not shortened (`send` decides not to wait).
         assert_eq!(p.delay(0, Some(Duration::from_secs(90))), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates_and_never_panics() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").expect("an HTTP date");
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("1"), Some(Duration::from_secs(1)));
+        assert_eq!(p(" 0.5 "), Some(Duration::from_millis(500)));
+        // Before: `Duration::from_secs_f64` panicked on these.
+        assert_eq!(p("1e20"), Some(Duration::MAX));
+        assert_eq!(p("99999999999999999999"), Some(Duration::MAX));
+        assert_eq!(p("1.7e308"), Some(Duration::MAX));
+        for ignored in ["-1", "NaN", "inf", "soon", ""] {
+            assert_eq!(p(ignored), None, "{ignored:?}");
+        }
+        // HTTP dates: IMF-fixdate and the two obsolete formats; the past is no wait.
+        assert_eq!(p("Wed, 21 Oct 2026 07:28:30 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(p("Wednesday, 21-Oct-26 07:29:00 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(p("Wed Oct 21 07:28:02 2026"), Some(Duration::from_secs(2)));
+        assert_eq!(p("Tue, 20 Oct 2026 07:28:00 GMT"), Some(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_per_ticket() {
+        assert_eq!(ticket_requests(), 0);
+        let (inner, after) = for_ticket(async {
+            count_request();
+            count_request();
+            let inner = for_ticket(async {
+                count_request();
+                ticket_requests()
+            })
+            .await;
+            (inner, ticket_requests())
+        })
+        .await;
+        assert_eq!((inner, after), (1, 2), "each ticket counts its own");
+        assert_eq!(ticket_requests(), 0);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("model_mismatch", 409, "the collection was embedded with another model"),
     ("busy", 429, "the server is at its maximum of requests in flight (Retry-After)"),
     ("write_rate_limited", 429, "this API key's example writes per minute are used up (Retry-After)"),
+    ("too_many_connections", 429, "the client's address holds --max-connections-per-client connections (503: the server holds --max-connections); only probes are answered (Retry-After)"),
     ("bad_request", 400, "a request the HTTP layer rejected"),
     ("forbidden", 403, "refused by the HTTP layer"),
     ("request_timeout", 408, "the request did not arrive in time"),

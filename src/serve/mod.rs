@@ -182,6 +182,27 @@ impl AppState {
         self.store.search(&self.cfg.collection, &probe, 1, None).await.map(|_| ())
     }
 
+    /// What is wrong with the default collection's stored data, each a sentence that
+    /// says what to do: what the store sees ([`ExampleStore::integrity`]: acknowledged
+    /// writes in quarantine, segment files gone), and a store that holds no example
+    /// while the collection's last fit saw some (its data was lost or replaced).
+    pub async fn data_problems(&self) -> Result<Vec<String>, StoreError> {
+        let name = &self.cfg.collection;
+        let mut problems = self.store.integrity(name).await?;
+        let meta = self.store.require_meta(name).await?;
+        if let Some(fit) = crate::calibrate::stored_fit(&meta) {
+            let fitted_on = fit.neighbours.collection_examples;
+            let now = self.store.count(name).await?;
+            if now == 0 && fitted_on > 0 {
+                problems.push(format!(
+                    "collection {name:?} holds no examples, but its last fit saw {fitted_on}: its stored examples were \
+                     lost or replaced; restore the data from a backup, or index the examples again"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Forget the cached classifier so the next request reads the taxonomy again.
     async fn invalidate(&self, collection: &str) {
         self.classifiers.write().await.remove(collection);
@@ -293,6 +314,13 @@ fn same_secret(given: &str, expected: &str) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyId(pub String);
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched
+/// without regard to case (RFC 9110 11.1: `BEARER`, `bearer`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let mut id = crate::provenance::ANONYMOUS.to_string();
     if let Some(expected) = &state.cfg.api_key {
@@ -300,8 +328,7 @@ async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next:
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
+            .and_then(bearer_token);
         // Every key is compared, so the time taken does not tell which one matched.
         let matched = expected
             .split(',')
@@ -366,6 +393,9 @@ async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: 
 mod refresh_tests;
 
 #[cfg(test)]
+mod journal_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -375,5 +405,15 @@ mod tests {
         assert!(!same_secret("k-124", "k-123"));
         assert!(!same_secret("", "k-123"));
         assert!(!same_secret("k-123 ", "k-123"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k-1", "bearer k-1", "BEARER k-1", "BeArEr   k-1 ", "Bearer\tk-1"] {
+            assert_eq!(bearer_token(v), Some("k-1"), "{v:?}");
+        }
+        for v in ["Basic k-1", "Bearerk-1", "Bearer ", "k-1", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
     }
 }

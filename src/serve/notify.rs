@@ -130,19 +130,49 @@ async fn deliver(client: &reqwest::Client, d: &Delivery, s: RetrySettings) -> bo
     false
 }
 
+/// Text for Slack's `mrkdwn` with `&`, `<` and `>` as the entities Slack documents
+/// for them (<https://api.slack.com/reference/surfaces/formatting#escaping>): ticket
+/// text can then neither mention anyone (`<@U0ADMIN>`, `<!channel>`) nor disguise a
+/// link (`<https://evil.example|Open ticket>`); it shows as typed.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// A Slack incoming-webhook message (`text`), with the full result under `triage`
-/// for receivers that route on it.
+/// for receivers that route on it. Every value in `text` is escaped ([`slack_escape`]):
+/// the ticket's id, summary and reasons come from outside.
 pub fn review_message(r: &TicketResult) -> Value {
     let label = [r.category.as_deref(), r.subcategory.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" / ");
     let text = format!(
         "Ticket {} needs review: {}\nSuggested: {} (urgency {}, confidence {:.2}, method {})\nSummary: {}",
-        r.id,
-        r.review_reason.as_ref().map_or_else(|| "flagged".to_string(), |x| x.to_string()),
-        if label.is_empty() { "-" } else { &label },
-        r.urgency.as_deref().unwrap_or("-"),
+        slack_escape(&r.id),
+        slack_escape(&r.review_reason.as_ref().map_or_else(|| "flagged".to_string(), |x| x.to_string())),
+        slack_escape(if label.is_empty() { "-" } else { &label }),
+        slack_escape(r.urgency.as_deref().unwrap_or("-")),
         r.confidence,
-        r.method,
-        if r.summary.is_empty() { "-" } else { &r.summary },
+        slack_escape(r.method.as_str()),
+        slack_escape(if r.summary.is_empty() { "-" } else { &r.summary }),
     );
     json!({"text": text, "triage": r})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_markup_reaches_slack_inert() {
+        let mut r = TicketResult::failed("<!channel>", "x".into(), std::time::Instant::now());
+        r.error = None;
+        r.summary = "<@U0ADMIN> please see <https://evil.example|Open ticket> & pay".into();
+        r.category = Some("Billing <!here>".into());
+        let v = review_message(&r);
+        let text = v["text"].as_str().unwrap_or_default();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert!(text.starts_with("Ticket &lt;!channel&gt; needs review"), "{text}");
+        assert!(text.contains("&lt;@U0ADMIN&gt; please see &lt;https://evil.example|Open ticket&gt; &amp; pay"), "{text}");
+        assert!(text.contains("Suggested: Billing &lt;!here&gt;"), "{text}");
+        // The structured copy keeps the values as they are.
+        assert_eq!(v["triage"]["summary"], r.summary);
+    }
 }

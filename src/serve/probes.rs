@@ -1,6 +1,8 @@
 //! Liveness and readiness probes: `/healthz` (the process answers) and `/readyz` (the
-//! default collection opens with the loaded model and answers a one-result search and, on a Qdrant cluster, every shard
-//! has an active copy; `degraded` when some copy is dead or recovering).
+//! default collection opens with the loaded model and answers a one-result search, its
+//! stored data is whole (no quarantined journal records, segments present, examples
+//! where its last fit saw some) and, on a Qdrant cluster, every shard has an active
+//! copy; `degraded` when some copy is dead or recovering).
 
 use std::sync::Arc;
 
@@ -52,6 +54,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     // read is not ready, even where the metadata still opens.
     if let Err(e) = state.ready().await {
         return not_ready(health("not_ready", Some(e.to_string()), None));
+    }
+    // Acknowledged data the store cannot serve (quarantined journal records, missing
+    // segments, examples gone that the last fit saw): not ready until an operator acts.
+    match state.data_problems().await {
+        Ok(problems) if !problems.is_empty() => return not_ready(health("not_ready", Some(problems.join("; ")), None)),
+        Ok(_) => {}
+        Err(e) => return not_ready(health("not_ready", Some(format!("the store does not answer: {e}")), None)),
     }
     // A live look at the store: the classifier above may be a cached copy.
     match state.store.replica_health(&state.cfg.collection).await {

@@ -37,6 +37,33 @@ impl Refits {
 
 pub use crate::calibrate::refit_due as due;
 
+/// A running refit's claim on its collection, released when dropped: by the refit
+/// itself when it ends, however it ends (done, failed, panicked). It lives in the
+/// refit's own task, not in the request that started it: a client that goes away
+/// cancels its request, not the refit, and the claim lasts exactly as long as the
+/// refit, so no second one starts beside it and none is refused after it.
+struct Claim {
+    state: Arc<AppState>,
+    collection: String,
+}
+
+impl Claim {
+    fn take(state: &Arc<AppState>, collection: &str) -> Option<Claim> {
+        state.refits.start(collection).then(|| Claim { state: state.clone(), collection: collection.to_string() })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.state.refits.finish(&self.collection);
+        // The next request reads the new fit.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (state, name) = (self.state.clone(), std::mem::take(&mut self.collection));
+            rt.spawn(async move { state.invalidate(&name).await });
+        }
+    }
+}
+
 /// What a refit reports.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RefitResponse {
@@ -57,12 +84,13 @@ pub struct RefitResponse {
 
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the
 /// compiler cannot prove the leave-one-out stream `Send` for `tokio::spawn` or a handler.
-fn refit_in_background(
-    state: Arc<AppState>,
-    name: String,
-) -> tokio::task::JoinHandle<Result<NeighbourModel, calibrate::CalibrateError>> {
+/// The thread holds `claim` until the refit ends.
+fn refit_in_background(claim: Claim) -> tokio::task::JoinHandle<Result<NeighbourModel, calibrate::CalibrateError>> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(calibrate::refit(state.store.as_ref(), Some(state.embedder.as_ref()), &name, state.cfg.options.k)))
+    tokio::task::spawn_blocking(move || {
+        let state = &claim.state;
+        handle.block_on(calibrate::refit(state.store.as_ref(), Some(state.embedder.as_ref()), &claim.collection, state.cfg.options.k))
+    })
 }
 
 impl AppState {
@@ -92,14 +120,11 @@ impl AppState {
     }
 
     fn start_refit(self: &Arc<Self>, collection: &str) {
-        if !self.refits.start(collection) {
-            return;
-        }
-        let state = self.clone();
+        let Some(claim) = Claim::take(self, collection) else { return };
         let name = collection.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
-            match refit_in_background(state.clone(), name.clone()).await {
+            match refit_in_background(claim).await {
                 Ok(Ok(m)) => tracing::info!(
                     collection = %name,
                     examples = m.collection_examples,
@@ -110,8 +135,6 @@ impl AppState {
                 Ok(Err(e)) => tracing::warn!(collection = %name, "background refit failed: {e}"),
                 Err(e) => tracing::warn!(collection = %name, "background refit stopped: {e}"),
             }
-            state.refits.finish(&name);
-            state.invalidate(&name).await;
         });
     }
 }
@@ -131,18 +154,19 @@ pub async fn calibrate_now(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<RefitResponse>, ApiError> {
-    if !state.refits.start(&name) {
+    let Some(claim) = Claim::take(&state, &name) else {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "refit_running",
             format!("a refit of {name:?} is already running"),
         ));
-    }
+    };
     let started = Instant::now();
-    let result = refit_in_background(state.clone(), name.clone())
+    // When the client goes away, this request is dropped here; the refit goes on
+    // and releases the claim when it ends.
+    let result = refit_in_background(claim)
         .await
         .unwrap_or_else(|e| Err(calibrate::CalibrateError::Fit(format!("the refit stopped: {e}"))));
-    state.refits.finish(&name);
     state.invalidate(&name).await;
     let m = result.map_err(|e| match e {
         calibrate::CalibrateError::Store(s) => ApiError::from(s),

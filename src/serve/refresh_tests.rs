@@ -82,7 +82,7 @@ impl ExampleStore for Flaky {
     }
 }
 
-fn meta(labels: &[&str], updated_at: u64) -> CollectionMeta {
+pub(super) fn meta(labels: &[&str], updated_at: u64) -> CollectionMeta {
     // From JSON, so the test does not depend on every field of the struct.
     let labels: std::collections::BTreeSet<String> = labels.iter().map(|l| l.to_string()).collect();
     serde_json::from_value(serde_json::json!({
@@ -96,7 +96,8 @@ fn meta(labels: &[&str], updated_at: u64) -> CollectionMeta {
     .unwrap()
 }
 
-fn state(store: Arc<Flaky>, refresh: Duration) -> Arc<AppState> {
+/// Serving collection `c` of `store` with the hashing embedder (16 dims) and no LLM.
+pub(super) fn state(store: Arc<dyn ExampleStore>, refresh: Duration) -> Arc<AppState> {
     let cfg = ServeConfig {
         collection: "c".into(),
         options: ClassifyOptions::new(8, None),

@@ -55,6 +55,9 @@ pub struct GroupCommit {
     turn: tokio::sync::Mutex<()>,
     /// Sequence number up to which every update is durable.
     durable: AtomicU64,
+    /// Sequence number up to which updates that are not durable failed (a failed
+    /// sync undid them): they are never acknowledged.
+    failed: AtomicU64,
     flushes: AtomicU64,
 }
 
@@ -70,9 +73,14 @@ impl GroupCommit {
             return Ok(());
         }
         let _turn = self.turn.lock().await;
-        // The writer before us may have flushed our update too.
+        // The writer before us may have flushed our update too, or failed to.
         if self.durable.load(Ordering::SeqCst) >= seq {
             return Ok(());
+        }
+        if self.failed.load(Ordering::SeqCst) >= seq {
+            return Err(StoreError::Io(
+                "the journal sync that was to make this write durable failed, and the write was undone; retry it".into(),
+            ));
         }
         let covered = flush().await?;
         self.durable.fetch_max(covered, Ordering::SeqCst);
@@ -81,6 +89,11 @@ impl GroupCommit {
             return Err(StoreError::Io(format!("a flush covered updates up to {covered}, not {seq}")));
         }
         Ok(())
+    }
+
+    /// Every update up to `seq` that is not durable yet failed: its writer gets an error.
+    pub fn fail_through(&self, seq: u64) {
+        self.failed.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Flushes made so far (for logs and tests).
@@ -174,6 +187,25 @@ mod tests {
         // The next attempt flushes again.
         commit.wait_durable(seq, || async { gate.flush(|| Ok(())) }).await.unwrap();
         assert_eq!(commit.flushes(), 1);
+    }
+
+    #[tokio::test]
+    async fn writes_a_failed_sync_undid_are_never_acknowledged() {
+        let gate = Gate::default();
+        let commit = GroupCommit::default();
+        let ((), first) = gate.apply(|| Ok(())).unwrap();
+        commit.wait_durable(first, || async { gate.flush(|| Ok(())) }).await.unwrap();
+        let ((), second) = gate.apply(|| Ok(())).unwrap();
+        let ((), third) = gate.apply(|| Ok(())).unwrap();
+        // The sync for the second failed and undid everything after the first.
+        commit.fail_through(third);
+        let r = commit.wait_durable(second, || async { gate.flush(|| Ok(())) }).await;
+        assert!(r.unwrap_err().to_string().contains("undone"));
+        assert!(commit.wait_durable(third, || async { gate.flush(|| Ok(())) }).await.is_err());
+        // Acknowledged before: still acknowledged; written after: flushed as usual.
+        commit.wait_durable(first, || async { Err(StoreError::Io("must not flush again".into())) }).await.unwrap();
+        let ((), fourth) = gate.apply(|| Ok(())).unwrap();
+        commit.wait_durable(fourth, || async { gate.flush(|| Ok(())) }).await.unwrap();
     }
 
     #[test]

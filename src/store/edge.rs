@@ -15,7 +15,7 @@ use qdrant_edge::{
 use tokio::sync::Mutex;
 
 use super::commit::{sync_dir, write_atomic, Gate, GroupCommit};
-use super::journal::{Journal, Record, CHECKPOINT_BYTES};
+use super::journal::{self, Journal, JournalFiles, Record, CHECKPOINT_BYTES};
 use super::transfer::ExportLine;
 use super::lock::DataDirLock;
 use super::{
@@ -28,6 +28,8 @@ use crate::example::{Example, ExamplePoint, ScoredExample};
 const TOMBSTONE: &str = ".deleted-";
 /// A collection's journal, next to its `shard/` folder.
 const JOURNAL: &str = "journal.log";
+/// Written by `EdgeShard::new` into the shard folder.
+const EDGE_CONFIG: &str = "edge_config.json";
 
 pub struct EdgeStore {
     data_dir: PathBuf,
@@ -35,6 +37,8 @@ pub struct EdgeStore {
     shards: Mutex<HashMap<String, Arc<OpenShard>>>,
     /// Taken on the first shard open or write, kept until the store is dropped.
     lock: std::sync::Mutex<Option<DataDirLock>>,
+    /// Wraps the journal files as they are opened (fault-injection tests); `None`: the files themselves.
+    journal_files: Option<JournalFiles>,
 }
 
 /// An open shard, the journal that makes its writes durable (see [`super::journal`]),
@@ -51,18 +55,21 @@ struct OpenShard {
 impl OpenShard {
     /// Open the shard and replay what its journal holds (writes acknowledged after
     /// the last checkpoint), then checkpoint.
-    fn open(dir: &Path, dim: usize) -> Result<OpenShard, StoreError> {
-        let shard = open_shard(&dir.join("shard"), dim)?;
-        let (journal, records) = Journal::open(&dir.join(JOURNAL))?;
+    fn open(dir: &Path, dim: usize, files: Option<&JournalFiles>) -> Result<OpenShard, StoreError> {
+        let journal_path = dir.join(JOURNAL);
+        let shard = open_shard(&dir.join("shard"), &journal_path, dim)?;
+        let (journal, replay) = Journal::open(&journal_path, files)?;
         let mut open =
             OpenShard { shard, journal, gate: Gate::default(), commit: GroupCommit::default(), replayed: false };
-        if !records.is_empty() {
-            let n = records.len();
-            for record in records {
+        if !replay.records.is_empty() || replay.quarantined > 0 {
+            let n = replay.records.len();
+            for record in replay.records {
                 for op in operations(record) {
                     open.shard.update(op).map_err(backend)?;
                 }
             }
+            // Also when only damaged records were found: they are in the quarantine
+            // file now, and must not be found (and quarantined) again next time.
             open.checkpoint()?;
             tracing::info!("{}: replayed {n} journaled write(s)", dir.display());
         }
@@ -70,24 +77,49 @@ impl OpenShard {
         Ok(open)
     }
 
-    /// Apply a write and append it to the journal, under the gate; returns its
-    /// sequence number. Durable once the journal is synced past it.
+    /// Append a write to the journal, then apply it to the shard, under the gate;
+    /// returns its sequence number. Durable once the journal is synced past it. When
+    /// either step fails, the journal is cut back to where it was (or refuses every
+    /// later write when it cannot be: see [`Journal::cut_back`]).
     fn write(&self, record: Record) -> Result<u64, StoreError> {
         self.gate
             .apply(|| {
-                for op in operations(record.clone()) {
-                    self.shard.update(op).map_err(backend)?;
+                let before = self.journal.append(&record)?;
+                for op in operations(record) {
+                    if let Err(e) = self.shard.update(op) {
+                        self.journal.cut_back(before, &format!("the shard refused a journaled write ({e})"))?;
+                        return Err(backend(e));
+                    }
                 }
-                self.journal.append(&record)
+                Ok(())
             })
             .map(|((), seq)| seq)
     }
 
     /// Sync the journal; returns the last write it covers. Appends go on meanwhile.
+    /// A sync that fails may have lost any record it was to cover (the kernel can
+    /// drop pages it failed to write, and a later sync then succeeds without them):
+    /// the journal is cut back to what the last good sync covered, and every write
+    /// applied so far that no good sync covered fails (it stays applied to the shard
+    /// in memory: not acknowledged, its outcome is unknown to the client, as after a
+    /// timeout).
     fn sync(&self) -> Result<u64, StoreError> {
         let covered = self.gate.applied();
-        self.journal.sync()?;
-        Ok(covered)
+        match self.journal.sync() {
+            Ok(()) => Ok(covered),
+            Err(e) => {
+                let mut applied = covered;
+                let cut = self.gate.flush(|| {
+                    applied = self.gate.applied();
+                    self.journal.cut_back(self.journal.synced(), &format!("a sync failed ({e})"))
+                });
+                self.commit.fail_through(applied);
+                if let Err(poisoned) = cut {
+                    tracing::warn!("{poisoned}");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Flush the shard and empty the journal, with no write in between.
@@ -177,6 +209,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl EdgeStore {
+    /// Journal files wrapped by `files` as they are opened: how tests put a file that
+    /// fails like a full disk under the journal (see `journal::faults`).
+    pub fn with_journal_files(mut self, files: JournalFiles) -> Self {
+        self.journal_files = Some(files);
+        self
+    }
+
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let root = data_dir.join("collections");
         std::fs::create_dir_all(&root)
@@ -186,6 +225,7 @@ impl EdgeStore {
             root,
             shards: Mutex::new(HashMap::new()),
             lock: std::sync::Mutex::new(None),
+            journal_files: None,
         })
     }
 
@@ -235,16 +275,36 @@ impl EdgeStore {
         let meta = self.read_meta(collection)?.ok_or_else(|| StoreError::NoSuchCollection(collection.to_string()))?;
         self.take_lock()?;
         let dir = self.dir(collection);
-        let shard = Arc::new(blocking(move || OpenShard::open(&dir, meta.dim)).await?);
+        let files = self.journal_files.clone();
+        let shard = Arc::new(blocking(move || OpenShard::open(&dir, meta.dim, files.as_ref())).await?);
         shards.insert(collection.to_string(), shard.clone());
         Ok(shard)
     }
 }
 
-fn open_shard(path: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
+/// Whether the shard folder holds segments.
+fn has_segments(shard: &Path) -> bool {
+    std::fs::read_dir(shard.join("segments")).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// Open the shard at `path`, creating it when the collection never had one. A shard
+/// that was created (its config, or the collection's journal, exists) but has no
+/// segments lost its data: that is an error, never a new empty shard that serves
+/// nothing and says it is fine.
+fn open_shard(path: &Path, journal: &Path, dim: usize) -> Result<EdgeShard, StoreError> {
+    let config = path.join(EDGE_CONFIG);
+    let witness = [journal, config.as_path()].into_iter().find(|p| p.exists());
+    if let (false, Some(witness)) = (has_segments(path), witness) {
+        return Err(StoreError::Io(format!(
+            "the segments of this collection are missing from {} (removed or lost) while {} shows it held data: \
+             restore the data dir from a backup (or `triage import` an export), or delete the collection and index \
+             it again",
+            path.join("segments").display(),
+            witness.display()
+        )));
+    }
     std::fs::create_dir_all(path).map_err(io)?;
-    let has_segments = std::fs::read_dir(path.join("segments")).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if has_segments {
+    if has_segments(path) {
         // `EdgeShard::new` refuses a folder that already holds segments.
         EdgeShard::load(path, None).map_err(backend)
     } else {
@@ -532,6 +592,30 @@ impl ExampleStore for EdgeStore {
         sync_dir(&self.root).map_err(io)?;
         std::fs::remove_dir_all(&tomb).map_err(io)?;
         Ok(true)
+    }
+
+    async fn integrity(&self, collection: &str) -> Result<Vec<String>, StoreError> {
+        validate_name(collection)?;
+        let dir = self.dir(collection);
+        let mut problems = Vec::new();
+        if let Some((path, what)) = journal::quarantined(&dir) {
+            problems.push(format!(
+                "{what} of collection {collection:?} could not be replayed (acknowledged writes that are not in the \
+                 store); their bytes are in {}: inspect them (each line is one write: a checksum, then JSON), post \
+                 again what can be read, then move or remove the file to clear this",
+                path.display()
+            ));
+        }
+        let open = self.shards.lock().await.contains_key(collection);
+        if open && !has_segments(&dir.join("shard")) {
+            problems.push(format!(
+                "the segments of collection {collection:?} are missing from {} (removed while the store is open): \
+                 its examples are left only in this process's memory and are lost when it ends; restore the data dir \
+                 from a backup",
+                dir.join("shard").join("segments").display()
+            ));
+        }
+        Ok(problems)
     }
 
     async fn payload_indexes(&self, collection: &str) -> Result<Vec<String>, StoreError> {

@@ -21,6 +21,9 @@ pub mod summary;
 pub mod transfer;
 
 pub use edge::EdgeStore;
+#[cfg(any(test, feature = "test-doubles"))]
+pub use journal::faults::{Faults as JournalFaults, ENV as JOURNAL_FAULTS_ENV};
+pub use journal::{JournalFile, JournalFiles};
 pub use health::{ReplicaHealth, ReplicaInfo, ReplicaStatus};
 pub use layout::{CollectionLayout, Quantization};
 pub use lock::DataDirLock;
@@ -241,6 +244,13 @@ pub trait ExampleStore: Send + Sync {
     /// dead or recovering copies); `None` where there are none to see (embedded store).
     async fn replica_health(&self, _collection: &str) -> Result<Option<ReplicaHealth>, StoreError> {
         Ok(None)
+    }
+    /// Problems with the collection's stored data the backend can see cheaply, each a
+    /// sentence saying what to do (acknowledged writes its journal could not replay,
+    /// segment files gone); empty when there are none. `/readyz` is not ready while
+    /// there are any.
+    async fn integrity(&self, _collection: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

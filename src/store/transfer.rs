@@ -52,6 +52,12 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// A failed write of the export: a [`StoreError::File`] that says how far it got
+/// (`triage export` tells a closed pipe from other failures by its source).
+fn write_failed(written: usize, e: impl Into<std::io::Error>) -> StoreError {
+    StoreError::File { context: format!("writing the export failed after {written} example(s)"), source: e.into() }
+}
+
 /// Write `collection` to `out`: the header, then every example with its vector.
 pub async fn export(
     store: &dyn ExampleStore,
@@ -60,8 +66,8 @@ pub async fn export(
 ) -> Result<TransferReport, StoreError> {
     let meta = store.require_meta(collection).await?;
     let header = ExportHeader { format: FORMAT.into(), version: VERSION, meta: meta.clone() };
-    serde_json::to_writer(&mut *out, &header).map_err(io)?;
-    out.write_all(b"\n").map_err(io)?;
+    serde_json::to_writer(&mut *out, &header).map_err(|e| write_failed(0, e))?;
+    out.write_all(b"\n").map_err(|e| write_failed(0, e))?;
     let mut written = 0;
     let mut offset = None;
     loop {
@@ -76,8 +82,8 @@ pub async fn export(
                 )));
             }
             let line = ExportLine { id: p.example.point_id(), vector: p.vector, payload: example_payload(&p.example) };
-            serde_json::to_writer(&mut *out, &line).map_err(io)?;
-            out.write_all(b"\n").map_err(io)?;
+            serde_json::to_writer(&mut *out, &line).map_err(|e| write_failed(written, e))?;
+            out.write_all(b"\n").map_err(|e| write_failed(written, e))?;
             written += 1;
         }
         match next {
@@ -85,7 +91,7 @@ pub async fn export(
             None => break,
         }
     }
-    out.flush().map_err(io)?;
+    out.flush().map_err(|e| write_failed(written, e))?;
     Ok(TransferReport {
         collection: collection.into(),
         embedding_model: meta.embedding_model,

@@ -221,3 +221,53 @@ async fn a_killed_index_keeps_its_committed_batches() {
     let info: Value = serde_json::from_str(&stdout(&indexes)).expect("info");
     assert_eq!(info["payload_indexes"], json!(["label", "lang", "subcategory", "urgency"]), "{info}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_journal_record_is_quarantined_the_rest_replayed_and_readyz_says_why() {
+    let dir = indexed_data_dir().await;
+    let serve = || {
+        let mut cmd = triage(dir.path());
+        cmd.args(["serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--provider", "none"]);
+        cmd
+    };
+    let http = reqwest::Client::new();
+    let (mut child, base) = spawn_serve(&mut serve()).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("jr-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let body = json!({"examples": [{"id": id, "text": format!("Journal probe {i}: my invoice shows a charge I do not know"), "label": "Billing"}]});
+        let r = http.post(format!("{base}/v1/examples")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("killed");
+
+    // One byte of the fourth record changed on disk: 20 acknowledged writes, one unreadable.
+    let collection = dir.path().join("collections/saas");
+    let journal = collection.join("journal.log");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let needle = b"\"jr-3\"";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the fourth record is in the journal");
+    bytes[at + 2] = b'X';
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let (mut child, base) = spawn_serve(&mut serve()).await;
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let reason = body["reason"].as_str().unwrap();
+    let quarantine = collection.join("journal.quarantine");
+    assert!(reason.contains("1 damaged journal record(s)") && reason.contains(&quarantine.display().to_string()), "{body}");
+    assert!(reason.contains("move or remove the file"), "{body}");
+    let held = std::fs::read_to_string(&quarantine).unwrap();
+    assert!(held.contains("\"jX-3\""), "the damaged record's bytes are kept: {}", &held[..held.len().min(200)]);
+    // The operator has looked at it: moving the file away clears readiness.
+    std::fs::rename(&quarantine, collection.join("journal.quarantine.seen")).unwrap();
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("killed");
+
+    let stored = stored_ids(dir.path()).await;
+    let missing: Vec<&String> = ids.iter().filter(|id| !stored.contains(*id)).collect();
+    assert_eq!(missing, [&ids[3]], "only the damaged record's write is missing; the 16 after it are replayed");
+}

@@ -266,3 +266,56 @@ async fn refused_credentials_stop_the_run_with_a_clear_error_and_no_secret() {
     assert!(stderr(&out).contains("ZENDESK_EMAIL is not set"), "{}", stderr(&out));
     assert_eq!(fake.count(Kind::Write), 0);
 }
+
+/// One ticket whose id is not a number (Zendesk ids are; a proxy or a broken export
+/// can say otherwise): skipped, counted and logged; the other tickets are written back
+/// and the cursor moves past the page, so the next run starts after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ticket_with_a_non_numeric_id_is_skipped_and_the_cursor_moves_on() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let zd = MockServer::start().await;
+    let export = "/api/v2/incremental/tickets/cursor.json";
+    let ticket = |id: Value, text: &str| serde_json::json!({"id": id, "subject": text, "description": text, "status": "open",
+        "tags": [], "updated_at": "2026-12-01T10:00:00Z"});
+    Mock::given(method("GET"))
+        .and(path(export))
+        .and(query_param("cursor", "after-first-page"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"tickets": [], "end_of_stream": true})))
+        .with_priority(1)
+        .mount(&zd)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(export))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "tickets": [ticket(Value::from("abc-1"), SAMPLES[0]), ticket(Value::from(7), SAMPLES[1])],
+            "after_cursor": "after-first-page", "end_of_stream": true})))
+        .mount(&zd)
+        .await;
+    Mock::given(method("PUT")).and(path("/api/v2/tickets/7.json")).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"ticket": {"id": 7}}))).mount(&zd).await;
+    Mock::given(method("GET")).and(path("/api/v2/tickets/7/comments.json")).respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"comments": []}))).mount(&zd).await;
+
+    let dir = indexed_data_dir().await;
+    let pull = || {
+        let mut cmd = triage(dir.path());
+        cmd.args(["pull", "--source", "zendesk", "--base-url", &zd.uri(), "--collection", "saas", "--json", "--once"])
+            .args(["--retry-base-ms", "50", "--http-timeout", "2", "--max-retries", "1"])
+            .env("ZENDESK_EMAIL", "agent@example.com")
+            .env("ZENDESK_API_TOKEN", "zd-token");
+        cmd
+    };
+    let out = run_pull(&mut pull()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(r["written"], 1, "{r}");
+    assert_eq!(r["skipped"][0]["ticket"], "abc-1", "{r}");
+    assert!(r["skipped"][0]["error"].as_str().unwrap().contains("is not a number"), "{r}");
+    assert!(stderr(&out).contains("skipping ticket \"abc-1\""), "logged: {}", stderr(&out));
+    let puts = zd.received_requests().await.unwrap().into_iter().filter(|q| q.method.as_str() == "PUT").count();
+    assert_eq!(puts, 1, "only ticket 7 is written back");
+    // The cursor moved past the page: the next run asks for what comes after it.
+    let out = run_pull(&mut pull()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let last = zd.received_requests().await.unwrap().into_iter().filter(|q| q.url.path() == export).last().unwrap();
+    assert!(last.url.query().unwrap_or_default().contains("cursor=after-first-page"), "{}", last.url);
+}

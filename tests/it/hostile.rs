@@ -243,3 +243,140 @@ async fn every_client_error_is_json() {
         assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{m} {p}: {v}");
     }
 }
+
+/// Sockets this test process may open for an idle-connection flood: up to `want`,
+/// leaving room under the soft `ulimit -n` for everything else.
+fn socket_budget(want: usize) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+        .unwrap_or(1024);
+    want.min(soft.saturating_sub(400))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thousands_of_idle_connections_leave_probes_and_other_clients_answered() {
+    let n = socket_budget(2000);
+    if n < 600 {
+        eprintln!("SKIPPED: ulimit -n leaves room for only {n} sockets (raise it to run this test)");
+        return;
+    }
+    let s = Server::start(&["--max-connections", "100", "--max-connections-per-client", "50", "--header-timeout", "6"]).await;
+    let addr = s.addr();
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    eprintln!("{n} idle connections from 127.0.0.1 in {:?}", opened.elapsed());
+    // The reserve's idle sockets are closed after 2 s; the 50 of the client's share
+    // stay open until --header-timeout (6 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(2));
+    let same = fresh().build().unwrap();
+    for probe in ["/healthz", "/readyz"] {
+        let r = same.get(s.url(probe)).send().await.unwrap_or_else(|e| panic!("{probe} beside {n} idle sockets: {e}"));
+        assert_eq!(r.status(), 200, "{probe}");
+    }
+    let ticket = json!({"text": "I was charged twice and need a refund"});
+    let r = same.post(s.url("/v1/classify")).json(&ticket).send().await.expect("an answer, not a hang");
+    assert_eq!(r.status(), 429, "the flooding address is over its share");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "too_many_connections", "{e}");
+    // Another client address is served as usual.
+    let other = fresh().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let r = other.post(s.url("/v1/classify")).json(&ticket).send().await.expect("another client");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // Idle connections end at --header-timeout: the client's share is free again.
+    let mut buf = [0u8; 512];
+    for conn in idle.iter_mut().take(50) {
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle connection still open {:?} after it was opened", opened.elapsed());
+    }
+    let r = same.post(s.url("/v1/classify")).json(&ticket).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(opened.elapsed() < Duration::from_secs(30), "took {:?}", opened.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_calibration_does_not_block_the_next() {
+    let s = Server::start(&[]).await;
+    let url = s.url("/v1/collections/saas/calibrate");
+    // A refit of the bundled corpus takes 50 ms to a few seconds: the client leaves
+    // earlier and earlier until one leaves while its refit is still running (the
+    // next call then gets 409 refit_running).
+    for ms in [200, 60, 30, 15, 8, 4, 2] {
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(ms)).build().unwrap();
+        if impatient.post(&url).json(&json!({})).send().await.is_ok() {
+            continue; // answered before the client could leave
+        }
+        let r = s.http.post(&url).json(&json!({})).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => continue, // the refit had ended already (or never started)
+            409 => {}
+            other => panic!("{other}: {:?}", r.text().await),
+        }
+        // The refit goes on without its client; once it ends, the next one runs.
+        // Before, the claim leaked and every later call got 409 for the life of the process.
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let r = s.http.post(&url).json(&json!({})).send().await.unwrap();
+            match r.status().as_u16() {
+                200 => break,
+                409 => assert!(started.elapsed() < Duration::from_secs(120), "still refit_running 120 s after the client left"),
+                other => panic!("{other}: {:?}", r.text().await),
+            }
+        }
+        eprintln!("a client left after {ms} ms; a new refit ran {:?} later", started.elapsed());
+        return;
+    }
+    panic!("no client left while its refit was still running: the test did not test anything");
+}
+
+async fn readyz(s: &Server) -> (u16, Value) {
+    let r = s.http.get(s.url("/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_fails_when_the_segments_are_gone_but_the_metadata_remains() {
+    // The segment files removed; meta.json, the journal and the shard's config left.
+    let dir = indexed_data_dir().await;
+    std::fs::remove_dir_all(dir.path().join("collections/saas/shard/segments")).unwrap();
+    let s = Server::start_in(dir, &[], &[]).await;
+    let (status, body) = readyz(&s).await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("segments of this collection are missing"), "{body}");
+    // Classification says so too, instead of answering `method: none` from an empty store.
+    let r = s.http.post(s.url("/v1/classify")).json(&json!({"text": "I was charged twice"})).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("segments of this collection are missing"), "{status}: {text}");
+
+    // The whole shard gone from a calibrated collection: the store would start empty,
+    // while its last fit saw every example of the corpus.
+    let dir = indexed_data_dir().await;
+    let out = run(triage(dir.path()).args(["calibrate", "--collection", "saas"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let collection = dir.path().join("collections/saas");
+    std::fs::remove_dir_all(collection.join("shard")).unwrap();
+    std::fs::remove_file(collection.join("journal.log")).unwrap();
+    let s = Server::start_in(dir, &[], &[]).await;
+    let (status, body) = readyz(&s).await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("holds no examples, but its last fit saw {}", saas_examples())), "{body}");
+}

@@ -94,7 +94,7 @@ async fn index_rejects_non_string_and_invisible_text_by_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stdout_ends_commands_quietly() {
     let dir = indexed_data_dir().await;
-    for args in [&["collections", "info", "saas"][..], &["collections", "list"], &["export", "--collection", "saas"]] {
+    for args in [&["collections", "info", "saas"][..], &["collections", "list"]] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // every write to stdout fails with EPIPE
         // spawn, not output(): tokio's output() would replace stdout with its own pipe.
@@ -102,6 +102,39 @@ async fn a_closed_stdout_ends_commands_quietly() {
         let out = child.wait_with_output().await.unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// `triage export ... | head -n 3`: the reader takes three lines and leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_cut_short_by_its_reader_says_it_is_incomplete() {
+    use std::io::BufRead;
+    let dir = indexed_data_dir().await;
+    let cwd = tempfile::tempdir().unwrap();
+    for output in [&[][..], &["--output", "-"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let child = triage(dir.path())
+            .current_dir(cwd.path())
+            .args(["export", "--collection", "saas"])
+            .args(output)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let head = tokio::task::spawn_blocking(move || {
+            let lines: Vec<String> = std::io::BufReader::new(reader).lines().take(3).map(|l| l.unwrap()).collect();
+            lines
+        })
+        .await
+        .unwrap();
+        assert_eq!(head.len(), 3, "{output:?}: the export went to stdout");
+        let out = child.wait_with_output().await.unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{output:?}: {err}");
+        assert!(err.contains("is incomplete") && err.contains("broken pipe"), "{output:?}: {err}");
+        assert!(err.contains(&format!(" of {} ", saas_examples())) || err.contains(&format!(" of {};", saas_examples())), "{err}");
+        assert!(!err.contains("exported "), "{output:?}: no claim of success: {err}");
+        assert!(!cwd.path().join("-").exists(), "`--output -` wrote a file named -");
     }
 }
 
@@ -180,7 +213,36 @@ async fn llm_calls_metric_counts_http_requests() {
     assert_eq!(r["method"], "knn-fallback", "{r}");
     let sent = llm.received_requests().await.unwrap().len();
     assert_eq!(sent, 4, "one request and three retries");
+    assert_eq!(r["llm_calls"], 4, "the result counts every request sent, retries included: {r}");
     let m = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains(&format!("triage_llm_calls_total {sent}")), "{m}");
     child.start_kill().unwrap();
+}
+
+/// Retry-After values that panicked (`1e20`, a 20-digit integer) or were ignored (an
+/// HTTP date far ahead): each falls back at once, with the reason, after one request.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_too_long_or_as_a_date_falls_back_at_once() {
+    let far = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(300));
+    for value in ["1e20", "99999999999999999999", far.as_str()] {
+        let llm = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", value).set_body_string("slow down"))
+            .mount(&llm)
+            .await;
+        let dir = indexed_data_dir().await;
+        let base = format!("{}/v1", llm.uri());
+        let out = run(triage(dir.path()).args([
+            "classify", "--collection", "saas", "--llm-base-url", &base, "--json-mode", "object", "--format", "jsonl",
+            "I was charged twice",
+        ]))
+        .await;
+        // 3: the ticket's result carries the LLM error (before: 101, a panic, no result).
+        assert_eq!(out.status.code(), Some(3), "Retry-After {value}: {}", stderr(&out));
+        let r = &results(&out)[0];
+        assert_eq!(r["method"], "knn-fallback", "Retry-After {value}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("asked to retry after"), "Retry-After {value}: {r}");
+        assert_eq!(llm.received_requests().await.unwrap().len(), 1, "Retry-After {value}: not waited for");
+        assert_eq!(r["llm_calls"], 1);
+    }
 }

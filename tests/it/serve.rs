@@ -164,6 +164,13 @@ async fn api_key_guards_v1_routes_only() {
     assert_eq!(r.status(), 401);
     let r = s.http.post(s.url("/v1/classify")).bearer_auth("s3cret-key").json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    for scheme in ["BEARER", "bearer", "BeArEr"] {
+        let r = s.http.post(s.url("/v1/classify")).header("authorization", format!("{scheme} s3cret-key")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    let r = s.http.post(s.url("/v1/classify")).header("authorization", "Basic s3cret-key").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert_eq!(s.http.get(s.url(open)).send().await.unwrap().status(), 200, "{open} stays open");
     }
