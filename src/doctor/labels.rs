@@ -166,14 +166,15 @@ mod tests {
 
     #[test]
     fn small_labels_say_what_they_cost() {
-        let names = vec!["Billing".to_string(), "Hardware".into(), "9".into(), "Spam".into()];
-        let s = small_labels(&names, &[false, false, false, true], &[40, 3, 0, 8], &[38, 1, 0, 8], 10, 5);
+        let names = vec!["Billing".to_string(), "Hardware".into(), "9".into(), "Spam".into(), "Fax".into()];
+        let s = small_labels(&names, &[false, false, false, true, false], &[40, 3, 0, 8, 1], &[38, 1, 0, 8, 0], 10, 5);
         let got: Vec<(&str, usize, bool)> = s.iter().map(|l| (l.label.as_str(), l.examples, l.blocks_head)).collect();
-        assert_eq!(got, vec![("9", 0, true), ("Hardware", 3, true), ("Spam", 8, false)]);
+        assert_eq!(got, vec![("9", 0, true), ("Fax", 1, true), ("Hardware", 3, false), ("Spam", 8, false)]);
         assert!(s[0].cost.contains("no examples"));
-        assert!(s[1].cost.contains("1 of 3") && s[1].cost.contains("no fitted head"), "{}", s[1].cost);
-        assert!((s[1].held_out_recall - 0.3333).abs() < 1e-9);
-        assert!(s[2].out_of_scope && !s[2].cost.contains("head"));
+        assert!(s[1].cost.contains("fitted head cannot learn it"), "{}", s[1].cost);
+        assert!(s[2].cost.contains("1 of 3") && s[2].cost.contains("not judged"), "{}", s[2].cost);
+        assert!((s[2].held_out_recall - 0.3333).abs() < 1e-9);
+        assert!(s[3].out_of_scope && !s[3].cost.contains("head"));
     }
 
     #[test]
