@@ -85,6 +85,38 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Rejected rows listed by name in a summary for people; the rest are counted.
+pub const REJECTIONS_SHOWN: usize = 5;
+
+impl Rejection {
+    /// Lines for people about rows not used (`index`'s rejections, `eval`'s rows
+    /// without text or label): the first `shown` with line and reason, then one line
+    /// counting the rest by reason (`and 45 more: missing label 43, duplicate text 2`).
+    pub fn summary(rejected: &[Rejection], shown: usize) -> Vec<String> {
+        let mut out: Vec<String> = rejected
+            .iter()
+            .take(shown)
+            .map(|r| if r.line > 0 { format!("line {}: {}", r.line, r.reason) } else { r.reason.clone() })
+            .collect();
+        let rest = &rejected[shown.min(rejected.len())..];
+        if !rest.is_empty() {
+            // The reason's kind: its words before any detail ("missing label (field ...)").
+            let mut kinds: Vec<(String, usize)> = Vec::new();
+            for r in rest {
+                let kind = r.reason.split(['(', ':', '"']).next().unwrap_or_default().trim().to_string();
+                match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => kinds.push((kind, 1)),
+                }
+            }
+            kinds.sort_by(|a, b| b.1.cmp(&a.1));
+            let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            out.push(format!("and {} more: {}", rest.len(), by_kind.join(", ")));
+        }
+        out
+    }
+}
+
 /// A loaded corpus: the examples that passed validation, and the rows that did not.
 #[derive(Debug)]
 pub struct Corpus {
@@ -169,13 +201,11 @@ pub fn load_corpus_with(
             }
         }
     }
-    let (format, rows) = corpus::read_path_with(&data_path, None, fields.delimiter)
+    let text_fields = crate::fields::text_fields(&fields.text);
+    let (format, rows) = corpus::read_path_for(&data_path, fields.delimiter, &text_fields)
         .map_err(|e| Error::Input(format!("cannot read {}: {e}", data_path.display())))?;
     if format == Format::Lines {
-        return Err(Error::Input(format!(
-            "{}: cannot tell the format; use a .jsonl, .csv or .tsv file with a header row",
-            data_path.display()
-        )));
+        return Err(Error::Input(corpus::unknown_format(&data_path, &text_fields)));
     }
     // A column no row has would reject every row for the same reason: say it once, with the header.
     crate::fields::check_columns(&rows, &fields.needed())
@@ -517,6 +547,20 @@ async fn upsert_examples_timed(
 mod tests {
     use super::*;
     use crate::corpus::parse;
+
+    #[test]
+    fn rejections_are_shown_capped_and_the_rest_counted_by_reason() {
+        let r = |line, reason: &str| Rejection { line, reason: reason.into() };
+        let mut rejected: Vec<Rejection> = (1..=48).map(|l| r(l + 1, "missing label (field \"label\")")).collect();
+        rejected.push(r(60, "duplicate text (same as line 2)"));
+        rejected.push(r(61, "duplicate text (same as line 3)"));
+        let lines = Rejection::summary(&rejected, 3);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "line 2: missing label (field \"label\")");
+        assert_eq!(lines[3], "and 47 more: missing label 45, duplicate text 2");
+        assert_eq!(Rejection::summary(&rejected[..2], 3).len(), 2);
+        assert!(Rejection::summary(&[], 3).is_empty());
+    }
 
     #[test]
     fn rows_are_validated_against_the_taxonomy() {

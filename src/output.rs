@@ -10,23 +10,26 @@ use crate::progress::Progress;
 pub enum OutputFormat {
     Json,
     Jsonl,
-    /// One row per ticket: the input's id, then the result fields (no neighbours or usage).
+    /// One row per ticket: the input's id, then the result fields (no neighbours or usage), then the ticket's text.
     Csv,
     Table,
 }
 
-/// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 11] = [
+/// The CSV columns, in order. `text` is the ticket as read (fields joined), so rows
+/// join back to an export that has no id column.
+pub const CSV_COLUMNS: [&str; 12] = [
     "id", "category", "subcategory", "urgency", "confidence", "needs_review", "review_reason", "method", "model", "summary", "error",
+    "text",
 ];
 
-/// A CSV header row when `header`, then one row per result.
-pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], header: bool) -> std::io::Result<()> {
+/// A CSV header row when `header`, then one row per result; `texts[i]` is the text of
+/// `results[i]`'s ticket (empty when unreadable).
+pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], texts: &[String], header: bool) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     if header {
         w.write_record(CSV_COLUMNS)?;
     }
-    for r in results {
+    for (i, r) in results.iter().enumerate() {
         let reason = r.review_reason.as_ref().map(|x| x.to_string()).unwrap_or_default();
         w.write_record([
             r.id.as_str(),
@@ -40,6 +43,7 @@ pub fn write_csv(out: &mut dyn Write, results: &[TicketResult], header: bool) ->
             r.model.as_deref().unwrap_or(""),
             r.summary.as_str(),
             r.error.as_deref().unwrap_or(""),
+            texts.get(i).map_or("", String::as_str),
         ])?;
     }
     w.flush()?;
@@ -111,6 +115,8 @@ pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Re
 /// Classify `tickets` (`concurrency` at once) and write the results to `out` in
 /// `format`; returns how many failed (their results carry `error`). JSON lines and
 /// CSV stream out chunk by chunk; a JSON array and a table are written at the end.
+/// `progress` moves as results arrive and, within a chunk, as its texts are embedded
+/// (step `embedding N/M`): the embedding of a big chunk is most of a knn run's time.
 pub async fn classify_into(
     classifier: &Classifier,
     tickets: Vec<Ticket>,
@@ -133,14 +139,18 @@ pub async fn classify_into(
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(CHUNK));
         let chunk = std::mem::replace(&mut rest, tail);
-        let results = classifier.classify_batch(chunk, concurrency).await;
+        let texts: Vec<String> = match format {
+            OutputFormat::Csv => chunk.iter().map(|t| t.text.clone().unwrap_or_default()).collect(),
+            _ => Vec::new(),
+        };
+        let results = with_embedding_progress(classifier.classify_batch(chunk, concurrency), done, total, progress).await;
         failed += results.iter().filter(|r| r.failed_hard()).count();
         let first = done == 0;
         done += results.len();
         progress("", done, total);
         match format {
             OutputFormat::Jsonl => write_jsonl(out, &results)?,
-            OutputFormat::Csv => write_csv(out, &results, first)?,
+            OutputFormat::Csv => write_csv(out, &results, &texts, first)?,
             _ => all.extend(results),
         }
     }
@@ -158,4 +168,28 @@ pub async fn classify_into(
         OutputFormat::Table => write_table(out, &all)?,
     }
     Ok(failed)
+}
+
+/// Run `work` (one chunk of `classify_into`), reporting `embedding N/total` every
+/// quarter second from the process's embedding counter while it runs.
+async fn with_embedding_progress<T>(
+    work: impl std::future::Future<Output = T>,
+    done: usize,
+    total: usize,
+    progress: Progress<'_>,
+) -> T {
+    let base = crate::embed::embed_stats().texts;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let embedded = (crate::embed::embed_stats().texts.saturating_sub(base) as usize).min(total - done);
+                if embedded > 0 {
+                    progress(&format!("embedding {}/{total}", done + embedded), done, total);
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use super::progress::progress_bar;
 use super::{creating_store_settings, fields, CommonArgs};
 use crate::config;
-use crate::index::FieldMap;
+use crate::index::{FieldMap, Rejection, REJECTIONS_SHOWN};
 use crate::progress::on_bar;
 
 #[derive(Debug, Args)]
@@ -84,12 +84,11 @@ pub async fn run(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
             report.labels,
             report.seconds
         );
-        for r in &report.rejected {
-            if r.line > 0 {
-                println!("  rejected line {}: {}", r.line, r.reason);
-            } else {
-                println!("  rejected: {}", r.reason);
-            }
+        for line in Rejection::summary(&report.rejected, REJECTIONS_SHOWN) {
+            println!("  rejected {line}");
+        }
+        if report.rejected.len() > REJECTIONS_SHOWN {
+            println!("  (index --json lists every rejected row)");
         }
     }
     Ok(0)

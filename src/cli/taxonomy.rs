@@ -17,6 +17,25 @@ pub enum TaxonomyCommand {
     },
 }
 
+/// The global flags `taxonomy check` does not use (it reads a file, nothing else):
+/// hidden from its `--help`. They are still accepted, as on every command.
+const UNUSED_GLOBALS: [&str; 6] = ["data_dir", "qdrant_url", "embedding_model", "models_dir", "embed_threads", "embed_workers"];
+
+/// `cmd` (the whole `triage` command, built, so that the global flags have been
+/// copied into its subcommands) with those flags hidden from `taxonomy check --help`.
+pub fn hide_unused_globals(cmd: clap::Command) -> clap::Command {
+    cmd.mut_subcommand("taxonomy", |t| {
+        t.mut_subcommand("check", |mut c| {
+            for id in UNUSED_GLOBALS {
+                if c.get_arguments().any(|a| a.get_id() == id) {
+                    c = c.mut_arg(id, |a| a.hide(true));
+                }
+            }
+            c
+        })
+    })
+}
+
 pub fn run(cmd: TaxonomyCommand) -> anyhow::Result<u8> {
     match cmd {
         TaxonomyCommand::Check { file } => {
@@ -59,4 +78,30 @@ pub fn describe(t: &Taxonomy) -> String {
     }
     s.push_str(&format!("{} rules\n", t.rules.len()));
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    fn help(args: &[&str]) -> String {
+        let mut cmd = super::super::Cli::command();
+        cmd.build();
+        let err = super::hide_unused_globals(cmd).try_get_matches_from(args).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.to_string()
+    }
+
+    #[test]
+    fn taxonomy_check_help_lists_only_what_it_uses() {
+        let check = help(&["triage", "taxonomy", "check", "--help"]);
+        for flag in ["--data-dir", "--qdrant-url", "--embedding-model", "--models-dir", "--embed-threads", "--embed-workers"] {
+            assert!(!check.contains(flag), "{flag} in:\n{check}");
+        }
+        assert!(check.contains("<FILE>") && check.contains("--verbose"), "{check}");
+        // Other commands keep them.
+        let classify = help(&["triage", "classify", "--help"]);
+        assert!(classify.contains("--data-dir") && classify.contains("--models-dir"), "{classify}");
+    }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::Fields;
 use crate::corpus::Row;
 use crate::example::{hex, Example, ScoredExample};
-use crate::index::{self, Corpus};
+use crate::index::{self, Corpus, Rejection};
 use crate::taxonomy::{label_key, Taxonomy};
 use crate::Error;
 
@@ -41,25 +41,37 @@ pub(crate) fn truthy(v: Option<String>) -> bool {
     matches!(v.as_deref().map(|s| s.trim().to_ascii_lowercase()).as_deref(), Some("true" | "1" | "yes"))
 }
 
-/// Labeled rows of a test file; rows without text or label are counted, not used.
-pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) -> (Vec<LabeledTicket>, usize) {
+/// Labeled rows of a test file; rows without text or label are not used, and each
+/// comes back as a [`Rejection`] saying why (the report counts them and shows the first).
+pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) -> (Vec<LabeledTicket>, Vec<Rejection>) {
     let mut out = Vec::new();
-    let mut skipped = 0;
+    let mut unused = Vec::new();
     for row in rows {
+        if let Err(e) = &row.fields {
+            unused.push(Rejection { line: row.line, reason: e.clone() });
+            continue;
+        }
         let text = crate::fields::row_text(row, &fields.columns.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let label_field = fields.columns.label.as_deref().unwrap_or("label");
         let label = match &fields.columns.label {
             Some(f) => row.get(f),
             None => row.get("label").or_else(|| row.get("category")),
         }
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty());
+        let has_label = label.is_some();
         let (Some(text), Some(label)) = (text, label) else {
-            skipped += 1;
+            let reason = if has_label {
+                format!("no text (field {:?})", fields.columns.text)
+            } else {
+                format!("blank label (field {label_field:?})")
+            };
+            unused.push(Rejection { line: row.line, reason });
             continue;
         };
         let opt = |f: &str| row.get(f).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         out.push(LabeledTicket {
-            id: opt(&fields.columns.id).unwrap_or_else(|| format!("line-{}", row.line)),
+            id: opt(&fields.columns.id).unwrap_or_else(|| row.fallback_id()),
             text,
             label,
             is_oos: truthy(row.get(&fields.is_oos)),
@@ -78,7 +90,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
             line: row.line,
         });
     }
-    (out, skipped)
+    (out, unused)
 }
 
 /// Deterministic split: a row (or its whole group) goes to the test side when the
@@ -244,8 +256,9 @@ mod tests {
             b"{\"text\":\"a\",\"label\":\"X\",\"g\":\"1\",\"is_oos\":false}\n{\"text\":\"b\",\"label\":\"oos\",\"is_oos\":true,\"urgency\":\"High\"}\n{\"text\":\"\",\"label\":\"X\"}\n{\"text\":\"c\"}\n",
             corpus::Format::Jsonl,
         );
-        let (t, skipped) = read_labeled(&rows, &Fields::default(), Some("g"));
-        assert_eq!(skipped, 2);
+        let (t, unused) = read_labeled(&rows, &Fields::default(), Some("g"));
+        let why: Vec<(usize, &str)> = unused.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(why, [(3, "no text (field \"text\")"), (4, "blank label (field \"label\")")]);
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].group.as_deref(), Some("1"));
         assert!(!t[0].is_oos && t[1].is_oos);

@@ -205,6 +205,8 @@ pub struct Evaluation {
     pub taxonomy: Taxonomy,
     pub dataset: DatasetInfo,
     pub tickets: Vec<LabeledTicket>,
+    /// Rows of the test file without text or label (not evaluated), with why.
+    pub unused_rows: Vec<crate::index::Rejection>,
     pub runs: Vec<Run>,
     pub skipped: Vec<Skipped>,
     pub embed_seconds: f64,
@@ -212,6 +214,9 @@ pub struct Evaluation {
     /// collection's own, if any): figures and settings, not the head's weights.
     pub calibrations: Vec<serde_json::Value>,
 }
+
+/// Rows without text or label listed by line in report.json (all are counted).
+pub const UNUSED_ROWS_LISTED: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetInfo {
@@ -223,6 +228,8 @@ pub struct DatasetInfo {
     pub labels: usize,
     pub out_of_scope_rows: usize,
     pub rows_without_text_or_label: usize,
+    /// The first of those rows ([`UNUSED_ROWS_LISTED`]), with line and reason.
+    pub rows_without_text_or_label_first: Vec<crate::index::Rejection>,
     /// Examples in the collection used for retrieval.
     pub train_examples: usize,
     /// Out-of-scope rows left out of the train side (never indexed).
@@ -243,8 +250,8 @@ pub async fn run(
     }
     let (test_sha, test_bytes) = sha256_file(&config.test)?;
     let taxonomy_file = config.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
-    let format = corpus::Format::detect(Some(&config.test), &test_bytes[..test_bytes.len().min(4096)]);
-    let rows = corpus::parse_with(&test_bytes, format, config.fields.columns.delimiter);
+    let (_, rows) = corpus::parse_file(Some(&config.test), &test_bytes, None, config.fields.columns.delimiter)
+        .map_err(Error::Input)?;
     crate::fields::check_columns(&rows, &config.fields.columns.needed())
         .map_err(|e| Error::Input(format!("{}: {e}", config.test.display())))?;
 
@@ -336,7 +343,8 @@ pub async fn run(
         rows: tickets.len(),
         labels: tickets.iter().map(|t| t.label.as_str()).collect::<BTreeSet<_>>().len(),
         out_of_scope_rows: tickets.iter().filter(|t| t.is_oos).count(),
-        rows_without_text_or_label: skipped_rows,
+        rows_without_text_or_label: skipped_rows.len(),
+        rows_without_text_or_label_first: skipped_rows.iter().take(UNUSED_ROWS_LISTED).cloned().collect(),
         train_examples: store.count(&collection).await?,
         train_oos_rows_excluded: train_oos_excluded,
     };
@@ -417,6 +425,7 @@ pub async fn run(
         taxonomy,
         dataset,
         tickets,
+        unused_rows: skipped_rows,
         runs,
         skipped,
         embed_seconds,
