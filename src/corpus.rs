@@ -100,7 +100,8 @@ pub fn read_path_with(path: &Path, format: Option<Format>, delimiter: Option<u8>
 /// [`read_path_with`] for a reader that names its columns (`--text-field body`): a
 /// file of no known format (not `.jsonl`, `.csv`, `.tsv`, not starting with `{`) whose
 /// first line, split at its sniffed delimiter, names every one of `columns` is read
-/// as delimited with that header. `index` and `classify --input` read alike.
+/// as delimited with that header (a one-column header too: a first line that is
+/// exactly `body` is a header). `index` and `classify --input` read alike.
 pub fn read_path_for(path: &Path, delimiter: Option<u8>, columns: &[String]) -> std::io::Result<(Format, Vec<Row>)> {
     let bytes = read_bytes(path)?;
     let p = (path.as_os_str() != "-").then_some(path);
@@ -112,7 +113,7 @@ pub fn read_path_for(path: &Path, delimiter: Option<u8>, columns: &[String]) -> 
     let first = rows.first().and_then(|r| r.get("text")).unwrap_or_default();
     let d = sniff_delimiter(first.as_bytes());
     let names: Vec<&str> = first.split(char::from(d)).map(str::trim).collect();
-    if names.len() > 1 && columns.iter().all(|c| names.contains(&c.as_str())) {
+    if columns.iter().all(|c| names.contains(&c.as_str())) {
         return parse_file(p, &bytes, Some(Format::Csv), Some(d)).map_err(invalid);
     }
     Ok((format, rows))
@@ -140,22 +141,22 @@ fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Parse a file's bytes: a gzip file is decompressed (and its name without `.gz`
-/// tells the format), a file that is not text is an error saying what it looks like,
-/// the format is `format`, else told by the name, else by the content.
+/// tells the format), a file that is not text is an error saying what it looks like
+/// (for the caller to put after the file's name), the format is `format`, else told
+/// by the name, else by the content.
 pub fn parse_file(path: Option<&Path>, bytes: &[u8], format: Option<Format>, delimiter: Option<u8>) -> Result<(Format, Vec<Row>), String> {
-    let shown = path.map_or_else(|| "the input".to_string(), |p| p.display().to_string());
     let (bytes, name): (std::borrow::Cow<[u8]>, Option<PathBuf>) = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
             .read_to_end(&mut out)
-            .map_err(|e| format!("{shown} is gzip-compressed but cannot be decompressed: {e}"))?;
+            .map_err(|e| format!("gzip-compressed, but it cannot be decompressed: {e}"))?;
         let inner = path.map(|p| if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) { p.with_extension("") } else { p.to_path_buf() });
         (out.into(), inner)
     } else {
         (bytes.into(), path.map(Path::to_path_buf))
     };
     if let Some(kind) = binary_kind(&bytes[..bytes.len().min(4096)]) {
-        return Err(format!("{shown} is {kind}, not a text file of tickets"));
+        return Err(format!("{kind}, not a text file of tickets"));
     }
     let mut format = format.unwrap_or_else(|| Format::detect(name.as_deref(), &bytes[..bytes.len().min(4096)]));
     if delimiter.is_some() && format == Format::Lines {
@@ -432,12 +433,12 @@ mod tests {
         let (format, _) = parse_file(Some(Path::new("dump.gz")), &gz.finish().unwrap(), None, None).unwrap();
         assert_eq!(format, Format::Jsonl);
         let err = parse_file(Some(Path::new("x.csv.gz")), b"\x1f\x8bnot really", None, None).unwrap_err();
-        assert!(err.contains("gzip-compressed but cannot be decompressed"), "{err}");
+        assert!(err.contains("gzip-compressed, but it cannot be decompressed"), "{err}");
 
         let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
         elf.extend_from_slice(&[0; 64]);
         let err = parse_file(Some(Path::new("tickets.csv")), &elf, None, None).unwrap_err();
-        assert_eq!(err, "tickets.csv is an executable (ELF), not a text file of tickets");
+        assert_eq!(err, "an executable (ELF), not a text file of tickets");
         let utf16: Vec<u8> = "text,label\n".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
         assert!(parse_file(None, &utf16, None, None).unwrap_err().contains("UTF-16"));
         // A stray NUL in a text file is a bad row's business, not the file's.

@@ -117,10 +117,14 @@ pub fn write_table(out: &mut dyn Write, results: &[TicketResult]) -> std::io::Re
 /// CSV stream out chunk by chunk; a JSON array and a table are written at the end.
 /// `progress` moves as results arrive and, within a chunk, as its texts are embedded
 /// (step `embedding N/M`): the embedding of a big chunk is most of a knn run's time.
+/// `llm`: tickets wait on LLM requests, which take far longer than embedding; chunks
+/// are then smaller (about a twentieth of the input, at least 8 × `concurrency`), so
+/// results (and progress) arrive as they are ready.
 pub async fn classify_into(
     classifier: &Classifier,
     tickets: Vec<Ticket>,
     concurrency: usize,
+    llm: bool,
     format: OutputFormat,
     out: &mut dyn Write,
     progress: Progress<'_>,
@@ -134,10 +138,11 @@ pub async fn classify_into(
     // Each chunk is embedded in one call, sorted by length: bigger chunks mean less
     // padding (BANKING77 test: 48k tokens computed in one chunk, 63k in chunks of 512).
     const CHUNK: usize = 4096;
+    let chunk_size = if llm { (total / 20).clamp(concurrency.max(1) * 8, CHUNK) } else { CHUNK };
     let started = std::time::Instant::now();
     let mut rest = tickets;
     while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(CHUNK));
+        let tail = rest.split_off(rest.len().min(chunk_size));
         let chunk = std::mem::replace(&mut rest, tail);
         let texts: Vec<String> = match format {
             OutputFormat::Csv => chunk.iter().map(|t| t.text.clone().unwrap_or_default()).collect(),

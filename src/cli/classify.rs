@@ -118,6 +118,7 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
     };
     let tickets = read_tickets(&args)?;
     let llm = args.llm.client()?;
+    let with_llm = llm.is_some();
     let store = config::open_store(&store_settings(common))?;
     // Searching opens the shard: fail now, not once per ticket, if another process owns the store.
     store.claim()?;
@@ -142,7 +143,7 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = progress_bar("classifying");
-    let failed = output::classify_into(&classifier, tickets, args.concurrency, format, &mut out, &on_bar(&bar)).await?;
+    let failed = output::classify_into(&classifier, tickets, args.concurrency, with_llm, format, &mut out, &on_bar(&bar)).await?;
     bar.finish_and_clear();
     out.flush()?;
     if failed > 0 {

@@ -74,7 +74,9 @@ pub fn read_input_tickets(path: &Path, f: &FieldArgs) -> anyhow::Result<InputTic
         anyhow::bail!(corpus::unknown_format(path, &named));
     }
     if rows.is_empty() {
-        let what = if format == Format::Lines || format == Format::Jsonl { "is empty" } else { "has a header but no rows" };
+        let empty = matches!(format, Format::Lines | Format::Jsonl)
+            || (path.as_os_str() != "-" && std::fs::metadata(path).is_ok_and(|m| m.len() == 0));
+        let what = if empty { "is empty" } else { "has a header but no rows" };
         anyhow::bail!("{} {what}: no tickets to classify", path.display());
     }
     if format != Format::Lines {

@@ -50,15 +50,12 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The command line, parsed (exits with usage or `--help` text as clap does). The
-/// command is built before parsing so that help can be trimmed per subcommand: the
-/// global store and model flags are copied into every subcommand by the build, and
-/// those a subcommand never uses are hidden from its help.
+/// The command line, parsed (exits with usage or `--help` text as clap does), with
+/// the global store and model flags hidden from the help of the subcommands that never
+/// use them (`taxonomy check`).
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
-    let mut cmd = Cli::command();
-    cmd.build();
-    let matches = taxonomy::hide_unused_globals(cmd).get_matches();
+    let matches = taxonomy::hide_unused_globals(Cli::command()).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 

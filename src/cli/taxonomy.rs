@@ -17,23 +17,19 @@ pub enum TaxonomyCommand {
     },
 }
 
-/// The global flags `taxonomy check` does not use (it reads a file, nothing else):
-/// hidden from its `--help`. They are still accepted, as on every command.
+/// The global flags `taxonomy check` does not use (it reads a file, nothing else).
 const UNUSED_GLOBALS: [&str; 6] = ["data_dir", "qdrant_url", "embedding_model", "models_dir", "embed_threads", "embed_workers"];
 
-/// `cmd` (the whole `triage` command, built, so that the global flags have been
-/// copied into its subcommands) with those flags hidden from `taxonomy check --help`.
+/// `cmd` (the whole `triage` command, not built yet) with those flags hidden from
+/// `taxonomy check --help`: hidden copies are declared on the subcommand, so the build
+/// does not copy the visible global ones into it. They are still accepted (and ignored).
 pub fn hide_unused_globals(cmd: clap::Command) -> clap::Command {
-    cmd.mut_subcommand("taxonomy", |t| {
-        t.mut_subcommand("check", |mut c| {
-            for id in UNUSED_GLOBALS {
-                if c.get_arguments().any(|a| a.get_id() == id) {
-                    c = c.mut_arg(id, |a| a.hide(true));
-                }
-            }
-            c
-        })
-    })
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| UNUSED_GLOBALS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    cmd.mut_subcommand("taxonomy", |t| t.mut_subcommand("check", |c| c.args(hidden)))
 }
 
 pub fn run(cmd: TaxonomyCommand) -> anyhow::Result<u8> {
@@ -86,9 +82,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn help(args: &[&str]) -> String {
-        let mut cmd = super::super::Cli::command();
-        cmd.build();
-        let err = super::hide_unused_globals(cmd).try_get_matches_from(args).unwrap_err();
+        let err = super::hide_unused_globals(super::super::Cli::command()).try_get_matches_from(args).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
         err.to_string()
     }
@@ -103,5 +97,15 @@ mod tests {
         // Other commands keep them.
         let classify = help(&["triage", "classify", "--help"]);
         assert!(classify.contains("--data-dir") && classify.contains("--models-dir"), "{classify}");
+    }
+
+    #[test]
+    fn taxonomy_check_still_accepts_the_global_flags() {
+        let m = super::hide_unused_globals(super::super::Cli::command())
+            .try_get_matches_from(["triage", "taxonomy", "check", "t.toml", "--data-dir", "/x", "-v"])
+            .unwrap();
+        let cli = <super::super::Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.common.verbose, 1);
+        assert!(matches!(cli.command, super::super::Command::Taxonomy(super::TaxonomyCommand::Check { .. })));
     }
 }
