@@ -17,7 +17,7 @@ pub struct FieldArgs {
     /// Field holding the ticket text; several comma-separated fields are joined in that order with a blank line (e.g. subject,body)
     #[arg(long, default_value = "text")]
     pub text_field: String,
-    /// Field holding the ticket's id (kept on examples; classify output carries it) [default: id; else the line (classify), a hash of the text (index)]
+    /// Field holding the ticket's id (kept on examples; classify output carries it) [default: id; else row-N for the N-th CSV/TSV record or line-N for a line (classify), a hash of the text (index)]
     #[arg(long)]
     pub id_field: Option<String>,
     /// Field holding the label [default: label, else category] (index, eval)
