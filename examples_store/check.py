@@ -49,6 +49,8 @@ ID_PREFIX = {
     ("saas-support", "test.jsonl"): "saas-test-",
     ("saas-support", "test-multilingual.jsonl"): "saas-ml-",
     ("support-intents", "examples.jsonl"): "intent-",
+    ("shop-multilingual", "examples.jsonl"): "shop-",
+    ("shop-multilingual", "test.jsonl"): "shop-test-",
 }
 FLAGS = ("edge", "secondary", "is_oos", "in_corpus")
 # Non-identical test texts this similar to an indexed example are reported (not failed).

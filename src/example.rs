@@ -27,6 +27,10 @@ pub struct Example {
     /// payload fields next to the fixed ones; chosen with `triage index --meta-fields`.
     #[serde(flatten, default, deserialize_with = "lenient_meta")]
     pub meta: BTreeMap<String, String>,
+    /// Where the example came from ([`crate::provenance`]); absent on examples stored
+    /// before provenance existed. Not part of the content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 /// Metadata values are text. Numbers and booleans (a payload written by another tool)
@@ -74,6 +78,7 @@ impl Example {
             lang: None,
             secondary: Vec::new(),
             meta: BTreeMap::new(),
+            provenance: None,
         }
     }
 
@@ -83,9 +88,14 @@ impl Example {
         point_id_for(&self.id)
     }
 
-    /// Hash of everything that is stored: equal hashes mean re-indexing changes nothing.
+    /// Hash of everything that is stored but the provenance: equal hashes mean
+    /// re-indexing changes nothing (and the example keeps where it first came from).
     pub fn content_hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let json = match &self.provenance {
+            None => serde_json::to_vec(self),
+            Some(_) => serde_json::to_vec(&Example { provenance: None, ..self.clone() }),
+        }
+        .unwrap_or_default();
         hex(&Sha256::digest(&json)[..12])
     }
 
@@ -145,6 +155,14 @@ mod tests {
         let mut tagged = ex("a", "x");
         tagged.meta.insert("tier".into(), "gold".into());
         assert_ne!(tagged.content_hash(), ex("a", "x").content_hash());
+        // Provenance is not content: the same example from another source hashes the same.
+        let t = crate::Taxonomy::parse("name = \"t\"\n[[categories]]\nname = \"x\"\n").unwrap();
+        let mut stamped = ex("a", "x");
+        stamped.provenance = Some(crate::provenance::Provenance::new(&crate::provenance::Origin::Api("anonymous".into()), None, &t, 5));
+        assert_eq!(stamped.content_hash(), ex("a", "x").content_hash());
+        let json = serde_json::to_value(&stamped).unwrap();
+        assert_eq!(json["provenance"]["source"], "api");
+        assert_eq!(serde_json::from_value::<Example>(json).unwrap(), stamped, "read back, not taken for metadata");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use crate::fields::Needed;
 use crate::embed::Embedder;
 use crate::example::{Example, ExamplePoint};
 use crate::store::{now_secs, CollectionMeta, ExampleStore};
+use crate::taxonomy::policy::{check_label, Accepted};
 use crate::taxonomy::Taxonomy;
+use crate::provenance::{Origin, Provenance};
 use crate::progress::Progress;
 use crate::Error;
 
@@ -83,38 +85,65 @@ impl Default for FieldMap {
 pub struct Rejection {
     pub line: usize,
     pub reason: String,
+    pub kind: RejectKind,
 }
 
-/// Rejected rows listed by name in a summary for people; the rest are counted.
-pub const REJECTIONS_SHOWN: usize = 5;
+/// Why a row was not used, by kind: what every command's summary counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectKind {
+    /// Malformed JSON, a broken CSV record.
+    Unreadable,
+    BlankText,
+    BlankLabel,
+    /// The same id, or (rows without an id) the same text, as an earlier row.
+    Duplicate,
+    /// Not in the taxonomy (the label policy names the nearest).
+    UnknownLabel,
+    /// Another field that does not fit (subcategory, urgency, secondary labels).
+    Invalid,
+}
 
-impl Rejection {
-    /// Lines for people about rows not used (`index`'s rejections, `eval`'s rows
-    /// without text or label): the first `shown` with line and reason, then one line
-    /// counting the rest by reason (`and 45 more: missing label 43, duplicate text 2`).
-    pub fn summary(rejected: &[Rejection], shown: usize) -> Vec<String> {
-        let mut out: Vec<String> = rejected
-            .iter()
-            .take(shown)
-            .map(|r| if r.line > 0 { format!("line {}: {}", r.line, r.reason) } else { r.reason.clone() })
-            .collect();
-        let rest = &rejected[shown.min(rejected.len())..];
-        if !rest.is_empty() {
-            // The reason's kind: its words before any detail ("missing label (field ...)").
-            let mut kinds: Vec<(String, usize)> = Vec::new();
-            for r in rest {
-                let kind = r.reason.split(['(', ':', '"']).next().unwrap_or_default().trim().to_string();
-                match kinds.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => kinds.push((kind, 1)),
-                }
-            }
-            kinds.sort_by(|a, b| b.1.cmp(&a.1));
-            let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            out.push(format!("and {} more: {}", rest.len(), by_kind.join(", ")));
+impl RejectKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RejectKind::Unreadable => "unreadable",
+            RejectKind::BlankText => "blank text",
+            RejectKind::BlankLabel => "blank label",
+            RejectKind::Duplicate => "duplicate",
+            RejectKind::UnknownLabel => "unknown label",
+            RejectKind::Invalid => "other invalid field",
         }
-        out
     }
+}
+
+/// Rejected rows shown one by one in a summary; the rest are counted.
+pub const SHOWN_REJECTIONS: usize = 10;
+
+/// A summary of rejected rows for people: the count by kind on one line, then the first
+/// [`SHOWN_REJECTIONS`] rows and how many more there are. Empty when nothing was rejected.
+pub fn rejection_summary(rejected: &[Rejection]) -> String {
+    use std::fmt::Write as _;
+    if rejected.is_empty() {
+        return String::new();
+    }
+    let mut by_kind: std::collections::BTreeMap<RejectKind, usize> = std::collections::BTreeMap::new();
+    for r in rejected {
+        *by_kind.entry(r.kind).or_default() += 1;
+    }
+    let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {}", k.describe())).collect();
+    let mut s = format!("  rejected rows: {}\n", kinds.join(", "));
+    for r in rejected.iter().take(SHOWN_REJECTIONS) {
+        if r.line > 0 {
+            let _ = writeln!(s, "  rejected line {}: {}", r.line, r.reason);
+        } else {
+            let _ = writeln!(s, "  rejected: {}", r.reason);
+        }
+    }
+    if rejected.len() > SHOWN_REJECTIONS {
+        let _ = writeln!(s, "  ... and {} more rejected rows (--json lists them all)", rejected.len() - SHOWN_REJECTIONS);
+    }
+    s
 }
 
 /// A loaded corpus: the examples that passed validation, and the rows that did not.
@@ -124,6 +153,9 @@ pub struct Corpus {
     /// Written by a person (`taxonomy.toml`), or `None` to derive labels from data.
     pub taxonomy: Option<Taxonomy>,
     pub examples: Vec<Example>,
+    /// The line of each example in `source`, in the order of `examples` (its provenance
+    /// record; empty for a corpus not read from a file).
+    pub lines: Vec<usize>,
     pub rejected: Vec<Rejection>,
 }
 
@@ -210,18 +242,33 @@ pub fn load_corpus_with(
     // A column no row has would reject every row for the same reason: say it once, with the header.
     crate::fields::check_columns(&rows, &fields.needed())
         .map_err(|e| Error::Input(format!("{}: {e}", data_path.display())))?;
-    let (examples, rejected) = validate_rows(rows, fields, taxonomy.as_ref());
-    Ok(Corpus { source: data_path, taxonomy, examples, rejected })
+    let (examples, lines, rejected) = validate_rows_with_lines(rows, fields, taxonomy.as_ref(), false);
+    Ok(Corpus { source: data_path, taxonomy, examples, lines, rejected })
 }
 
 /// Turn rows into examples; every row that cannot be used becomes a rejection with its reason.
 pub fn validate_rows(rows: Vec<Row>, fields: &FieldMap, taxonomy: Option<&Taxonomy>) -> (Vec<Example>, Vec<Rejection>) {
+    let (examples, _, rejected) = validate_rows_with_lines(rows, fields, taxonomy, false);
+    (examples, rejected)
+}
+
+/// [`validate_rows`], with each example's line, checking labels by the label policy
+/// ([`check_label`]): a label the taxonomy lacks is refused unless `new_labels` or the
+/// row's own `new_label` field is true. A taxonomy derived from data checks labels only
+/// (its urgency levels and subcategories grow with the data).
+pub fn validate_rows_with_lines(
+    rows: Vec<Row>,
+    fields: &FieldMap,
+    taxonomy: Option<&Taxonomy>,
+    new_labels: bool,
+) -> (Vec<Example>, Vec<usize>, Vec<Rejection>) {
     let mut examples = Vec::new();
+    let mut lines = Vec::new();
     let mut rejected = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for row in rows {
-        match row_to_example(&row, fields, taxonomy) {
-            Err(reason) => rejected.push(Rejection { line: row.line, reason }),
+        match row_to_example(&row, fields, taxonomy, new_labels) {
+            Err((kind, reason)) => rejected.push(Rejection { line: row.line, reason, kind }),
             Ok(ex) => {
                 if let Some(first) = seen.get(&ex.id) {
                     // Rows without an id get one from their text: the same id is the same text.
@@ -230,25 +277,31 @@ pub fn validate_rows(rows: Vec<Row>, fields: &FieldMap, taxonomy: Option<&Taxono
                     } else {
                         format!("duplicate id {:?} (first on line {first})", ex.id)
                     };
-                    rejected.push(Rejection { line: row.line, reason });
+                    rejected.push(Rejection { line: row.line, reason, kind: RejectKind::Duplicate });
                 } else {
                     seen.insert(ex.id.clone(), row.line);
                     examples.push(ex);
+                    lines.push(row.line);
                 }
             }
         }
     }
-    (examples, rejected)
+    (examples, lines, rejected)
 }
 
-fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Result<Example, String> {
+/// A row's own `new_label` field: true, "true", "yes" or 1.
+fn row_new_label(row: &Row) -> bool {
+    row.get("new_label").is_some_and(|v| matches!(v.trim().to_lowercase().as_str(), "true" | "yes" | "1"))
+}
+
+fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>, new_labels: bool) -> Result<Example, (RejectKind, String)> {
     if let Err(e) = &row.fields {
-        return Err(e.clone());
+        return Err((RejectKind::Unreadable, e.clone()));
     }
-    let text = crate::fields::row_text(row, &f.text)?.map(|t| t.trim().to_string()).unwrap_or_default();
+    let text = crate::fields::row_text(row, &f.text).map_err(|e| (RejectKind::Invalid, e))?.map(|t| t.trim().to_string()).unwrap_or_default();
     if crate::input::blank_reason(&text).is_some() {
         let invisible = if text.is_empty() { "" } else { ": only control or invisible characters" };
-        return Err(format!("empty text (field {:?}){invisible}", f.text));
+        return Err((RejectKind::BlankText, format!("empty text (field {:?}){invisible}", f.text)));
     }
     let label = match &f.label {
         Some(name) => row.get(name),
@@ -256,38 +309,44 @@ fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>) -> Resul
     }
     .map(|l| l.trim().to_string())
     .filter(|l| !l.is_empty())
-    .ok_or_else(|| format!("missing label (field {:?})", f.label.as_deref().unwrap_or("label")))?;
+    .ok_or_else(|| (RejectKind::BlankLabel, format!("missing label (field {:?})", f.label.as_deref().unwrap_or("label"))))?;
     let opt = |name: &str| row.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let mut subcategory = opt(&f.subcategory);
     let mut urgency = opt(&f.urgency);
     let label = match taxonomy {
         None => label,
-        Some(t) if t.is_out_of_scope(&label) => {
-            // An out-of-scope example: no subcategory, since it has no category.
-            subcategory = None;
-            t.out_of_scope_label(&label).unwrap_or(&label).to_string()
-        }
-        Some(t) => {
-            let cat = t.category(&label).ok_or_else(|| format!("unknown label {label:?} (not in the taxonomy)"))?;
-            if let Some(s) = &subcategory {
-                subcategory = Some(
-                    t.subcategory(&cat.name, s)
-                        .ok_or_else(|| format!("unknown subcategory {s:?} for {}", cat.name))?
-                        .to_string(),
-                );
+        Some(t) => match check_label(t, &label, new_labels || row_new_label(row)).map_err(|e| (RejectKind::UnknownLabel, e.to_string()))? {
+            Accepted::OutOfScope(name) => {
+                // An out-of-scope example: no subcategory, since it has no category.
+                subcategory = None;
+                name
             }
-            if let Some(u) = &urgency {
-                if !t.urgency.is_empty() {
-                    urgency = Some(t.urgency_level(u).ok_or_else(|| format!("unknown urgency {u:?}"))?.to_string());
+            Accepted::New(name) => name,
+            Accepted::Category(name) => {
+                if !t.derived {
+                    if let Some(s) = &subcategory {
+                        subcategory = Some(
+                            t.subcategory(&name, s)
+                                .ok_or_else(|| (RejectKind::Invalid, format!("unknown subcategory {s:?} for {name}")))?
+                                .to_string(),
+                        );
+                    }
+                    if let Some(u) = &urgency {
+                        if !t.urgency.is_empty() {
+                            urgency = Some(
+                                t.urgency_level(u).ok_or_else(|| (RejectKind::Invalid, format!("unknown urgency {u:?}")))?.to_string(),
+                            );
+                        }
+                    }
                 }
+                name
             }
-            cat.name.clone()
-        }
+        },
     };
     let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
     let meta = f.meta.iter().filter_map(|name| Some((name.clone(), opt(name)?))).collect();
-    let secondary = secondary_labels(row, "secondary", taxonomy, &label)?;
-    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), secondary, meta })
+    let secondary = secondary_labels(row, "secondary", taxonomy, &label).map_err(|e| (RejectKind::Invalid, e))?;
+    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), secondary, meta, provenance: None })
 }
 
 /// A row's secondary labels (field `field`: a list, or comma-separated text), checked
@@ -409,14 +468,20 @@ pub async fn index_corpus(
     // Examples indexed into a collection whose written taxonomy lacks their label.
     let mut rejected = corpus.rejected;
     let mut examples = Vec::with_capacity(corpus.examples.len());
-    for ex in corpus.examples {
-        let known = meta.taxonomy.category(&ex.label).is_some() || meta.taxonomy.is_out_of_scope(&ex.label);
-        if corpus.taxonomy.is_none() && !meta.taxonomy.derived && !known {
+    let origin = Origin::File(corpus.source.display().to_string());
+    let now = now_secs();
+    let lines = corpus.lines.iter().map(|&l| Some(l)).chain(std::iter::repeat(None));
+    for (mut ex, line) in corpus.examples.into_iter().zip(lines) {
+        let checked = check_label(&meta.taxonomy, &ex.label, false);
+        if corpus.taxonomy.is_none() && !meta.taxonomy.derived && checked.is_err() {
+            let why = checked.err().map(|e| e.to_string()).unwrap_or_default();
             rejected.push(Rejection {
-                line: 0,
-                reason: format!("example {:?}: unknown label {:?} (not in the collection's taxonomy)", ex.id, ex.label),
+                line: line.unwrap_or(0),
+                reason: format!("example {:?}: {why}", ex.id),
+                kind: RejectKind::UnknownLabel,
             });
         } else {
+            ex.provenance = Some(Provenance::new(&origin, line, &meta.taxonomy, now));
             examples.push(ex);
         }
     }
@@ -549,20 +614,6 @@ mod tests {
     use crate::corpus::parse;
 
     #[test]
-    fn rejections_are_shown_capped_and_the_rest_counted_by_reason() {
-        let r = |line, reason: &str| Rejection { line, reason: reason.into() };
-        let mut rejected: Vec<Rejection> = (1..=48).map(|l| r(l + 1, "missing label (field \"label\")")).collect();
-        rejected.push(r(60, "duplicate text (same as line 2)"));
-        rejected.push(r(61, "duplicate text (same as line 3)"));
-        let lines = Rejection::summary(&rejected, 3);
-        assert_eq!(lines.len(), 4, "{lines:?}");
-        assert_eq!(lines[0], "line 2: missing label (field \"label\")");
-        assert_eq!(lines[3], "and 47 more: missing label 45, duplicate text 2");
-        assert_eq!(Rejection::summary(&rejected[..2], 3).len(), 2);
-        assert!(Rejection::summary(&[], 3).is_empty());
-    }
-
-    #[test]
     fn rows_are_validated_against_the_taxonomy() {
         let t = Taxonomy::parse(
             "name = \"t\"\n[[categories]]\nname = \"Billing\"\n[[urgency]]\nname = \"High\"\n",
@@ -587,6 +638,16 @@ mod tests {
         assert!(reasons[3].1.contains("malformed JSON") && reasons[3].0 == 5);
         assert_eq!(reasons[4].1, "duplicate text (same as line 1)");
         assert!(reasons[5].1.contains("missing label"));
+        let kinds: Vec<RejectKind> = rej.iter().map(|r| r.kind).collect();
+        use RejectKind::*;
+        assert_eq!(kinds, vec![BlankText, UnknownLabel, Invalid, Unreadable, Duplicate, BlankLabel]);
+        let summary = rejection_summary(&rej);
+        assert!(summary.starts_with("  rejected rows: 1 unreadable, 1 blank text, 1 blank label, 1 duplicate, 1 unknown label, 1 other invalid field\n"), "{summary}");
+        assert!(summary.contains("rejected line 5:") && !summary.contains("more rejected"));
+        let many: Vec<Rejection> = (1..=25).map(|line| Rejection { line, reason: "missing label".into(), kind: BlankLabel }).collect();
+        let summary = rejection_summary(&many);
+        assert!(summary.contains("25 blank label") && summary.contains("... and 15 more rejected rows"), "{summary}");
+        assert_eq!(summary.lines().count(), 12, "the counts, 10 rows, the rest counted");
     }
 
     #[test]

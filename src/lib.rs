@@ -16,6 +16,9 @@
 //! - [`fields`]: which input columns hold what (texts joined from several fields, missing columns, did you mean)
 //! - [`input`]: input text checks (invisible-only text, text fields that must be strings)
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
+//! - [`doctor`]: the corpus doctor (likely mislabeled examples, conflicting duplicates, weak labels, junk); pure
+//! - [`provenance`]: where every example came from (file, API key, helpdesk correction, import), when, taxonomy version
+//! - [`curate`]: applying a person's decisions (the doctor's review file) to stored examples
 //! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
 //! - [`eval`]: accuracy comparison runs (metrics, orchestration, reports)
@@ -34,6 +37,8 @@ pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod corpus;
+pub mod curate;
+pub mod doctor;
 pub mod embed;
 pub mod eval;
 mod error;
@@ -51,6 +56,7 @@ pub mod options;
 pub mod output;
 pub mod progress;
 pub mod prompt;
+pub mod provenance;
 pub mod result;
 pub mod secondary;
 pub mod serve;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize, Serializer};
 
 mod keys;
+pub mod policy;
 use sha2::{Digest, Sha256};
 
 /// Default review threshold when the taxonomy does not set one.
@@ -73,6 +74,20 @@ pub struct Taxonomy {
     /// not written by a person (no descriptions, label set may grow on re-index).
     #[serde(default)]
     pub derived: bool,
+    /// Categories that left the taxonomy when their last example was deleted, kept as
+    /// its history (see [`Taxonomy::retire_emptied`]); never answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredLabel>,
+}
+
+/// A category that left the active taxonomy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiredLabel {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// UTC, RFC 3339.
+    pub retired_at: String,
 }
 
 /// An `f32` written as its shortest decimal (`0.7`, not `0.699999988079071`): JSON
@@ -137,6 +152,7 @@ impl Taxonomy {
             out_of_scope_labels: Vec::new(),
             priority: Vec::new(),
             derived: true,
+            retired: Vec::new(),
         }
     }
 
@@ -267,6 +283,25 @@ impl Taxonomy {
         changed
     }
 
+    /// Move the categories among `touched` that have no examples left (`count` of a
+    /// category's examples) out of the active taxonomy into its history; returns their
+    /// names. A category no example ever had is left alone (a person may have written it
+    /// ahead of its examples), and so is the last category.
+    pub fn retire_emptied(&mut self, touched: &[String], count: impl Fn(&str) -> usize, at: u64) -> Vec<String> {
+        let mut retired = Vec::new();
+        for t in touched {
+            let Some(pos) = self.categories.iter().position(|c| label_key(&c.name) == label_key(t)) else { continue };
+            if self.categories.len() == 1 || count(&self.categories[pos].name) > 0 {
+                continue;
+            }
+            let c = self.categories.remove(pos);
+            self.priority.retain(|p| label_key(p) != label_key(&c.name));
+            retired.push(c.name.clone());
+            self.retired.push(RetiredLabel { name: c.name, description: c.description, retired_at: crate::eval::report::timestamp(at) });
+        }
+        retired
+    }
+
     /// A short content hash, recorded with results so a result can be traced to the
     /// exact taxonomy version that produced it.
     pub fn fingerprint(&self) -> String {
@@ -340,6 +375,23 @@ name = "High"
         assert!(Taxonomy::parse(&bad).unwrap_err().contains("not a category"));
         let twice = SAMPLE.replace("rules = [", "priority = [\"Billing\", \"billing\"]\nrules = [");
         assert!(Taxonomy::parse(&twice).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_category_whose_last_example_went_is_retired_into_the_history() {
+        let mut t = Taxonomy::parse(&SAMPLE.replace("rules = [", "priority = [\"billing\"]\nrules = [")).unwrap();
+        let before = t.fingerprint();
+        let counts = |l: &str| if l == "Billing" { 0 } else { 3 };
+        assert!(t.retire_emptied(&["Feature Request".into()], counts, 0).is_empty(), "it still has examples");
+        assert_eq!(t.retire_emptied(&["billing".into(), "Nope".into()], counts, 0), vec!["Billing".to_string()]);
+        assert_eq!(t.labels(), vec!["Feature Request"]);
+        assert!(t.priority.is_empty() && t.retired[0].name == "Billing" && t.retired[0].description == "Money");
+        assert_ne!(t.fingerprint(), before);
+        assert!(t.retire_emptied(&["Feature Request".into()], |_| 0, 0).is_empty(), "the last category stays");
+        // The history survives a round trip; an unknown label is no category any more.
+        let back: Taxonomy = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(back.category("Billing").is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   every label; otherwise none is fitted and the reason is kept.
 //! - [`llm`]: the arbiter, fitted on the LLM's answers for a held-out sample.
 
+pub mod doctor;
 pub mod llm;
 pub mod report;
 
@@ -157,9 +158,10 @@ pub fn fit_head(
     LogisticHead::fit(&xs, dim, &ys, labels, &opts, init).map(|(h, _)| h).map_err(|e| e.to_string())
 }
 
-/// Out-of-fold head probabilities for the rows `score` selects, and the head fitted on
-/// every row.
-fn cross_fit(
+/// Out-of-fold head probabilities of every row: each fold's from a head fitted on the
+/// other folds (`folds[i]` in `0..FOLDS`), so no row is scored by a head that saw it.
+/// Also returns the last fold's head (a warm start for a fit on every row).
+pub fn out_of_fold(
     x: &[f32],
     dim: usize,
     y: &[u32],
@@ -167,7 +169,7 @@ fn cross_fit(
     labels: usize,
     c: f32,
     progress: Progress<'_>,
-) -> Result<(Vec<Vec<f32>>, LogisticHead), String> {
+) -> Result<(Vec<Vec<f32>>, Option<LogisticHead>), String> {
     let mut oof: Vec<Vec<f32>> = vec![Vec::new(); y.len()];
     let mut prev: Option<LogisticHead> = None;
     for f in 0..FOLDS {
@@ -179,6 +181,20 @@ fn cross_fit(
         prev = Some(head);
     }
     progress("head (cross-fitting)", FOLDS, FOLDS + 1);
+    Ok((oof, prev))
+}
+
+/// Out-of-fold head probabilities and the head fitted on every row.
+fn cross_fit(
+    x: &[f32],
+    dim: usize,
+    y: &[u32],
+    folds: &[usize],
+    labels: usize,
+    c: f32,
+    progress: Progress<'_>,
+) -> Result<(Vec<Vec<f32>>, LogisticHead), String> {
+    let (oof, prev) = out_of_fold(x, dim, y, folds, labels, c, progress)?;
     let all = fit_head(x, dim, y, labels, |_| true, c, prev.as_ref())?;
     progress("head (cross-fitting)", FOLDS + 1, FOLDS + 1);
     Ok((oof, all))
@@ -300,6 +316,26 @@ pub async fn calibrate_collection(
     let arbiters = stored_fit(&meta).map(|f| f.arbiters).unwrap_or_default();
     store_fit(store, &mut meta, Fitted { neighbours: model.clone(), arbiters }).await?;
     Ok(model)
+}
+
+/// Refit with the settings of the collection's last fit (else the defaults at the
+/// server's k); arbiters are kept. Runs on the caller's task.
+pub async fn refit(
+    store: &dyn ExampleStore,
+    collection: &str,
+    default_k: usize,
+) -> Result<NeighbourModel, CalibrateError> {
+    let meta = store.require_meta(collection).await?;
+    let last: Option<Fitted> = stored_fit(&meta);
+    let settings = last
+        .as_ref()
+        .map(|f| f.neighbours.settings.clone())
+        .unwrap_or_else(|| Settings { k: default_k, ..Settings::default() });
+    let head = last.as_ref().map_or_else(HeadSettings::default, |f| HeadSettings {
+        enabled: f.neighbours.head_c.is_some(),
+        c: f.neighbours.head_c.unwrap_or(HEAD_C),
+    });
+    calibrate_collection(store, collection, &settings, &head, None, &crate::progress::silent).await
 }
 
 /// The collection's fitted state, when it has a readable one.

@@ -179,29 +179,9 @@ pub async fn run(common: &CommonArgs, args: EvalArgs) -> anyhow::Result<u8> {
         taxonomy: args.taxonomy.clone(),
     };
     let evaluation = eval::run(cfg, embedder, store, models, &progress_bar).await?;
-    print_unused_rows(&evaluation)?;
+    print!("{}", eval::rows_summary(&evaluation.dataset));
     let (rows, paths) = eval::report::write_all(&evaluation, &args.report_dir)?;
     eval::report::table::write(&mut std::io::stdout().lock(), &rows, &evaluation.skipped, &paths)?;
     Ok(0)
 }
 
-
-/// Rows of the test file that were not evaluated (no text, blank label, unreadable):
-/// counted, the first few shown, before the figures that leave them out.
-fn print_unused_rows(evaluation: &crate::eval::Evaluation) -> anyhow::Result<()> {
-    use crate::index::{Rejection, REJECTIONS_SHOWN};
-    let unused = &evaluation.unused_rows;
-    if unused.is_empty() {
-        return Ok(());
-    }
-    println!(
-        "{} rows of {} were not evaluated (no text or no label; report.json lists the first {}):",
-        unused.len(),
-        evaluation.dataset.path.display(),
-        crate::eval::UNUSED_ROWS_LISTED
-    );
-    for line in Rejection::summary(unused, REJECTIONS_SHOWN) {
-        println!("  {line}");
-    }
-    Ok(())
-}

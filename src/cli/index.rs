@@ -7,7 +7,7 @@ use clap::Args;
 use super::progress::progress_bar;
 use super::{creating_store_settings, fields, CommonArgs};
 use crate::config;
-use crate::index::{FieldMap, Rejection, REJECTIONS_SHOWN};
+use crate::index::FieldMap;
 use crate::progress::on_bar;
 
 #[derive(Debug, Args)]
@@ -84,12 +84,7 @@ pub async fn run(common: &CommonArgs, args: IndexArgs) -> anyhow::Result<u8> {
             report.labels,
             report.seconds
         );
-        for line in Rejection::summary(&report.rejected, REJECTIONS_SHOWN) {
-            println!("  rejected {line}");
-        }
-        if report.rejected.len() > REJECTIONS_SHOWN {
-            println!("  (index --json lists every rejected row)");
-        }
+        print!("{}", crate::index::rejection_summary(&report.rejected));
     }
     Ok(0)
 }

@@ -31,7 +31,9 @@ pub mod bench_search;
 pub mod calibrate;
 pub mod classify;
 pub mod collections;
+pub mod doctor;
 pub mod eval;
+pub mod examples;
 pub mod export;
 pub mod import;
 pub mod index;
@@ -128,6 +130,11 @@ pub enum Command {
     /// List, inspect or delete collections
     #[command(subcommand)]
     Collections(collections::CollectionsCommand),
+    /// Find likely mislabeled examples, conflicting duplicates, weak labels and junk in a collection
+    Doctor(doctor::DoctorArgs),
+    /// List a collection's examples by source, delete one source's examples, apply a doctor review file
+    #[command(subcommand)]
+    Examples(examples::ExamplesCommand),
     /// Write a collection (examples, vectors, taxonomy, model) as JSON lines, for `triage import`
     Export(export::ExportArgs),
     /// Load a `triage export` file into a collection of this store, without re-embedding
@@ -193,6 +200,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Calibrate(args) => calibrate::run(common, args).await,
         Command::Collections(cmd) => collections::run(common, cmd).await,
         Command::Taxonomy(cmd) => taxonomy::run(cmd),
+        Command::Doctor(args) => doctor::run(common, args).await,
+        Command::Examples(cmd) => examples::run(common, cmd).await,
         Command::Export(args) => export::run(common, args).await,
         Command::Import(args) => import::run(common, args).await,
         Command::Pull(args) => pull::pull(common, args).await,

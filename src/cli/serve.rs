@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body once its headers arrived (else 408)
     #[arg(long, default_value_t = 30.0)]
     pub body_timeout: f64,
+    /// Examples one API key (TRIAGE_API_KEY may list several, comma-separated; without one: all clients together) may add per minute through /v1/examples; beyond it 429 with Retry-After. 0: no limit
+    #[arg(long, env = "TRIAGE_EXAMPLE_WRITES_PER_MINUTE", default_value_t = 1200)]
+    pub example_writes_per_minute: usize,
+    /// Flag (in the response, the log and /metrics) a write after which one source holds more than this share of a label's examples (labels of 10 examples or more)
+    #[arg(long, env = "TRIAGE_MAX_SOURCE_SHARE", default_value_t = 0.5)]
+    pub max_source_share: f64,
     /// Listen on a non-loopback address without TRIAGE_API_KEY (only behind something that controls access)
     #[arg(long, env = "TRIAGE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -99,6 +105,10 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         anyhow::ensure!(v.is_finite() && v > 0.0, "{flag} must be a positive number of seconds");
     }
     anyhow::ensure!(args.max_connections >= 1, "--max-connections must be at least 1");
+    anyhow::ensure!(
+        args.max_source_share.is_finite() && args.max_source_share > 0.0 && args.max_source_share <= 1.0,
+        "--max-source-share must be in (0, 1]"
+    );
     let api_key = std::env::var("TRIAGE_API_KEY").ok().filter(|k| !k.trim().is_empty());
     let loopback = serve::check_listen_address(&args.addr, api_key.is_some(), args.allow_unauthenticated)
         .map_err(anyhow::Error::msg)?;
@@ -115,6 +125,8 @@ pub async fn run(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<u8> {
         max_body: args.max_body,
         max_inflight: args.max_inflight,
         api_key: api_key.clone(),
+        example_writes_per_minute: args.example_writes_per_minute,
+        max_source_share: args.max_source_share,
         loopback_only: loopback && api_key.is_none(),
         limits: serve::ConnLimits {
             max_connections: args.max_connections,

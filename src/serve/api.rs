@@ -2,10 +2,10 @@
 //! from them (so the document cannot drift from the code).
 
 use super::error_codes::ErrorCodes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,20 +18,14 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::{ApiError, ErrorBody, JsonBody};
 use super::AppState;
 use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
-use crate::corpus::Row;
-use crate::example::{hex, point_id_for};
-use crate::index::{self, FieldMap};
+use crate::example::hex;
 use crate::options::{check_filter, OptionError};
-use crate::store::now_secs;
 use crate::store::summary::{self, CollectionInfo, CollectionSummary};
-
-/// Examples one `POST /v1/examples` may carry.
-const MAX_EXAMPLES_PER_REQUEST: usize = 1000;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, add_examples, delete_example, list_collections, collection_info, super::refit::calibrate_now, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
+    paths(classify, classify_batch, super::examples::add_examples, super::examples::delete_example, super::examples::delete_by_source, list_collections, collection_info, super::refit::calibrate_now, super::doctor::doctor, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &ErrorCodes)
 )]
@@ -94,49 +88,6 @@ pub struct BatchResponse {
     pub results: Vec<TicketResult>,
 }
 
-/// Schema only: examples are read one by one and validated against the taxonomy.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct NewExample {
-    pub text: String,
-    pub label: String,
-    pub urgency: Option<String>,
-    pub subcategory: Option<String>,
-    /// Re-using an id replaces that example [default: a hash of the text].
-    pub id: Option<String>,
-    pub lang: Option<String>,
-    pub rationale: Option<String>,
-    // Values of the collection's metadata fields (see `triage collections info`) are kept too.
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddExamplesRequest {
-    #[schema(value_type = Vec<NewExample>)]
-    pub examples: Vec<Value>,
-    pub collection: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RejectedExample {
-    /// Position in the request's `examples` array (0-based).
-    pub index: usize,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AddExamplesResponse {
-    pub collection: String,
-    /// New or changed examples embedded and stored; used from the next classification on.
-    pub indexed: usize,
-    /// Examples already stored with the same content.
-    pub unchanged: usize,
-    pub rejected: Vec<RejectedExample>,
-    /// Labels this request added to a taxonomy derived from data.
-    pub new_labels: Vec<String>,
-    pub examples_in_collection: usize,
-}
-
 /// A query parameter (`?collection=`), never a path segment: OpenAPI requires every
 /// path parameter to appear in the path and to be required.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -144,12 +95,6 @@ pub struct AddExamplesResponse {
 pub struct CollectionQuery {
     /// [default: the server's --collection]
     pub collection: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeleteResponse {
-    pub deleted: String,
-    pub collection: String,
 }
 
 /// A collection of the listing: its summary and the number of categories.
@@ -291,113 +236,6 @@ pub async fn classify_batch(
     Ok(Json(BatchResponse { results }))
 }
 
-/// Add or replace labeled examples; they are used from the very next classification.
-#[utoipa::path(post, path = "/v1/examples", request_body = AddExamplesRequest,
-    responses(
-        (status = 200, description = "Stored; rows that failed validation are listed in `rejected`", body = AddExamplesResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "Unknown collection", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, description = "No usable example (reasons in the message)", body = ErrorBody),
-        (status = 429, body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
-pub async fn add_examples(
-    State(state): State<Arc<AppState>>,
-    JsonBody(req): JsonBody<AddExamplesRequest>,
-) -> Result<Json<AddExamplesResponse>, ApiError> {
-    if req.examples.is_empty() {
-        return Err(ApiError::unprocessable("no_examples", "examples is empty"));
-    }
-    if req.examples.len() > MAX_EXAMPLES_PER_REQUEST {
-        return Err(ApiError::unprocessable(
-            "too_many_examples",
-            format!("at most {MAX_EXAMPLES_PER_REQUEST} examples per request; use `triage index` for bulk loads"),
-        ));
-    }
-    let collection = state.collection_name(req.collection.as_deref()).to_string();
-    let mut meta =
-        state.store.require_meta(&collection).await?;
-    meta.check_model(state.embedder.model_name(), state.embedder.dim())?;
-    let rows = req
-        .examples
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Row {
-            line: i + 1,
-            record: None,
-            fields: match v {
-                Value::Object(m) => Ok(m.into_iter().collect()),
-                _ => Err("the example is not a JSON object".to_string()),
-            },
-        })
-        .collect();
-    let written = (!meta.taxonomy.derived).then_some(&meta.taxonomy);
-    // The collection's metadata fields (index --meta-fields) are kept, so posted
-    // examples can be found by filtered retrieval like indexed ones.
-    let fields = FieldMap { meta: meta.meta_fields.clone(), ..FieldMap::default() };
-    let (examples, rejected) = index::validate_rows(rows, &fields, written);
-    let rejected: Vec<RejectedExample> =
-        rejected.into_iter().map(|r| RejectedExample { index: r.line.saturating_sub(1), reason: r.reason }).collect();
-    if examples.is_empty() {
-        let reasons: Vec<String> = rejected.iter().take(5).map(|r| format!("[{}] {}", r.index, r.reason)).collect();
-        return Err(ApiError::unprocessable("no_valid_examples", format!("no usable example: {}", reasons.join("; "))));
-    }
-    let mut new_labels = Vec::new();
-    if meta.taxonomy.derived {
-        let labels: BTreeSet<String> = examples.iter().map(|e| e.label.clone()).collect();
-        let urgencies: BTreeSet<String> = examples.iter().filter_map(|e| e.urgency.clone()).collect();
-        let known: BTreeSet<String> = meta.taxonomy.labels().into_iter().map(str::to_string).collect();
-        if meta.taxonomy.absorb(&labels, &urgencies) {
-            new_labels = meta.taxonomy.labels().into_iter().filter(|l| !known.contains(*l)).map(str::to_string).collect();
-            meta.updated_at = now_secs();
-            state.store.put_meta(&meta).await?;
-        }
-    }
-    let (indexed, unchanged) = index::upsert_examples(
-        &examples,
-        &collection,
-        state.embedder.as_ref(),
-        state.store.as_ref(),
-        256,
-        &crate::progress::silent,
-    )
-    .await?;
-    state.invalidate(&collection).await;
-    state.examples_added(&collection).await;
-    Ok(Json(AddExamplesResponse {
-        examples_in_collection: state.store.count(&collection).await?,
-        collection,
-        indexed,
-        unchanged,
-        rejected,
-        new_labels,
-    }))
-}
-
-/// Remove one example by its id.
-#[utoipa::path(delete, path = "/v1/examples/{id}", params(("id" = String, Path, description = "Example id"), CollectionQuery),
-    responses(
-        (status = 200, body = DeleteResponse),
-        (status = 401, body = ErrorBody),
-        (status = 404, description = "Unknown collection or example", body = ErrorBody),
-    ),
-    security(("bearer" = [])))]
-pub async fn delete_example(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(q): Query<CollectionQuery>,
-) -> Result<Json<DeleteResponse>, ApiError> {
-    let collection = state.collection_name(q.collection.as_deref()).to_string();
-    state.store.require_meta(&collection).await?;
-    let point = point_id_for(&id);
-    if state.store.content_hashes(&collection, &[point]).await?.is_empty() {
-        return Err(ApiError::not_found("unknown_example", format!("no example with id {id:?} in {collection:?}")));
-    }
-    state.store.delete(&collection, &[point]).await?;
-    Ok(Json(DeleteResponse { deleted: id, collection }))
-}
-
 /// The collections in the store.
 #[utoipa::path(get, path = "/v1/collections",
     responses((status = 200, body = CollectionsResponse), (status = 401, body = ErrorBody)),
@@ -457,7 +295,7 @@ mod tests {
     fn the_openapi_document_lists_every_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         for p in ["/v1/classify", "/v1/classify/batch", "/v1/examples", "/v1/examples/{id}", "/v1/collections",
-            "/v1/collections/{name}", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
+            "/v1/collections/{name}", "/v1/collections/{name}/doctor", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
         {
             assert!(doc["paths"][p].is_object(), "missing {p}");
         }

@@ -33,6 +33,8 @@ pub struct Metrics {
     busy: AtomicU64,
     deliveries: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     corrections: Mutex<crate::helpdesk::CorrectionCounts>,
+    write_limited: AtomicU64,
+    share_flags: Mutex<BTreeMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +89,16 @@ impl Metrics {
         lock(&self.corrections).add(label);
     }
 
+    /// An example write refused by the per-key write limit.
+    pub fn write_limited(&self) {
+        self.write_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write after which one source held more than its share of `label`.
+    pub fn share_flag(&self, label: &str) {
+        *lock(&self.share_flags).entry(label.to_string()).or_insert(0) += 1;
+    }
+
     pub fn render(&self, inflight: usize) -> String {
         let mut out = String::new();
         let _ = self.write(&mut out, inflight);
@@ -124,6 +136,7 @@ impl Metrics {
             ("triage_llm_prompt_tokens_total", "Prompt tokens reported by the LLM.", &self.prompt_tokens),
             ("triage_llm_completion_tokens_total", "Completion tokens reported by the LLM.", &self.completion_tokens),
             ("triage_rejected_busy_total", "Requests answered 429 because the server was at its concurrency limit.", &self.busy),
+            ("triage_example_writes_limited_total", "Example writes answered 429 by the per-key write limit (--example-writes-per-minute).", &self.write_limited),
         ];
         for (name, help, v) in counters {
             writeln!(o, "# HELP {name} {help}")?;
@@ -136,6 +149,11 @@ impl Metrics {
             writeln!(o, "triage_webhook_deliveries_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}")?;
         }
         lock(&self.corrections).render(o);
+        writeln!(o, "# HELP triage_example_source_share_flags_total Example writes after which one source held more than --max-source-share of a label's examples, by label.")?;
+        writeln!(o, "# TYPE triage_example_source_share_flags_total counter")?;
+        for (label, n) in lock(&self.share_flags).iter() {
+            writeln!(o, "triage_example_source_share_flags_total{{label=\"{}\"}} {n}", esc(label))?;
+        }
         writeln!(o, "# HELP triage_inflight_requests /v1 requests being handled now.")?;
         writeln!(o, "# TYPE triage_inflight_requests gauge")?;
         writeln!(o, "triage_inflight_requests {inflight}")?;

@@ -2,12 +2,15 @@
 //! back-pressure and graceful shutdown. Handlers and the OpenAPI document are in
 //! `api.rs`, `/healthz` and `/readyz` in `probes.rs`, JSON errors and the body extractor in `error.rs`, the Prometheus
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
-//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the helpdesk
+//! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the corpus doctor in `doctor.rs`, the helpdesk
 //! push path (`/v1/webhooks/ticket`, agents' corrections) in `webhook.rs`, the accept
 //! loop with its connection limits in `listen.rs`, and the middleware against slow,
 //! hostile and cross-site clients in `protect.rs`.
 
 mod api;
+mod doctor;
+mod examples;
+mod flood;
 mod error;
 pub mod error_codes;
 mod listen;
@@ -69,9 +72,14 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// `/v1` requests handled at once; more get 429.
     pub max_inflight: usize,
-    /// Bearer token every `/v1` route requires, when set. Without it, requests that
-    /// change something must be JSON and carry no foreign origin.
+    /// Bearer token every `/v1` route requires, when set: one key, or several separated
+    /// by commas (one per client: provenance and write limits are per key). Without it,
+    /// requests that change something must be JSON and carry no foreign origin.
     pub api_key: Option<String>,
+    /// Examples each API key (or all anonymous clients together) may write per minute; 0: no limit.
+    pub example_writes_per_minute: usize,
+    /// A write after which one source holds more than this share of a label's examples is flagged.
+    pub max_source_share: f64,
     /// Listening on a loopback address without an API key: `/v1` answers only
     /// requests addressed to a loopback host name (no DNS rebinding).
     pub loopback_only: bool,
@@ -105,6 +113,9 @@ pub struct AppState {
     /// What the push path classified per ticket, to notice agents' corrections.
     ledger: Option<Arc<dyn HelpdeskState>>,
     refits: refit::Refits,
+    /// Collections the doctor is examining now.
+    examinations: refit::Refits,
+    write_limits: flood::WriteLimits,
 }
 
 impl AppState {
@@ -129,6 +140,8 @@ impl AppState {
             notifier,
             ledger,
             refits: refit::Refits::default(),
+            examinations: refit::Refits::default(),
+            write_limits: flood::WriteLimits::default(),
         }))
     }
 
@@ -184,11 +197,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/classify", post(api::classify))
         .route("/v1/classify/batch", post(api::classify_batch))
-        .route("/v1/examples", post(api::add_examples))
-        .route("/v1/examples/{id}", delete(api::delete_example))
+        .route("/v1/examples", post(examples::add_examples).delete(examples::delete_by_source))
+        .route("/v1/examples/{id}", delete(examples::delete_example))
         .route("/v1/collections", get(api::list_collections))
         .route("/v1/collections/{name}", get(api::collection_info))
         .route("/v1/collections/{name}/calibrate", post(refit::calibrate_now))
+        .route("/v1/collections/{name}/doctor", get(doctor::doctor))
         .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
         // Layers run outside-in from the last added: auth first, so unauthenticated
         // requests never take a concurrency slot; then the origin check; then the
@@ -274,7 +288,13 @@ fn same_secret(given: &str, expected: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Which API key a request came with: [`crate::provenance::key_id`] of it, or
+/// `anonymous` when the server requires none. Set by [`require_key`] on every `/v1` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyId(pub String);
+
+async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let mut id = crate::provenance::ANONYMOUS.to_string();
     if let Some(expected) = &state.cfg.api_key {
         let given = req
             .headers()
@@ -282,7 +302,16 @@ async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Nex
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
-        if !given.is_some_and(|g| same_secret(g, expected)) {
+        // Every key is compared, so the time taken does not tell which one matched.
+        let matched = expected
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .fold(None, |found, k| match given {
+                Some(g) if same_secret(g, k) => Some(k),
+                _ => found,
+            });
+        let Some(key) = matched else {
             let mut resp = ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -291,8 +320,10 @@ async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Nex
             .into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return resp;
-        }
+        };
+        id = crate::provenance::key_id(key);
     }
+    req.extensions_mut().insert(KeyId(id));
     next.run(req).await
 }
 

@@ -16,11 +16,10 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::calibrate::{self, stored_fit, HeadSettings};
-use crate::fit::{Fitted, NeighbourModel};
-use crate::store::ExampleStore;
+use crate::calibrate::{self, refit, stored_fit};
+use crate::fit::NeighbourModel;
 
-/// Collections being refitted now.
+/// Collections being refitted (or examined) now.
 #[derive(Default)]
 pub struct Refits {
     running: Mutex<HashSet<String>>,
@@ -28,10 +27,10 @@ pub struct Refits {
 
 impl Refits {
     /// Claim `collection`; false when a refit of it is already running.
-    fn start(&self, collection: &str) -> bool {
+    pub(super) fn start(&self, collection: &str) -> bool {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(collection.to_string())
     }
-    fn finish(&self, collection: &str) {
+    pub(super) fn finish(&self, collection: &str) {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(collection);
     }
 }
@@ -64,26 +63,6 @@ pub struct RefitResponse {
     pub seconds: f64,
 }
 
-/// Refit with the settings of the collection's last fit (else the defaults at the
-/// server's k); arbiters are kept. Runs on the caller's task.
-pub async fn refit(
-    store: &dyn ExampleStore,
-    collection: &str,
-    default_k: usize,
-) -> Result<NeighbourModel, calibrate::CalibrateError> {
-    let meta = store.require_meta(collection).await?;
-    let last: Option<Fitted> = stored_fit(&meta);
-    let settings = last
-        .as_ref()
-        .map(|f| f.neighbours.settings.clone())
-        .unwrap_or_else(|| calibrate::Settings { k: default_k, ..calibrate::Settings::default() });
-    let head = last.as_ref().map_or_else(HeadSettings::default, |f| HeadSettings {
-        enabled: f.neighbours.head_c.is_some(),
-        c: f.neighbours.head_c.unwrap_or(calibrate::HEAD_C),
-    });
-    calibrate::calibrate_collection(store, collection, &settings, &head, None, &crate::progress::silent).await
-}
-
 /// [`refit`] on a blocking-pool thread of its own: the fit is CPU work, and the
 /// compiler cannot prove the leave-one-out stream `Send` for `tokio::spawn` or a handler.
 fn refit_in_background(
@@ -101,7 +80,23 @@ impl AppState {
         let Ok(Some(meta)) = self.store.get_meta(collection).await else { return };
         let Some(fit) = stored_fit(&meta) else { return };
         let Ok(now) = self.store.count(collection).await else { return };
-        if !due(fit.neighbours.collection_examples, now, self.cfg.refit_after) || !self.refits.start(collection) {
+        if due(fit.neighbours.collection_examples, now, self.cfg.refit_after) {
+            self.start_refit(collection);
+        }
+    }
+
+    /// After a label left the taxonomy: a calibrated collection's fit still knows it, so
+    /// it is refitted in the background.
+    pub(super) async fn refit_soon(self: &Arc<Self>, collection: &str) {
+        if let Ok(Some(meta)) = self.store.get_meta(collection).await {
+            if stored_fit(&meta).is_some() {
+                self.start_refit(collection);
+            }
+        }
+    }
+
+    fn start_refit(self: &Arc<Self>, collection: &str) {
+        if !self.refits.start(collection) {
             return;
         }
         let state = self.clone();

@@ -38,11 +38,17 @@ impl ExampleStore for Flaky {
     async fn content_hashes(&self, c: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError> {
         self.inner.content_hashes(c, ids).await
     }
+    async fn get(&self, c: &str, ids: &[u64]) -> Result<Vec<crate::example::Example>, StoreError> {
+        self.inner.get(c, ids).await
+    }
     async fn upsert(&self, c: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {
         self.inner.upsert(c, points).await
     }
     async fn delete(&self, c: &str, ids: &[u64]) -> Result<(), StoreError> {
         self.inner.delete(c, ids).await
+    }
+    async fn apply(&self, c: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.apply(c, points, ids).await
     }
     async fn search(
         &self,
@@ -99,6 +105,8 @@ fn state(store: Arc<Flaky>, refresh: Duration) -> Arc<AppState> {
         max_body: 1 << 20,
         max_inflight: 4,
         api_key: None,
+        example_writes_per_minute: 0,
+        max_source_share: 0.5,
         loopback_only: true,
         limits: super::ConnLimits::default(),
         webhook: WebhookMapping {

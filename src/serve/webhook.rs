@@ -167,7 +167,13 @@ async fn learn(
         Finding::None => return Ok(None),
     };
     let now = now_secs();
-    let example = correction::example(WEBHOOK_SOURCE, &entry.ticket, text, &label, now);
+    let example = match correction::example(&classifier.meta().taxonomy, WEBHOOK_SOURCE, &entry.ticket, text, &label, now) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("ticket {}: correction not stored: {e}", entry.ticket);
+            return Ok(None);
+        }
+    };
     correction::store(std::slice::from_ref(&example), &key.collection, state.embedder.as_ref(), state.store.as_ref()).await?;
     if let Some(ledger) = &state.ledger {
         let updated = LedgerEntry { agent_label: Some(label.clone()), updated_at: now, ..entry.clone() };

@@ -22,7 +22,7 @@ use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, StoreError,
     HASH_KEY,
 };
-use crate::example::{ExamplePoint, ScoredExample};
+use crate::example::{Example, ExamplePoint, ScoredExample};
 
 /// Prefix of a collection folder being deleted (collection names never start with '.').
 const TOMBSTONE: &str = ".deleted-";
@@ -59,7 +59,9 @@ impl OpenShard {
         if !records.is_empty() {
             let n = records.len();
             for record in records {
-                open.shard.update(operation(record)).map_err(backend)?;
+                for op in operations(record) {
+                    open.shard.update(op).map_err(backend)?;
+                }
             }
             open.checkpoint()?;
             tracing::info!("{}: replayed {n} journaled write(s)", dir.display());
@@ -73,7 +75,9 @@ impl OpenShard {
     fn write(&self, record: Record) -> Result<u64, StoreError> {
         self.gate
             .apply(|| {
-                self.shard.update(operation(record.clone())).map_err(backend)?;
+                for op in operations(record.clone()) {
+                    self.shard.update(op).map_err(backend)?;
+                }
                 self.journal.append(&record)
             })
             .map(|((), seq)| seq)
@@ -108,20 +112,40 @@ impl Drop for OpenShard {
     }
 }
 
-/// The shard update a journal record stands for.
-fn operation(record: Record) -> UpdateOperation {
+/// The shard updates a journal record stands for, in order.
+fn operations(record: Record) -> Vec<UpdateOperation> {
+    let upsert = |points: Vec<ExportLine>| {
+        let points = points
+            .into_iter()
+            .map(|p| PointStruct::new(p.id, p.vector, serde_json::Value::Object(p.payload)).into())
+            .collect();
+        UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)))
+    };
+    let delete = |ids: Vec<u64>| {
+        UpdateOperation::PointOperation(PointOperations::DeletePoints { ids: ids.into_iter().map(PointId::from).collect() })
+    };
     match record {
-        Record::Upsert { points } => {
-            let points = points
-                .into_iter()
-                .map(|p| PointStruct::new(p.id, p.vector, serde_json::Value::Object(p.payload)).into())
-                .collect();
-            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)))
+        Record::Upsert { points } => vec![upsert(points)],
+        Record::Delete { ids } => vec![delete(ids)],
+        Record::Batch { points, ids } => {
+            let mut ops = Vec::new();
+            if !points.is_empty() {
+                ops.push(upsert(points));
+            }
+            if !ids.is_empty() {
+                ops.push(delete(ids));
+            }
+            ops
         }
-        Record::Delete { ids } => UpdateOperation::PointOperation(PointOperations::DeletePoints {
-            ids: ids.into_iter().map(PointId::from).collect(),
-        }),
     }
+}
+
+/// Points as the journal records them.
+fn journal_lines(points: Vec<ExamplePoint>) -> Vec<ExportLine> {
+    points
+        .into_iter()
+        .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
+        .collect()
 }
 
 /// Apply and journal a write; return once it is durable. Checkpoint when the journal
@@ -339,21 +363,41 @@ impl ExampleStore for EdgeStore {
         .await
     }
 
+    async fn get(&self, collection: &str, ids: &[u64]) -> Result<Vec<Example>, StoreError> {
+        let shard = self.shard(collection).await?;
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        blocking(move || {
+            let records = shard
+                .shard
+                .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+                .map_err(backend)?;
+            records
+                .into_iter()
+                .map(|r| example_from_payload(r.payload.map(|p| p.0).unwrap_or_default().into_iter().collect()))
+                .collect()
+        })
+        .await
+    }
+
     async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {
         if points.is_empty() {
             return Ok(());
         }
         let shard = self.shard(collection).await?;
-        let points = points
-            .into_iter()
-            .map(|p| ExportLine { id: p.example.point_id(), payload: example_payload(&p.example), vector: p.vector })
-            .collect();
-        write_durably(shard, Record::Upsert { points }).await
+        write_durably(shard, Record::Upsert { points: journal_lines(points) }).await
     }
 
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError> {
         let shard = self.shard(collection).await?;
         write_durably(shard, Record::Delete { ids: ids.to_vec() }).await
+    }
+
+    async fn apply(&self, collection: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError> {
+        if points.is_empty() && ids.is_empty() {
+            return Ok(());
+        }
+        let shard = self.shard(collection).await?;
+        write_durably(shard, Record::Batch { points: journal_lines(points), ids: ids.to_vec() }).await
     }
 
     async fn search(

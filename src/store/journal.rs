@@ -41,6 +41,8 @@ pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 pub enum Record {
     Upsert { points: Vec<ExportLine> },
     Delete { ids: Vec<u64> },
+    /// Upserts then deletes, applied and made durable together.
+    Batch { points: Vec<ExportLine>, ids: Vec<u64> },
 }
 
 pub struct Journal {
@@ -146,6 +148,15 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), full, "torn tail cut");
         assert_eq!(j.bytes(), full);
         j.append(&upsert(4)).unwrap();
+        j.reset().unwrap();
+        // A batch (upserts and deletes together) is one line: it comes back whole.
+        let Record::Upsert { points } = upsert(5) else { unreachable!() };
+        let batch = Record::Batch { points, ids: vec![1, 2] };
+        j.append(&batch).unwrap();
+        j.sync().unwrap();
+        let (j, records) = Journal::open(&path).unwrap();
+        assert_eq!(records, vec![batch]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         j.reset().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         let (_, records) = Journal::open(&path).unwrap();

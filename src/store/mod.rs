@@ -204,8 +204,14 @@ pub trait ExampleStore: Send + Sync {
     async fn put_meta(&self, meta: &CollectionMeta) -> Result<(), StoreError>;
     /// Stored content hashes of those point ids that exist.
     async fn content_hashes(&self, collection: &str, ids: &[u64]) -> Result<HashMap<u64, String>, StoreError>;
+    /// The stored examples of those point ids that exist (no vectors), in no set order.
+    async fn get(&self, collection: &str, ids: &[u64]) -> Result<Vec<Example>, StoreError>;
     async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError>;
     async fn delete(&self, collection: &str, ids: &[u64]) -> Result<(), StoreError>;
+    /// Upsert `points` and delete `ids` as one write: acknowledged once durable, and
+    /// after a crash either both took effect or neither (the embedded store journals them
+    /// as one record; a Qdrant server gets them as one batch request).
+    async fn apply(&self, collection: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError>;
     /// The `limit` most similar examples, most similar first, among those matching
     /// `filter` (`None` or empty: all).
     async fn search(

@@ -20,7 +20,7 @@ use super::{
     example_from_payload, example_payload, validate_name, CollectionMeta, ExampleStore, PayloadFilter, ReplicaHealth,
     StoreError, HASH_KEY,
 };
-use crate::example::{ExamplePoint, ScoredExample};
+use crate::example::{Example, ExamplePoint, ScoredExample};
 
 const META_KEY: &str = "triage_meta";
 
@@ -174,6 +174,16 @@ impl ExampleStore for ServerStore {
             .collect())
     }
 
+    async fn get(&self, collection: &str, ids: &[u64]) -> Result<Vec<Example>, StoreError> {
+        let ids: Vec<PointId> = ids.iter().map(|&i| PointId::from(i)).collect();
+        let resp = self
+            .client
+            .get_points(GetPointsBuilder::new(collection, ids).with_payload(true))
+            .await
+            .map_err(backend)?;
+        resp.result.into_iter().map(|p| example_from_payload(to_json(p.payload))).collect()
+    }
+
     async fn upsert(&self, collection: &str, points: Vec<ExamplePoint>) -> Result<(), StoreError> {
         if points.is_empty() {
             return Ok(());
@@ -195,6 +205,33 @@ impl ExampleStore for ServerStore {
             .delete_points(DeletePointsBuilder::new(collection).points(list).wait(true))
             .await
             .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn apply(&self, collection: &str, points: Vec<ExamplePoint>, ids: &[u64]) -> Result<(), StoreError> {
+        use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
+        use qdrant_client::qdrant::points_update_operation::{self as op, Operation};
+        use qdrant_client::qdrant::{PointsSelector, PointsUpdateOperation, UpdateBatchPointsBuilder};
+        let mut ops = Vec::new();
+        if !points.is_empty() {
+            let points = points
+                .into_iter()
+                .map(|p| PointStruct::new(p.example.point_id(), p.vector, Payload::from(example_payload(&p.example))))
+                .collect();
+            ops.push(PointsUpdateOperation { operation: Some(Operation::Upsert(op::PointStructList { points, ..Default::default() })) });
+        }
+        if !ids.is_empty() {
+            let selector = PointsSelector {
+                points_selector_one_of: Some(PointsSelectorOneOf::Points(PointsIdsList { ids: ids.iter().map(|&i| PointId::from(i)).collect() })),
+            };
+            ops.push(PointsUpdateOperation {
+                operation: Some(Operation::DeletePoints(op::DeletePoints { points: Some(selector), ..Default::default() })),
+            });
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.client.update_points_batch(UpdateBatchPointsBuilder::new(collection, ops).wait(true)).await.map_err(backend)?;
         Ok(())
     }
 

@@ -5,9 +5,10 @@
 //! Format: the first line is a header,
 //! `{"format":"ticket-triage-export","version":1,"meta":<CollectionMeta>}`, then one
 //! line per example, `{"id":<point id>,"vector":[...],"payload":{...}}`, where the
-//! payload is what the store holds (the example's fields and metadata, plus its
-//! content hash). The vectors only mean something with the header's embedding model:
-//! import refuses a collection built with another model.
+//! payload is what the store holds (the example's fields, metadata and provenance,
+//! plus its content hash). The vectors only mean something with the header's embedding
+//! model: import refuses a collection built with another model. Provenance is kept as
+//! exported; an example without one is recorded as imported from the file.
 
 use std::io::{BufRead, Write};
 
@@ -245,8 +246,15 @@ pub async fn import_file(
     read_header(&mut reader)?;
     let mut line_no = 1;
     let mut imported = 0;
-    while let Some(page) = next_page(&mut reader, dim, &mut line_no)? {
+    // Examples keep the provenance they were exported with; those without one (stored
+    // before provenance existed) are recorded as imported from this file.
+    let origin = crate::provenance::Origin::Import(path.display().to_string());
+    let now = now_secs();
+    while let Some(mut page) = next_page(&mut reader, dim, &mut line_no)? {
         imported += page.len();
+        for p in page.iter_mut().filter(|p| p.example.provenance.is_none()) {
+            p.example.provenance = Some(crate::provenance::Provenance::new(&origin, None, &meta.taxonomy, now));
+        }
         store.upsert(&name, page).await?;
     }
     if imported != total {

@@ -8,10 +8,11 @@ use toml::Value;
 /// Known keys per table: `""` is the top level, `categories` each `[[categories]]`,
 /// `categories.subcategories` each `[[categories.subcategories]]`.
 const KEYS: &[(&str, &[&str])] = &[
-    ("", &["name", "version", "description", "min_confidence", "rules", "categories", "urgency", "out_of_scope_labels", "priority", "derived"]),
+    ("", &["name", "version", "description", "min_confidence", "rules", "categories", "urgency", "out_of_scope_labels", "priority", "derived", "retired"]),
     ("categories", &["name", "description", "subcategories"]),
     ("categories.subcategories", &["name", "description"]),
     ("urgency", &["name", "description"]),
+    ("retired", &["name", "description", "retired_at"]),
 ];
 
 fn known(table: &str) -> &'static [&'static str] {
@@ -78,6 +79,7 @@ mod tests {
             out_of_scope_labels: vec!["oos".into()],
             priority: vec!["A".into()],
             derived: true,
+            retired: vec![crate::taxonomy::RetiredLabel { name: "B".into(), description: "b".into(), retired_at: "2026-12-03T00:00:00Z".into() }],
         };
         let doc = Value::try_from(&t).unwrap();
         assert_eq!(unknown_keys(&doc), Vec::<String>::new(), "{doc}");

@@ -30,3 +30,6 @@ mod durability;
 mod hostile;
 mod input_edges;
 mod first_hour;
+mod multilingual;
+mod doctor;
+mod provenance;

@@ -211,6 +211,9 @@ async fn a_posted_example_is_used_by_the_next_classification() {
     assert_eq!(list["collections"][0]["examples"].as_u64().unwrap(), n_before + 1);
 
     let (st, e) = s.post("/v1/examples", json!({"examples": [{"text": "x", "label": "Astrology"}]})).await;
+    assert_eq!((st, code(&e)), (422, "unknown_label"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("the nearest existing label is"), "{e}");
+    let (st, e) = s.post("/v1/examples", json!({"examples": [{"text": "", "label": "Billing"}]})).await;
     assert_eq!((st, code(&e)), (422, "no_valid_examples"), "{e}");
     let (st, e) = s.post("/v1/examples", json!({"examples": [{"text": "x", "label": "Billing"}], "collection": "nope"})).await;
     assert_eq!((st, code(&e)), (404, "unknown_collection"), "{e}");

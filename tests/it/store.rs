@@ -20,6 +20,7 @@ fn example(id: &str, text: &str, label: &str) -> Example {
         lang: Some("en".into()),
         secondary: Vec::new(),
         meta: Default::default(),
+        provenance: None,
     }
 }
 
