@@ -6,7 +6,7 @@
 #    apt-get when missing and this runs as root; CHECK_COMPOSE_INSTALL=0 forbids that).
 #    It parses the file, checks every key against the Compose schema and interpolates the
 #    variables from deploy/triage.env.example (as `cp deploy/triage.env.example .env`).
-# 2. The structure the README's scale-out section relies on (scripts/check_compose.py):
+# 2. The structure docs/scaling.md relies on (scripts/check_compose.py):
 #    Qdrant with its storage volume and /readyz health check, triage waiting for a healthy
 #    Qdrant and reaching it over gRPC at qdrant:6334, the .env file, no published Qdrant
 #    port beyond loopback.

@@ -1,4 +1,4 @@
-"""Structural check of docker-compose.yml: what the README's scale-out section relies on.
+"""Structural check of docker-compose.yml: what docs/scaling.md relies on.
 
     python3 scripts/check_compose.py docker-compose.yml [--resolved CONFIG_OUTPUT]
 
@@ -86,7 +86,7 @@ def main():
         print(f"check-compose: {e}", file=sys.stderr)
     if errors:
         sys.exit(1)
-    print(f"check-compose: structure of {path} as the README describes it")
+    print(f"check-compose: structure of {path} as docs/scaling.md describes it")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Cast(int8) * scale, which ONNX Runtime folds into an fp32 constant when the sess
 This script folds those constants (ONNX Runtime, basic graph optimisations), then applies
 ONNX Runtime's dynamic quantisation with per-channel int8 weights (MatMulInteger: int8
 weights and activations), and copies the tokenizer files. Same tokenizer, same mean pooling,
-same 384 dimensions; about 2.5x less CPU per ticket (README "Speed").
+same 384 dimensions; about 2.5x less CPU per ticket (docs/speed.md).
 
     python3 quantize_model.py SRC_DIR DST_DIR
 

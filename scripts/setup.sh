@@ -241,7 +241,7 @@ if ! qmodel_ok; then
         || { echo "models: error: scripts/quantize_model.py failed" >&2; exit 1; }
     if [ "$got" != "$QMODEL_SHA256" ]; then
         echo "models: warning: all-minilm-l6-v2-qint8/model.onnx has sha256 $got; the pinned build has $QMODEL_SHA256" >&2
-        echo "models: warning: (another CPU or library build can round differently; the figures in README and docs/ were measured with the pinned one)" >&2
+        echo "models: warning: (another CPU or library build can round differently; the figures in docs/ were measured with the pinned one)" >&2
     fi
     printf '%s\n' '{"texts_per_call": 1, "why": "int8 activations are quantised with one scale per model call: one text per call keeps a text'"'"'s vector independent of other texts"}' >"$qdir/triage-model.json"
     cat >"$qdir/SOURCE.txt" <<EOF

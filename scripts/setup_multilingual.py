@@ -188,7 +188,7 @@ def make(name, flags, pinned, extra, what):
     got = r.stdout.strip().splitlines()[-1]
     if got != pinned:
         print(f"models: warning: {name}/model.onnx has sha256 {got}; the pinned build has {pinned}", file=sys.stderr)
-        print("models: warning: (other library builds can round differently; the figures in README and docs/ "
+        print("models: warning: (other library builds can round differently; the figures in docs/ "
               "were measured with the pinned one)", file=sys.stderr)
     with open(os.path.join(d, "triage-model.json"), "w") as f:
         f.write(settings(extra))

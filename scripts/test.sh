@@ -12,6 +12,9 @@
 # test runs only if the binary is found. Without either, the server tests are reported as
 # ignored and the cluster test as filtered out; this script says so.
 #
+# Then scripts/check-readme.sh: every `triage` command of the README's first screen, run
+# in a fresh shell after ./scripts/quickstart.sh.
+#
 #   ./scripts/test.sh [CARGO TEST ARGS] [-- TEST BINARY ARGS]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -81,4 +84,16 @@ else
     echo "test.sh: SKIPPED the multilingual fidelity test: no C compiler (${CC:-cc}) to build the reference engine" >&2
 fi
 
+# The eval report's layout test renders it in headless Chromium (apt's chromium, installed
+# here when it can be); when it is there, the test must not skip.
+if chrome="$(./scripts/setup-chromium.sh)"; then
+    export CHROMIUM="$chrome" TRIAGE_REQUIRE_CHROMIUM=1
+else
+    echo "test.sh: SKIPPED the report layout test: no chromium (the test says SKIPPED and passes)" >&2
+fi
+
 cargo test --release --locked "${cargo_args[@]}" -- "${test_args[@]}"
+
+# The README's first screen from a fresh shell, after ./scripts/quickstart.sh (about a
+# minute: the release build is done by now).
+./scripts/check-readme.sh

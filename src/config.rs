@@ -211,7 +211,9 @@ mod data_dir_tests {
 }
 
 /// `--models-dir`, else `./models`, else `models/` next to the repository the
-/// binary was built in (target/release/triage -> ../../models).
+/// binary was built in (target/release/triage -> ../../models), else the `models/`
+/// of the source folder it was built from (a `cargo install --path .` binary in
+/// ~/.cargo/bin finds the models `scripts/setup.sh` put there, from any folder).
 pub fn models_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
@@ -227,6 +229,10 @@ pub fn models_dir(flag: Option<&Path>) -> PathBuf {
                 return p;
             }
         }
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if built_from.is_dir() {
+        return built_from;
     }
     cwd
 }

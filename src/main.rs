@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use ticket_triage::cli::{self, Cli};
+use ticket_triage::cli;
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
@@ -19,7 +18,7 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     init_logging(cli.common.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

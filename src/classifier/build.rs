@@ -7,6 +7,12 @@ use super::ask::LlmTrace;
 use super::decide::{Decision, Verdict};
 use super::evidence::Evidence;
 
+/// The result for ticket `id` when it could not be classified at all (`detail` says why):
+/// `needs_review`, `review_reason: error`, no category.
+pub fn failed(id: &str, detail: impl Into<String>) -> TicketResult {
+    result(id, Decision::failed(detail), None, LlmTrace::default(), 0.0)
+}
+
 /// The result for ticket `id`.
 pub fn result(id: &str, d: Decision, e: Option<&Evidence<'_>>, trace: LlmTrace, latency_ms: f64) -> TicketResult {
     let review_reason = d.review_reason();

@@ -34,6 +34,7 @@ use decide::{Decision, LlmOutcome, Verdict};
 use evidence::{Evidence, Language};
 use routing::RoutePolicy;
 
+pub use build::failed as failed_result;
 pub use crate::result::{LlmAnswer, Neighbor, ResultMethod, TicketResult};
 
 /// One ticket to classify. `text` is `Err` when the input row itself was unusable

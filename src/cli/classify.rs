@@ -11,6 +11,8 @@ use clap::Args;
 use super::progress::progress_bar;
 use super::{fields, flag, store_settings, CommonArgs, LlmArgs, EXIT_SOME_FAILED};
 use crate::classifier::{Classifier, ClassifyOptions, Ticket};
+use crate::embed::MAX_EMBED_CHARS;
+use crate::prompt::MAX_TICKET_CHARS;
 use crate::{config, options};
 use crate::output::{self, OutputFormat};
 use crate::progress::on_bar;
@@ -68,7 +70,8 @@ fn parse_filter_entry(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Tickets from the command line and/or the input file, in order.
+/// Tickets from the command line and/or the input file, in order; notes for people
+/// about how the file's tickets were numbered go to stderr.
 fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
     let mut tickets: Vec<Ticket> = args
         .texts
@@ -80,10 +83,36 @@ fn read_tickets(args: &ClassifyArgs) -> anyhow::Result<Vec<Ticket>> {
         })
         .collect();
     if let Some(path) = &args.input {
-        tickets.extend(fields::read_input_tickets(path, &args.fields)?);
+        let input = fields::read_input_tickets(path, &args.fields)?;
+        if input.numbered_by_record > 0 {
+            let id = args.fields.id_field.as_deref().unwrap_or("id");
+            eprintln!(
+                "note: {} ticket(s) of {} have no {id:?} column value: their ids are row-N, N counting the file's \
+                 records after the header (not its lines: a quoted field can span lines); --id-field names the id column",
+                input.numbered_by_record,
+                path.display()
+            );
+        }
+        tickets.extend(input.tickets);
     }
     anyhow::ensure!(!tickets.is_empty(), "no tickets: give texts as arguments or --input FILE (- for stdin)");
+    if let Some(note) = truncation_note(&tickets) {
+        eprintln!("{note}");
+    }
     Ok(tickets)
+}
+
+/// A note naming the tickets too long to be read whole: the embedding model gets the
+/// first [`MAX_EMBED_CHARS`] bytes, an LLM prompt the first [`MAX_TICKET_CHARS`] characters.
+fn truncation_note(tickets: &[Ticket]) -> Option<String> {
+    let long: Vec<(&str, usize)> =
+        tickets.iter().filter_map(|t| t.text.as_ref().ok().filter(|s| s.len() > MAX_EMBED_CHARS).map(|s| (t.id.as_str(), s.len()))).collect();
+    let (id, bytes) = long.iter().max_by_key(|(_, n)| *n)?;
+    Some(format!(
+        "note: {} ticket(s) longer than {MAX_EMBED_CHARS} bytes were truncated (the longest: id {id}, {bytes} bytes): \
+         the embedding model reads the first {MAX_EMBED_CHARS} bytes, an LLM prompt the first {MAX_TICKET_CHARS} characters",
+        long.len()
+    ))
 }
 
 pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> {
@@ -98,12 +127,18 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
     };
     let tickets = read_tickets(&args)?;
     let llm = args.llm.client()?;
+    let with_llm = llm.is_some();
     let store = config::open_store(&store_settings(common))?;
     // Searching opens the shard: fail now, not once per ticket, if another process owns the store.
     store.claim()?;
     let embedder = common.embedder()?;
-    let classifier = Arc::new(Classifier::open(embedder, store, llm, &args.collection, options).await?);
+    let classifier = Arc::new(Classifier::open(embedder, store.clone(), llm, &args.collection, options).await?);
     classifier.meta().check_filter(&classifier.options().filter)?;
+    if let Some(why) =
+        crate::store::filter_values::explain_empty_filter(store.as_ref(), classifier.meta(), &classifier.options().filter).await?
+    {
+        anyhow::bail!(why);
+    }
 
     let format = args.format.unwrap_or(if args.output.is_none() && std::io::stdout().is_terminal() {
         OutputFormat::Table
@@ -117,7 +152,7 @@ pub async fn run(common: &CommonArgs, args: ClassifyArgs) -> anyhow::Result<u8> 
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = progress_bar("classifying");
-    let failed = output::classify_into(&classifier, tickets, args.concurrency, format, &mut out, &on_bar(&bar)).await?;
+    let failed = output::classify_into(&classifier, tickets, args.concurrency, with_llm, format, &mut out, &on_bar(&bar)).await?;
     bar.finish_and_clear();
     out.flush()?;
     if failed > 0 {

@@ -52,6 +52,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line, parsed (exits with usage or `--help` text as clap does), with
+/// the global store and model flags hidden from the help of the subcommands that never
+/// use them (`taxonomy check`).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = taxonomy::hide_unused_globals(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Store and embedding settings shared by every command.
 #[derive(Debug, Args)]
 pub struct CommonArgs {

@@ -38,12 +38,14 @@ pub fn progress_bar(what: &str) -> ProgressBar {
                 if bar.is_finished() {
                     return;
                 }
-                let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
-                if last == Some(pos) {
+                let (pos, len, msg) = (bar.position(), bar.length().unwrap_or(0), bar.message());
+                // A step's own count (`embedding 320/1087`) moves while the position waits.
+                let now = (pos, msg.clone());
+                if last.as_ref() == Some(&now) {
                     continue;
                 }
-                last = Some(pos);
-                eprintln!("{}", line(&what, pos, len, &bar.message(), started.elapsed()));
+                last = Some(now);
+                eprintln!("{}", line(&what, pos, len, &msg, started.elapsed()));
             }
         });
     }

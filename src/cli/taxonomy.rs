@@ -17,6 +17,21 @@ pub enum TaxonomyCommand {
     },
 }
 
+/// The global flags `taxonomy check` does not use (it reads a file, nothing else).
+const UNUSED_GLOBALS: [&str; 6] = ["data_dir", "qdrant_url", "embedding_model", "models_dir", "embed_threads", "embed_workers"];
+
+/// `cmd` (the whole `triage` command, not built yet) with those flags hidden from
+/// `taxonomy check --help`: hidden copies are declared on the subcommand, so the build
+/// does not copy the visible global ones into it. They are still accepted (and ignored).
+pub fn hide_unused_globals(cmd: clap::Command) -> clap::Command {
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| UNUSED_GLOBALS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    cmd.mut_subcommand("taxonomy", |t| t.mut_subcommand("check", |c| c.args(hidden)))
+}
+
 pub fn run(cmd: TaxonomyCommand) -> anyhow::Result<u8> {
     match cmd {
         TaxonomyCommand::Check { file } => {
@@ -59,4 +74,38 @@ pub fn describe(t: &Taxonomy) -> String {
     }
     s.push_str(&format!("{} rules\n", t.rules.len()));
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    fn help(args: &[&str]) -> String {
+        let err = super::hide_unused_globals(super::super::Cli::command()).try_get_matches_from(args).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.to_string()
+    }
+
+    #[test]
+    fn taxonomy_check_help_lists_only_what_it_uses() {
+        let check = help(&["triage", "taxonomy", "check", "--help"]);
+        for flag in ["--data-dir", "--qdrant-url", "--embedding-model", "--models-dir", "--embed-threads", "--embed-workers"] {
+            assert!(!check.contains(flag), "{flag} in:\n{check}");
+        }
+        assert!(check.contains("<FILE>") && check.contains("--verbose"), "{check}");
+        // Other commands keep them.
+        let classify = help(&["triage", "classify", "--help"]);
+        assert!(classify.contains("--data-dir") && classify.contains("--models-dir"), "{classify}");
+    }
+
+    #[test]
+    fn taxonomy_check_still_accepts_the_global_flags() {
+        let m = super::hide_unused_globals(super::super::Cli::command())
+            .try_get_matches_from(["triage", "taxonomy", "check", "t.toml", "--data-dir", "/x", "-v"])
+            .unwrap();
+        let cli = <super::super::Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.common.verbose, 1);
+        assert!(matches!(cli.command, super::super::Command::Taxonomy(super::TaxonomyCommand::Check { .. })));
+    }
 }

@@ -32,7 +32,7 @@ fn model_batch(model_pref: Option<usize>, texts: usize) -> usize {
 }
 
 /// Cumulative embedding counters of this process, for the timing breakdown that
-/// `index` and `classify` log at `-v` (see README "Speed").
+/// `index` and `classify` log at `-v` (see docs/speed.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct EmbedStats {
     pub texts: u64,

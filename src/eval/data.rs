@@ -74,7 +74,7 @@ pub fn read_labeled(rows: &[Row], fields: &Fields, group_field: Option<&str>) ->
         };
         let opt = |f: &str| row.get(f).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         out.push(LabeledTicket {
-            id: opt(&fields.columns.id).unwrap_or_else(|| format!("line-{}", row.line)),
+            id: opt(&fields.columns.id).unwrap_or_else(|| row.fallback_id()),
             text,
             label,
             is_oos: truthy(row.get(&fields.is_oos)),

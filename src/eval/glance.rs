@@ -133,12 +133,46 @@ pub fn misclassified(eval: &Evaluation, r: &MethodReport) -> (Vec<Miss>, usize) 
 }
 
 fn short(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let plain = without_markup(text);
+    let flat: String = plain.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat = flat.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= TEXT_SHOWN {
         flat
     } else {
         flat.chars().take(TEXT_SHOWN - 1).collect::<String>() + "…"
     }
+}
+
+/// Text for display without the HTML a helpdesk export leaves in ticket bodies
+/// (`<br>`, `<p>`, `<div>`, `&nbsp;`): when the text holds such a tag, every tag is
+/// dropped (a space in its place) and the common entities are decoded. Other text,
+/// such as a ticket quoting `a < b`, is left as it is.
+fn without_markup(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if !["<br", "<p>", "</p>", "<div", "</div>"].iter().any(|t| lower.contains(t)) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let is_tag = tag[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '/');
+        match tag.find('>').filter(|_| is_tag) {
+            Some(end) => {
+                out.push(' ');
+                rest = &tag[end + 1..];
+            }
+            None => {
+                out.push('<');
+                rest = &tag[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    [("&nbsp;", " "), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&#39;", "'"), ("&amp;", "&")]
+        .iter()
+        .fold(out, |acc, (entity, c)| acc.replace(entity, c))
 }
 
 fn neighbours_text(m: &Miss) -> String {
@@ -272,6 +306,14 @@ mod tests {
         assert_eq!(usd(0.0), "$0");
         assert_eq!(usd(0.004), "$0.0040");
         assert_eq!(usd(1.5), "$1.50");
+    }
+
+    #[test]
+    fn helpdesk_markup_is_not_shown_as_text() {
+        assert_eq!(short("Hello,<br><br>my card&nbsp;was <b>declined</b>.<br/>Thanks"), "Hello, my card was declined . Thanks");
+        assert_eq!(short("<p>One</p><p>Two &amp; three</p>"), "One Two & three");
+        // No markup: angle brackets stay (a ticket about code).
+        assert_eq!(short("if a < b and c > d"), "if a < b and c > d");
     }
 
     #[test]

@@ -251,8 +251,8 @@ pub async fn run(
     }
     let (test_sha, test_bytes) = sha256_file(&config.test)?;
     let taxonomy_file = config.taxonomy.as_deref().map(Taxonomy::load).transpose()?;
-    let format = corpus::Format::detect(Some(&config.test), &test_bytes[..test_bytes.len().min(4096)]);
-    let rows = corpus::parse_with(&test_bytes, format, config.fields.columns.delimiter);
+    let (_, rows) = corpus::parse_file(Some(&config.test), &test_bytes, None, config.fields.columns.delimiter)
+        .map_err(|e| Error::Input(format!("cannot read {}: {e}", config.test.display())))?;
     crate::fields::check_columns(&rows, &config.fields.columns.needed())
         .map_err(|e| Error::Input(format!("{}: {e}", config.test.display())))?;
 

@@ -70,6 +70,11 @@ const COLUMNS: [&str; 23] = [
     "completion tok/ticket", "cost (USD)", "p50 ms", "p95 ms",
 ];
 
+/// The HTML "All figures" tables: the columns after method, model and k, in three
+/// groups, so each table fits a 1,280 px window (one table of 23 columns did not).
+const COLUMN_GROUPS: [(&str, std::ops::Range<usize>); 3] =
+    [("Accuracy", 3..10), ("Review, calibration and retrieval", 10..16), ("Cost and speed", 16..23)];
+
 fn cells(r: &MethodReport) -> [String; 23] {
     [
         r.method.to_string(),
@@ -141,7 +146,7 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     let _ = writeln!(
         s,
         "Test set: {} tickets ({} labels, {} out of scope), sha256 `{}`. Examples: collection `{}` ({} examples, \
-         embedding model `{}`). Figures pooled over {} run(s) per row; see docs/accuracy.md for definitions.\n",
+         embedding model `{}`). Figures pooled over {} run(s) per row; see docs/accuracy.md for definitions.{}\n",
         d.rows,
         d.labels,
         d.out_of_scope_rows,
@@ -149,7 +154,8 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
         eval.collection,
         d.train_examples,
         eval.embedding_model,
-        eval.config.repeat.max(1)
+        eval.config.repeat.max(1),
+        unused_note(d)
     );
     s.push_str(&glance::glance_md(eval, rows));
     let story = story(rows);
@@ -215,6 +221,20 @@ pub fn report_md(eval: &Evaluation, rows: &[MethodReport]) -> String {
     s
 }
 
+/// " N rows of the test file were not evaluated ..." when there were such rows.
+fn unused_note(d: &super::DatasetInfo) -> String {
+    if d.rows_without_text_or_label == 0 {
+        return String::new();
+    }
+    let lines: Vec<String> = d.rejected_rows.iter().take(3).map(|r| r.line.to_string()).collect();
+    format!(
+        " {} rows of the test file were not evaluated: no text or no label (lines {}{}; report.json lists them all).",
+        d.rows_without_text_or_label,
+        lines.join(", "),
+        if d.rows_without_text_or_label > lines.len() { ", …" } else { "" }
+    )
+}
+
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -234,17 +254,21 @@ fn confusion_svg(r: &MethodReport) -> String {
     let named = n <= 40;
     // Counts are written in the cells when they fit; otherwise they are in the title (hover).
     let counted = n <= 25;
-    let cell = if counted { 22.0 } else if named { 14.0 } else { (560.0 / n as f64).max(2.0) };
+    // Sized to be read at 100 % (labels 12 px, counts 11 px, 28 px cells up to 25
+    // labels) and to fit a 1,280 px window up to 40; wider ones scale down (viewBox).
+    let font = if counted { 12.0 } else { 11.0 };
+    let cell = if counted { 28.0 } else if named { 20.0 } else { (700.0 / n as f64).max(2.0) };
     // Room for the longest label (shortened past 40 characters), so none is clipped.
     let longest = labels.iter().map(|l| l.chars().count().min(40)).max().unwrap_or(0) as f64;
-    let margin = if named { (6.2 * longest + 12.0).max(40.0) } else { 10.0 };
+    let margin = if named { (0.62 * font * longest + 12.0).max(40.0) } else { 10.0 };
     let size = margin + cell * n as f64 + 10.0;
+    // Wider than tall: the top labels lean right past the last column.
+    let width = size + margin * 0.5;
     let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{size:.0}\" font-size=\"10\" \
-         font-family=\"sans-serif\"><rect x=\"{margin}\" y=\"{margin}\" width=\"{w:.1}\" height=\"{w:.1}\" fill=\"#f7f7f7\"/>",
-        // Wider than tall: the top labels lean right past the last column.
-        size + margin * 0.5,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{size:.0}\" viewBox=\"0 0 {width:.0} {size:.0}\" \
+         style=\"max-width:100%;height:auto\" font-size=\"{font}\" font-family=\"sans-serif\">\
+         <rect x=\"{margin}\" y=\"{margin}\" width=\"{w:.1}\" height=\"{w:.1}\" fill=\"#f7f7f7\"/>",
         w = cell * n as f64
     );
     for (g, row) in &r.confusion {
@@ -265,9 +289,9 @@ fn confusion_svg(r: &MethodReport) -> String {
             if counted && *c > 0 {
                 let _ = write!(
                     s,
-                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\" fill=\"{}\">{c}</text>",
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{}\">{c}</text>",
                     margin + (pi as f64 + 0.5) * cell,
-                    margin + (gi as f64 + 0.65) * cell,
+                    margin + (gi as f64 + 0.68) * cell,
                     if share > 0.5 { "#fff" } else { "#222" }
                 );
             }
@@ -275,7 +299,7 @@ fn confusion_svg(r: &MethodReport) -> String {
     }
     if named {
         for (i, l) in labels.iter().enumerate() {
-            let y = margin + (i as f64 + 0.75) * cell;
+            let y = margin + (i as f64 + 0.5) * cell + 0.35 * font;
             let l = &label_shown(l);
             let _ = write!(s, "<text x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"end\">{}</text>", margin - 4.0, esc(l));
             let x = margin + (i as f64 + 0.75) * cell;
@@ -376,8 +400,9 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
     let mut s = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>triage eval report</title><style>\
          body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}\
-         td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}td:first-child,td:nth-child(2){text-align:left}\
+         td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;overflow-wrap:anywhere}th{background:#eee}td:first-child,td:nth-child(2){text-align:left}\
          .plots{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}section{margin-top:2.5em}\
+         figure{margin:0;max-width:100%}figcaption{max-width:44em}table.figures{margin-bottom:1em}\
          .wide{max-width:100%;overflow-x:auto}.cards{display:flex;flex-wrap:wrap;gap:1em}\
          .card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:10em;max-width:16em}\
          .card .v{font-size:26px;font-weight:bold}.card .n{font-weight:bold}.card .d{font-size:12px;color:#555}\
@@ -388,7 +413,7 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         s,
         "<h1>Accuracy comparison</h1><p>Test set <code>{}</code>: {} tickets, {} labels, {} out of scope (sha256 <code>{}</code>). \
          Examples: collection <code>{}</code>, {} examples, embedding model <code>{}</code>. Prompt template <code>{}</code>. \
-         Figures pooled over {} run(s) per row.</p>",
+         Figures pooled over {} run(s) per row.{}</p>",
         esc(&d.path.display().to_string()),
         d.rows,
         d.labels,
@@ -398,7 +423,8 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         d.train_examples,
         esc(&eval.embedding_model),
         crate::prompt::template_hash(&eval.taxonomy),
-        eval.config.repeat.max(1)
+        eval.config.repeat.max(1),
+        esc(&unused_note(d))
     );
     s.push_str(&glance::headline_html(eval, rows));
     let story = story(rows);
@@ -421,19 +447,23 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
         s.push_str(&glance::confusions_html(h, &top_confusions(h, 10)));
     }
     s.push_str(&glance::misclassified_html(eval, rows));
-    s.push_str("<h2>All figures</h2><div class=\"wide\"><table><tr>");
-    for c in COLUMNS {
-        let _ = write!(s, "<th>{}</th>", esc(c));
-    }
-    s.push_str("</tr>");
-    for r in rows {
-        s.push_str("<tr>");
-        for c in cells(r) {
-            let _ = write!(s, "<td>{}</td>", esc(&c));
+    s.push_str("<h2>All figures</h2>");
+    for (caption, range) in COLUMN_GROUPS {
+        let _ = write!(s, "<div class=\"wide\"><table class=\"figures\"><caption>{}</caption><tr>", esc(caption));
+        for c in COLUMNS[..3].iter().chain(&COLUMNS[range.clone()]) {
+            let _ = write!(s, "<th>{}</th>", esc(c));
         }
         s.push_str("</tr>");
+        for r in rows {
+            s.push_str("<tr>");
+            let cells = cells(r);
+            for c in cells[..3].iter().chain(&cells[range.clone()]) {
+                let _ = write!(s, "<td>{}</td>", esc(c));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</table></div>");
     }
-    s.push_str("</table></div>");
     for sk in &eval.skipped {
         let _ = write!(s, "<p>Skipped <b>{}</b>: {}</p>", esc(sk.method), esc(&sk.reason));
     }
@@ -457,7 +487,10 @@ pub fn report_html(eval: &Evaluation, rows: &[MethodReport]) -> String {
             reliability_svg(r),
             coverage_svg(r)
         );
-        s.push_str(&glance::confusions_html(r, &top_confusions(r, 8)));
+        // The headline row's worst confusions are at the top of the report already.
+        if !glance::headline_row(rows).is_some_and(|h| std::ptr::eq(h, r)) {
+            s.push_str(&glance::confusions_html(r, &top_confusions(r, 8)));
+        }
         s.push_str("<details open><summary>Per-class precision / recall / F1</summary><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
         for (name, c) in &r.per_class {
             let _ = write!(

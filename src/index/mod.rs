@@ -243,13 +243,11 @@ pub fn load_corpus_with(
             }
         }
     }
-    let (format, rows) = corpus::read_path_with(&data_path, None, fields.delimiter)
+    let text_fields = crate::fields::text_fields(&fields.text);
+    let (format, rows) = corpus::read_path_for(&data_path, fields.delimiter, &text_fields)
         .map_err(|e| Error::Input(format!("cannot read {}: {e}", data_path.display())))?;
     if format == Format::Lines {
-        return Err(Error::Input(format!(
-            "{}: cannot tell the format; use a .jsonl, .csv or .tsv file with a header row",
-            data_path.display()
-        )));
+        return Err(Error::Input(corpus::unknown_format(&data_path, &text_fields)));
     }
     // A column no row has would reject every row for the same reason: say it once, with the header.
     crate::fields::check_columns(&rows, &fields.needed())

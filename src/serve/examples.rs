@@ -145,6 +145,7 @@ pub async fn add_examples(
         .enumerate()
         .map(|(i, v)| Row {
             line: i + 1,
+            record: None,
             fields: match v {
                 Value::Object(m) => Ok(m.into_iter().collect()),
                 _ => Err("the example is not a JSON object".to_string()),

@@ -11,6 +11,7 @@ use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
 pub mod commit;
+pub mod filter_values;
 mod edge;
 mod health;
 mod layout;

@@ -211,7 +211,7 @@ pub async fn import_file(
                 return Err(StoreError::BadImport(format!(
                     "collection {name:?} holds vectors of embedding model {:?} ({} dims) but the file's are of {:?} \
                      ({dim} dims); vectors of different models cannot be mixed. Import into a new collection \
-                     (--collection NEW) and switch to it (see \"Changing the embedding model\" in the README)",
+                     (--collection NEW) and switch to it (see \"Changing the embedding model\" in docs/configuration.md)",
                     meta.embedding_model, meta.dim, header.meta.embedding_model
                 )));
             }

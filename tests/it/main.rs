@@ -7,6 +7,8 @@ mod index_cli;
 mod classify_knn;
 mod classify_llm;
 mod eval;
+mod newcomer;
+mod report_layout;
 mod calibrate;
 mod arbiter;
 mod neighbours;
