@@ -49,7 +49,10 @@ if n == 0:
     sys.exit("check-readme: no ```bash block running triage on the first screen")
 ' "$tmp/blocks"
 
-no_llm=(-u OXLO_API_KEY -u TRIAGE_LLM_API_KEY -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u TRIAGE_LLM_BASE_URL -u TRIAGE_LLM_PROVIDER)
+# A newcomer's shell: no LLM and no Qdrant server (scripts/test.sh exports QDRANT_URL for
+# its server tests; quickstart must use the embedded store the fresh shells below use).
+no_llm=(-u OXLO_API_KEY -u TRIAGE_LLM_API_KEY -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u TRIAGE_LLM_BASE_URL -u TRIAGE_LLM_PROVIDER
+    -u QDRANT_URL -u QDRANT_API_KEY)
 echo "check-readme: ./scripts/quickstart.sh" >&2
 if ! env "${no_llm[@]}" -u TRIAGE_DATA_DIR TRIAGE_BIN_DIR="$tmp/bin" XDG_DATA_HOME="$tmp/data" \
     ./scripts/quickstart.sh >"$tmp/quickstart.log" 2>&1; then
