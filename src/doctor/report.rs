@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Diagnosis;
-use crate::eval::report::esc;
+use crate::eval::html::esc;
 
 /// Rows of each finding shown in the terminal summary.
 const SHOWN: usize = 10;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::figures::{story, MethodReport};
 use super::{outcome, Evaluation};
-use super::report::esc;
+use super::html::esc;
 
 /// Misclassified tickets listed per report (all of them are in predictions.jsonl).
 pub const MISCLASSIFIED_SHOWN: usize = 25;

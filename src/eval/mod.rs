@@ -12,6 +12,7 @@
 mod data;
 pub mod figures;
 pub mod glance;
+pub mod html;
 mod fitting;
 pub mod metrics;
 pub mod report;

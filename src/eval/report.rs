@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 pub mod table;
 
 use super::glance;
+use super::html::esc;
 use super::figures::{method_report, story, with_shortcut_effect, MethodReport, StoryRow};
 use super::metrics::ClassStats;
 use super::{outcome, Evaluation};
@@ -233,10 +234,6 @@ fn unused_note(d: &super::DatasetInfo) -> String {
         lines.join(", "),
         if d.rows_without_text_or_label > lines.len() { ", …" } else { "" }
     )
-}
-
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Confusion-matrix heatmap: rows gold, columns predicted; cell shade by row share.

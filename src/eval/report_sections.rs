@@ -4,14 +4,11 @@
 
 use std::fmt::Write as _;
 
+use super::html::esc;
 use super::segments::{BudgetCurve, RunSections, Sections, BUDGET_TOLERANCE};
 
 fn f3(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn run_title(r: &RunSections) -> String {

@@ -31,6 +31,7 @@ pub mod neighbours;
 pub mod out_of_scope;
 pub mod routing;
 pub mod secondary;
+pub mod secondary_rule;
 #[cfg(test)]
 mod refusal_tests;
 

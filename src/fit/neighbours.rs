@@ -179,7 +179,7 @@ pub struct NeighbourModel {
     /// When a runner-up label counts as a secondary issue (fitted on the same held-out
     /// points, [`super::secondary`]); `None` in fits made before it existed.
     #[serde(default)]
-    pub secondary: Option<super::secondary::SecondaryRule>,
+    pub secondary: Option<super::secondary_rule::SecondaryRule>,
     /// The largest share of the vote one neighbour may carry (1: no cap), fitted with
     /// the temperature.
     #[serde(default = "one")]

@@ -14,7 +14,6 @@
 //!   most `budget` (default 5 %) of held-out examples would get one. This is a stated
 //!   cost, like the out-of-scope budget, not an accuracy figure.
 
-use serde::{Deserialize, Serialize};
 
 use super::neighbours::{HeldOutPoint, NeighbourModel};
 
@@ -23,22 +22,7 @@ pub const MIN_LABELED: usize = 10;
 /// Default share of held-out examples allowed a spurious secondary (budget fit).
 pub const DEFAULT_BUDGET: f64 = 0.05;
 
-/// The fitted rule: a runner-up label with at least this probability, supported by a
-/// neighbour, is a secondary issue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SecondaryRule {
-    pub threshold: f32,
-    /// `labeled` or `budget` (see the module docs).
-    pub method: String,
-    /// Held-out examples and the secondary labels they carry.
-    pub held_out: usize,
-    pub labeled: usize,
-    /// On the held-out examples at the threshold (labeled fit only).
-    pub precision: Option<f64>,
-    pub recall: Option<f64>,
-    /// Share of held-out examples that get a secondary label at the threshold.
-    pub flag_rate: f64,
-}
+pub use super::secondary_rule::SecondaryRule;
 
 /// Candidates of one point: `(probability, is a gold secondary)`.
 fn candidates(model: &NeighbourModel, p: &HeldOutPoint, gold: &[usize]) -> Vec<(f32, bool)> {

@@ -1,7 +1,6 @@
-//! Request and response types, the handlers, and the OpenAPI document generated
-//! from them (so the document cannot drift from the code).
+//! Request and response types and the classification and collection handlers; the
+//! OpenAPI document generated from them is in [`super::openapi`].
 
-use super::error_codes::ErrorCodes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,8 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, JsonBody};
 use super::AppState;
@@ -21,27 +19,6 @@ use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
 use crate::example::hex;
 use crate::options::{check_filter, OptionError};
 use crate::store::summary::{self, CollectionInfo, CollectionSummary};
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(classify, classify_batch, super::examples::add_examples, super::examples::delete_example, super::examples::delete_by_source, list_collections, collection_info, super::refit::calibrate_now, super::doctor::doctor, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, metrics),
-    components(schemas(ErrorBody)),
-    modifiers(&BearerAuth, &ErrorCodes)
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -264,10 +241,6 @@ pub async fn collection_info(
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let inflight = state.cfg.max_inflight.max(1) - state.inflight.available_permits();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(inflight)).into_response()
-}
-
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 pub async fn not_found() -> ApiError {

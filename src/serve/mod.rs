@@ -14,6 +14,7 @@ mod flood;
 mod error;
 pub mod error_codes;
 mod listen;
+mod openapi;
 mod metrics;
 mod notify;
 mod refit;
@@ -41,7 +42,7 @@ use crate::helpdesk::HelpdeskState;
 use crate::llm::LlmClient;
 use crate::store::{ExampleStore, StoreError};
 
-pub use api::ApiDoc;
+pub use openapi::ApiDoc;
 pub use listen::ConnLimits;
 use error::ApiError;
 use metrics::Metrics;
@@ -237,7 +238,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(api::metrics))
-        .route("/openapi.json", get(api::openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body))
