@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn ticket_markup_reaches_slack_inert() {
-        let mut r = TicketResult::failed("<!channel>", "x".into(), std::time::Instant::now());
+        let mut r = crate::classifier::failed_result("<!channel>", "x");
         r.error = None;
         r.summary = "<@U0ADMIN> please see <https://evil.example|Open ticket> & pay".into();
         r.category = Some("Billing <!here>".into());

@@ -153,7 +153,7 @@ fn a_damaged_middle_record_is_quarantined_and_every_other_one_replayed() {
         .iter()
         .map(|r| match r {
             Record::Upsert { points } => points[0].id,
-            Record::Delete { .. } => 0,
+            Record::Delete { .. } | Record::Batch { .. } => 0,
         })
         .collect();
     assert_eq!(ids, (1..=20).filter(|i| *i != 4).collect::<Vec<_>>(), "the 19 others, in order");
