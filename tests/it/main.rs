@@ -34,3 +34,4 @@ mod dayone;
 mod multilingual;
 mod doctor;
 mod provenance;
+mod review;
