@@ -35,3 +35,4 @@ mod multilingual;
 mod doctor;
 mod provenance;
 mod review;
+mod review_ui;
