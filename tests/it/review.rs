@@ -273,3 +273,39 @@ async fn a_correction_teaches_the_collection_and_names_the_reviewer() {
         assert!(p["ticket"].as_str().is_some_and(|t| t.starts_with("P-")) && p["at"].is_string(), "{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Qdrant server: QDRANT_URL (./scripts/test.sh starts one from ../shared/bin/qdrant)"]
+async fn two_replicas_on_one_qdrant_server_share_one_queue_and_resolve_once() {
+    use crate::qdrant::{run_ok, server_url, triage_on, unique};
+    let url = server_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let name = unique("review");
+    run_ok(triage_on(&url, &tmp.path().join("indexer")).args(["index"]).arg(saas_corpus()).args(["--collection", &name])).await;
+    let start = |dir: &str| {
+        let mut cmd = triage_on(&url, &tmp.path().join(dir));
+        cmd.args(["serve", "--collection", &name, "--addr", "127.0.0.1:0", "--provider", "none"]);
+        cmd
+    };
+    let (_a, base_a) = spawn_serve(&mut start("a")).await;
+    let (_b, base_b) = spawn_serve(&mut start("b")).await;
+    let (a, b) = (Client::new(&base_a, None), Client::new(&base_b, None));
+    for i in 0..3 {
+        let (s, r) = a.post("/v1/classify", json!({"id": format!("R-{i}"), "text": format!("replica ticket {i}: the invoice total is wrong"), "min_confidence": 1.0})).await;
+        assert_eq!((s, r["needs_review"].as_bool()), (200, Some(true)), "{r}");
+    }
+    let (s, r) = b.post("/v1/classify", json!({"id": "R-b", "text": "replica ticket on b: the app crashes on start", "min_confidence": 1.0})).await;
+    assert_eq!(s, 200, "{r}");
+    let ids = |items: &[Value]| items.iter().map(|i| i["ticket_id"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
+    let (qa, qb) = (a.queue().await, b.queue().await);
+    assert_eq!(ids(&qa), ["R-0", "R-1", "R-2", "R-b"].map(String::from).into_iter().collect(), "one queue");
+    assert_eq!(ids(&qa), ids(&qb), "both replicas see the same queue");
+    let item = qa.iter().find(|i| i["ticket_id"] == "R-1").unwrap()["id"].as_str().unwrap().to_string();
+    let (s, r) = b.post(&format!("/v1/review/{item}"), json!({"action": "correct", "label": "Billing"})).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = a.post(&format!("/v1/review/{item}"), json!({"action": "accept"})).await;
+    assert_eq!((s, r["error"]["code"].as_str()), (409, Some("review_resolved")), "resolved once, whichever replica: {r}");
+    assert!(!ids(&a.queue().await).contains("R-1"));
+    let (_, cols) = a.get("/v1/collections").await;
+    assert!(cols["collections"].as_array().unwrap().iter().all(|c| !c["name"].as_str().unwrap().ends_with(".review-queue")), "{cols}");
+}
