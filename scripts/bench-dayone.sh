@@ -65,14 +65,21 @@ saas=examples_store/saas-support
     --report-dir "$work/saas-test" >"$work/saas-test.txt" 2>&1
 "$bin" classify --collection saas --provider none --input tests/fixtures/garbage/garbage.jsonl \
     --output "$work/garbage.jsonl" >"$work/garbage.log" 2>&1
-# The lines of a binary given as --input, as a user might: the first 300 KB of triage itself.
+# A binary given as --input, as a user might (the first 300 KB of triage itself), is
+# refused whole; its lines as ticket texts (undecodable bytes replaced) are classified.
 head -c 300000 "$bin" >"$work/binary.bin"
-"$bin" classify --collection saas --provider none --input "$work/binary.bin" --format jsonl \
+if "$bin" classify --collection saas --provider none --input "$work/binary.bin" --format jsonl \
+    --output "$work/binary-file.jsonl" >"$work/binary-file.log" 2>&1; then binary_file=accepted; else binary_file=refused; fi
+python3 -c 'import json,sys
+for l in open(sys.argv[1], "rb").read().split(b"\n"):
+    t = l.decode("utf-8", "replace")
+    if t.strip(): print(json.dumps({"text": t}))' "$work/binary.bin" >"$work/binary-lines.jsonl"
+"$bin" classify --collection saas --provider none --input "$work/binary-lines.jsonl" --format jsonl \
     --output "$work/binary.jsonl" >"$work/binary.log" 2>&1 || true
 
-python3 - "$work" "$started" "$datasets" "$ps" "${BENCH_LLM:-1}" "$load_start" <<'PY'
+python3 - "$work" "$started" "$datasets" "$ps" "${BENCH_LLM:-1}" "$load_start" "$binary_file" <<'PY'
 import json, sys, time
-work, started, datasets, ps, llm, load_start = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5] == "1", sys.argv[6]
+work, started, datasets, ps, llm, load_start, binary_file = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5] == "1", sys.argv[6], sys.argv[7]
 def method(d):
     r = json.load(open(f"{work}/{d}/report.json"))
     return r["methods"][0]
@@ -118,6 +125,7 @@ for r in g:
         e["other_review"] += 1
         e.setdefault("other_reasons", []).append((r.get("review_reason") or "")[:60])
 out["results"]["garbage_on_saas"] = kinds
+out["results"]["binary_file_as_input"] = binary_file
 out["seconds"] = int(time.time()) - started
 out["load_average_at_start"] = load_start
 print(json.dumps(out, indent=1))

@@ -160,6 +160,7 @@ pub async fn write_and_retire(
             *m.entry(label_key(&l)).or_default() += n;
             m
         });
+    let _meta = crate::store::meta_lock(collection).await;
     let mut meta = store.require_meta(collection).await?;
     let retired = meta.taxonomy.retire_emptied(touched, |l| counts.get(&label_key(l)).copied().unwrap_or(0), now_secs());
     meta.updated_at = now_secs();

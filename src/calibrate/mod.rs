@@ -384,16 +384,23 @@ pub fn stored_fit(meta: &CollectionMeta) -> Option<Fitted> {
 }
 
 /// Write `fitted` into the collection's meta.
+/// The meta is read again under [`crate::store::meta_lock`]: a taxonomy change made while
+/// the fit ran is kept, and `meta` becomes what was written.
 pub async fn store_fit(store: &dyn ExampleStore, meta: &mut CollectionMeta, fitted: Fitted) -> Result<(), CalibrateError> {
-    meta.fitted = Some(fitted.to_state().map_err(|e| CalibrateError::Fit(e.to_string()))?);
-    meta.legacy_calibration = None;
-    meta.updated_at = now_secs();
-    store.put_meta(meta).await?;
+    let state = fitted.to_state().map_err(|e| CalibrateError::Fit(e.to_string()))?;
+    let _meta = crate::store::meta_lock(&meta.name).await;
+    let mut fresh = store.require_meta(&meta.name).await?;
+    fresh.fitted = Some(state);
+    fresh.legacy_calibration = None;
+    fresh.updated_at = now_secs();
+    store.put_meta(&fresh).await?;
+    *meta = fresh;
     Ok(())
 }
 
 /// Remove the collection's fit (`triage calibrate --clear`); false when it had none.
 pub async fn clear_fit(store: &dyn ExampleStore, collection: &str) -> Result<bool, StoreError> {
+    let _meta = crate::store::meta_lock(collection).await;
     let mut meta = store.require_meta(collection).await?;
     let had = meta.fitted.take().is_some() || meta.legacy_calibration.take().is_some();
     meta.updated_at = now_secs();

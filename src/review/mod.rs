@@ -210,6 +210,11 @@ pub fn is_queue(name: &str) -> bool {
 
 async fn ensure_queue(store: &dyn ExampleStore, collection: &str) -> Result<String, StoreError> {
     let name = queue_name(collection);
+    if store.get_meta(&name).await?.is_some() {
+        return Ok(name);
+    }
+    // Created once, however many flagged results arrive at once.
+    let _lock = crate::store::meta_lock(&name).await;
     if store.get_meta(&name).await?.is_none() {
         let parent = store.require_meta(collection).await?;
         let now = now_secs();

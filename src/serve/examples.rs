@@ -183,12 +183,17 @@ pub(super) async fn add(
     let labels: BTreeSet<String> = examples.iter().map(|e| e.label.clone()).collect();
     let urgencies: BTreeSet<String> =
         if meta.taxonomy.derived { examples.iter().filter_map(|e| e.urgency.clone()).collect() } else { BTreeSet::new() };
-    let known: BTreeSet<String> = meta.taxonomy.labels().into_iter().map(str::to_string).collect();
     let mut new_labels = Vec::new();
-    if meta.taxonomy.absorb(&labels, &urgencies) {
-        new_labels = meta.taxonomy.labels().into_iter().filter(|l| !known.contains(*l)).map(str::to_string).collect();
-        meta.updated_at = now_secs();
-        state.store.put_meta(&meta).await?;
+    if meta.taxonomy.clone().absorb(&labels, &urgencies) {
+        // Read again under the meta lock: a fit or another write stored meanwhile is kept.
+        let _meta = crate::store::meta_lock(&meta.name).await;
+        meta = state.store.require_meta(&meta.name).await?;
+        let known: BTreeSet<String> = meta.taxonomy.labels().into_iter().map(str::to_string).collect();
+        if meta.taxonomy.absorb(&labels, &urgencies) {
+            new_labels = meta.taxonomy.labels().into_iter().filter(|l| !known.contains(*l)).map(str::to_string).collect();
+            meta.updated_at = now_secs();
+            state.store.put_meta(&meta).await?;
+        }
         if !new_labels.is_empty() {
             tracing::info!(collection, key, ?new_labels, "new labels added to the taxonomy (new_label)");
         }

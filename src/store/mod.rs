@@ -11,6 +11,7 @@ use crate::example::{Example, ExamplePoint, ScoredExample};
 use crate::taxonomy::Taxonomy;
 
 pub mod commit;
+mod meta_lock;
 pub mod filter_values;
 mod edge;
 mod health;
@@ -22,6 +23,7 @@ pub mod summary;
 pub mod transfer;
 
 pub use edge::EdgeStore;
+pub use meta_lock::meta_lock;
 #[cfg(any(test, feature = "test-doubles"))]
 pub use journal::faults::{Faults as JournalFaults, ENV as JOURNAL_FAULTS_ENV};
 pub use journal::{JournalFile, JournalFiles};

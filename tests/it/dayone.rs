@@ -70,7 +70,20 @@ async fn garbage_is_never_auto_routed_and_is_flagged_no_close_example() {
     let binary = data.path().join("binary.bin");
     let bytes = std::fs::read(env!("CARGO_BIN_EXE_triage")).unwrap();
     std::fs::write(&binary, &bytes[..bytes.len().min(200_000)]).unwrap();
-    let lines = classify_file(data.path(), "saas", &binary, &[]).await;
+    // Given as it is, the file is refused whole, named for what it is.
+    let out = run(triage(data.path()).args(["classify", "--collection", "saas", "--format", "jsonl", "--input"]).arg(&binary)).await;
+    assert!(!out.status.success() && stdout(&out).trim().is_empty(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("executable"), "{}", stderr(&out));
+    // Its lines as ticket texts (undecodable bytes replaced): each one is classified.
+    let texts: Vec<String> = bytes[..bytes.len().min(200_000)]
+        .split(|&b| b == b'\n')
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| serde_json::json!({"text": t}).to_string())
+        .collect();
+    let as_jsonl = data.path().join("binary-lines.jsonl");
+    std::fs::write(&as_jsonl, texts.join("\n")).unwrap();
+    let lines = classify_file(data.path(), "saas", &as_jsonl, &[]).await;
     assert!(lines.len() > 20, "{} lines", lines.len());
     let mut routed = Vec::new();
     let mut other = Vec::new();

@@ -231,7 +231,12 @@ async fn transfer_suite(target: Arc<dyn ExampleStore>, name: &str) {
             let b = target.search(name, &query, 10, f).await.unwrap();
             let scores = |v: &[ticket_triage::ScoredExample]| v.iter().map(|h| (h.score * 1e4).round() as i64).collect::<Vec<_>>();
             assert_eq!(scores(&a[..]), scores(&b[..]), "same similarities for query {q} filter {f:?}");
-            assert_eq!(a[0].example, b[0].example);
+            // Examples that came without provenance are marked as imported from the file.
+            let got = &b[0].example;
+            let prov = got.provenance.as_ref().expect("an imported example without provenance is marked as imported");
+            assert_eq!(prov.source, ticket_triage::provenance::SourceKind::Import);
+            assert_eq!(prov.file.as_deref(), Some(file.to_string_lossy().as_ref()));
+            assert_eq!(a[0].example, ticket_triage::Example { provenance: None, ..got.clone() });
             if f.is_some() {
                 assert!(b.iter().all(|h| h.example.meta["tier"] == "gold"));
             }
