@@ -4,7 +4,7 @@
 # embedded store, then timed with loopback HTTP from one client:
 #  - the /ui page's first screen: the requests it makes before it shows the first ticket
 #    (/ui, /ui/app.js, /ui/app.css, /v1/review/summary, /v1/collections,
-#    /v1/review?limit=50), one after the other as the page does;
+#    /v1/review?limit=50, /ui/session), one after the other as the page does;
 #  - GET /v1/review?limit=50: the first page, and pages from the middle of the queue
 #    (following next_cursor), and a page filtered by label.
 # Prints one JSON object (milliseconds; p50/p99 over the repetitions).
@@ -55,7 +55,7 @@ def timed(fn):
     return {"p50": round(xs[len(xs) // 2], 2), "p99": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))], 2), "max": round(xs[-1], 2)}
 
 def first_screen():
-    for p in ["/ui", "/ui/app.js", "/ui/app.css", "/v1/review/summary", "/v1/collections", "/v1/review?limit=50"]:
+    for p in ["/ui", "/ui/app.js", "/ui/app.css", "/v1/review/summary", "/v1/collections", "/v1/review?limit=50", "/ui/session"]:
         call(p)
 
 # Cursors into the middle of the queue.

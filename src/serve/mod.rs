@@ -251,6 +251,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/app.css", get(ui::style))
         .route("/ui/login", post(ui::login))
         .route("/ui/logout", post(ui::logout))
+        .route("/ui/session", get(ui::session))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body))

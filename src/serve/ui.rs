@@ -107,6 +107,11 @@ pub async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap, JsonB
     resp
 }
 
+/// Whether the page needs signing in (the server has API keys).
+pub async fn session(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"key_required": state.cfg.api_key.is_some()}))
+}
+
 /// Sign the page out: clear the cookie.
 pub async fn logout(headers: HeaderMap) -> Response {
     if let Some(refusal) = refuse_cross_site(&Method::POST, &headers, false, "sign out from this server's own page") {

@@ -141,9 +141,10 @@ async fn a_reviewer_corrects_flagged_tickets_on_the_page() {
     let d = Driver::start(&driver, &chrome, &dir.path().join("chrome-profile")).await;
     d.post("/window/rect", json!({"width": 1280, "height": 900})).await;
     d.post("/url", json!({"url": api("/ui")})).await;
-    d.wait("return !document.getElementById('login').hidden", "the sign-in form").await;
+    d.wait("return document.getElementById('login').offsetParent !== null && document.getElementById('app').offsetParent === null", "the sign-in form, alone").await;
     d.js(&format!("document.getElementById('key').value = {KEY:?}; document.getElementById('login-form').requestSubmit(); return true;")).await;
-    d.wait("return document.querySelectorAll('#items li').length === 3", "three queued tickets").await;
+    d.wait("return document.querySelectorAll('#items li').length === 3 && document.getElementById('login').offsetParent === null", "three queued tickets, the sign-in form gone").await;
+    assert_eq!(d.js("return document.getElementById('logout').offsetParent !== null").await, json!(true), "sign-out offered");
     let shown = d.js("return document.getElementById('t-text').textContent").await;
     assert!(PARROT.contains(&shown.as_str().unwrap()), "the first ticket is open: {shown}");
     let why = d.js("return [document.getElementById('t-reason').textContent, document.getElementById('t-neighbours').children.length, document.getElementById('t-label').textContent]").await;

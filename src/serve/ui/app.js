@@ -223,7 +223,8 @@ function onKey(e) {
 async function start() {
   try {
     await refresh();
-    $("logout").hidden = false;
+    const session = await api("/ui/session").catch(() => ({ key_required: true }));
+    $("logout").hidden = !session.key_required;
   } catch (e) {
     if (e instanceof Unauthorized) showLogin();
     else { $("app").hidden = false; $("empty").textContent = e.message; }
