@@ -75,10 +75,13 @@ impl Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn flagged_results_are_queued_and_survive_kill_9() {
     let dir = indexed_data_dir().await;
-    let (mut child, base) = serve(dir.path(), &[], None).await;
+    // A review threshold no result reaches: every result is flagged.
+    let (mut child, base) = serve(dir.path(), &["--min-confidence", "1.0"], None).await;
     let c = Client::new(&base, None);
     let mut acked = BTreeSet::new();
-    // A review threshold no result reaches: every result is flagged.
+    let (s, r) = c.post("/v1/webhooks/ticket", json!({"ticket": {"id": 77, "subject": "Refund", "description": "I was charged twice for the same order"}})).await;
+    assert_eq!((s, r["needs_review"].as_bool()), (200, Some(true)), "{r}");
+    acked.insert("77".to_string());
     for i in 0..6 {
         let (s, r) = c.post("/v1/classify", json!({"id": format!("K-{i}"), "text": format!("ticket {i}: the export to CSV keeps timing out after the upgrade"), "min_confidence": 1.0})).await;
         assert_eq!((s, r["needs_review"].as_bool()), (200, Some(true)), "{r}");
@@ -106,9 +109,11 @@ async fn flagged_results_are_queued_and_survive_kill_9() {
     let n = &one["neighbours"][0];
     assert!(n["label"].is_string() && n["score"].is_number() && n["text"].as_str().is_some_and(|t| !t.is_empty()), "{one}");
     assert_eq!(one["source"]["via"], "classify");
+    let hook = items.iter().find(|i| i["ticket_id"] == "77").unwrap();
+    assert_eq!((hook["source"]["via"].as_str(), hook["source"]["helpdesk"].as_str()), (Some("webhook"), Some("webhook")), "{hook}");
     // Filters and counts.
     let (_, s) = c.get("/v1/review/summary").await;
-    assert_eq!(s["open"], 12, "{s}");
+    assert_eq!(s["open"], 13, "{s}");
     let label = one["category"].as_str().unwrap();
     let (_, page) = c.get(&format!("/v1/review?label={}", label.replace(' ', "%20"))).await;
     let want = items.iter().filter(|i| i["category"] == label).count();
