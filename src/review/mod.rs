@@ -297,6 +297,16 @@ pub async fn mark_resolved(
     Ok(item)
 }
 
+/// Delete `collection`'s queue with it (a collection made again later under the same
+/// name starts with an empty queue). True if there was one.
+pub async fn delete_queue(store: &dyn ExampleStore, collection: &str) -> Result<bool, StoreError> {
+    let queue = queue_name(collection);
+    if store.get_meta(&queue).await?.is_none() {
+        return Ok(false);
+    }
+    store.delete_collection(&queue).await
+}
+
 /// Fill in the neighbours' texts from the collection (one lookup for all the items).
 pub async fn with_neighbour_texts(store: &dyn ExampleStore, collection: &str, items: &mut [ReviewItem]) -> Result<(), StoreError> {
     let ids: Vec<u64> = items.iter().flat_map(|i| i.neighbours.iter().map(|n| point_id_for(&n.id))).collect();

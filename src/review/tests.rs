@@ -102,4 +102,7 @@ async fn items_page_filter_and_resolve_once() {
     assert_eq!(s.by_reason.get("low_confidence"), Some(&6));
     let all = list(&store, "c", &Filter::default(), 50, None).await.unwrap();
     assert_eq!(all.items.len(), 6, "resolved items leave the list");
+    assert!(delete_queue(&store, "c").await.unwrap());
+    assert!(!delete_queue(&store, "c").await.unwrap());
+    assert!(list(&store, "c", &Filter::default(), 50, None).await.unwrap().items.is_empty(), "the queue went");
 }

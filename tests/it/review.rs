@@ -98,7 +98,7 @@ async fn flagged_results_are_queued_and_survive_kill_9() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    let (_child, base) = serve(dir.path(), &[], None).await;
+    let (mut child, base) = serve(dir.path(), &[], None).await;
     let c = Client::new(&base, None);
     let items = c.queue().await;
     let queued: BTreeSet<String> = items.iter().map(|i| i["ticket_id"].as_str().unwrap().to_string()).collect();
@@ -124,6 +124,14 @@ async fn flagged_results_are_queued_and_survive_kill_9() {
     let (_, cols) = c.get("/v1/collections").await;
     let names: Vec<&str> = cols["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["saas"], "{cols}");
+    // Deleting the collection deletes its queue.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let queue_meta = dir.path().join("collections").join("saas.review-queue").join("meta.json");
+    assert!(queue_meta.is_file(), "the queue is a companion collection of the store");
+    let out = run(triage(dir.path()).args(["collections", "delete", "saas", "--yes"])).await;
+    assert!(out.status.success() && stdout(&out).contains("deleted its review queue"), "{}{}", stdout(&out), stderr(&out));
+    assert!(!queue_meta.exists(), "the queue went with its collection");
 }
 
 #[tokio::test(flavor = "multi_thread")]
