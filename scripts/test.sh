@@ -86,8 +86,15 @@ fi
 
 # The eval report's layout test renders it in headless Chromium (apt's chromium, installed
 # here when it can be); when it is there, the test must not skip.
+# The review page's end-to-end test (tests/it/review_ui.rs) needs chromedriver as well;
+# setup-chromium.sh installs both, and with both there neither test may skip.
 if chrome="$(./scripts/setup-chromium.sh)"; then
     export CHROMIUM="$chrome" TRIAGE_REQUIRE_CHROMIUM=1
+    if driver="$(command -v chromedriver)"; then
+        export CHROMEDRIVER="$driver"
+    else
+        echo "test.sh: no chromedriver: the review page test fails (TRIAGE_REQUIRE_CHROMIUM)" >&2
+    fi
 else
     echo "test.sh: SKIPPED the report layout test: no chromium (the test says SKIPPED and passes)" >&2
 fi

@@ -18,6 +18,7 @@
 //! - [`calibrate`]: fitting from the store: held-out votes, cross-fitted head, LLM answers
 //! - [`doctor`]: the corpus doctor (likely mislabeled examples, conflicting duplicates, weak labels, junk); pure
 //! - [`provenance`]: where every example came from (file, API key, helpdesk correction, import), when, taxonomy version
+//! - [`review`]: the review queue of flagged results (a companion collection per collection), resolved once
 //! - [`curate`]: applying a person's decisions (the doctor's review file) to stored examples
 //! - [`secondary`]: several issues in one ticket (LLM answer checks, neighbours' runner-ups, priority)
 //! - [`classifier`]: the pipeline that ties them together; [`result`]: what it returns
@@ -57,6 +58,7 @@ pub mod output;
 pub mod progress;
 pub mod prompt;
 pub mod provenance;
+pub mod review;
 pub mod result;
 pub mod secondary;
 pub mod serve;

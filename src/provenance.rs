@@ -25,6 +25,8 @@ pub enum SourceKind {
     Correction,
     /// `triage import` of an export whose examples carried no provenance.
     Import,
+    /// A person's decision in the review queue (`POST /v1/review/{id}`, the `/ui` page).
+    Review,
 }
 
 impl SourceKind {
@@ -34,6 +36,7 @@ impl SourceKind {
             SourceKind::Api => "api",
             SourceKind::Correction => "correction",
             SourceKind::Import => "import",
+            SourceKind::Review => "review",
         }
     }
 }
@@ -49,6 +52,9 @@ pub enum Origin {
     Correction { helpdesk: String, ticket: String },
     /// An export file loaded by `triage import`.
     Import(String),
+    /// A reviewer (their API key id, or `anonymous`) who accepted or corrected the
+    /// queued result of a ticket.
+    Review { reviewer: String, ticket: String },
 }
 
 /// Where one example came from.
@@ -61,10 +67,11 @@ pub struct Provenance {
     /// `index`: the record's line in the file; `api`: its position in the request (from 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<usize>,
-    /// `api`: the key id (`key-` and 8 hex digits of the key's SHA-256) or `anonymous`.
+    /// `api`: the key id (`key-` and 8 hex digits of the key's SHA-256) or `anonymous`;
+    /// `review`: the reviewer's key id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// `correction`: the helpdesk and its ticket id.
+    /// `correction`: the helpdesk and its ticket id; `review`: the ticket id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helpdesk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +124,12 @@ impl Provenance {
                 p.source = SourceKind::Import;
                 p.file = Some(f.clone());
             }
+            Origin::Review { reviewer, ticket } => {
+                p.source = SourceKind::Review;
+                p.key = Some(reviewer.clone());
+                p.ticket = Some(ticket.clone());
+                p.record = None;
+            }
         }
         p
     }
@@ -126,7 +139,7 @@ impl Provenance {
     pub fn source_name(&self) -> String {
         let detail = match self.source {
             SourceKind::Index | SourceKind::Import => self.file.as_deref(),
-            SourceKind::Api => self.key.as_deref(),
+            SourceKind::Api | SourceKind::Review => self.key.as_deref(),
             SourceKind::Correction => self.helpdesk.as_deref(),
         };
         format!("{}:{}", self.source.as_str(), detail.unwrap_or(""))
@@ -176,5 +189,8 @@ mod tests {
         let json = serde_json::to_value(&p).unwrap();
         assert!(json.get("file").is_none() && json["source"] == "correction");
         assert_eq!(serde_json::from_value::<Provenance>(json).unwrap(), p);
+        let p = Provenance::new(&Origin::Review { reviewer: k.clone(), ticket: "T-9".into() }, Some(1), &t, 0);
+        assert_eq!((p.source_name(), p.ticket.as_deref(), p.record), (format!("review:{k}"), Some("T-9"), None));
+        assert!(p.matches("review") && !p.matches("api"));
     }
 }

@@ -80,6 +80,9 @@ pub async fn run(common: &CommonArgs, cmd: CollectionsCommand) -> anyhow::Result
             anyhow::ensure!(yes, "this deletes collection {name:?} and all its examples: pass --yes to confirm");
             store.claim()?;
             store.delete_collection(&name).await?;
+            if crate::review::delete_queue(store.as_ref(), &name).await? {
+                println!("deleted its review queue");
+            }
             println!("deleted collection {name}");
             Ok(0)
         }

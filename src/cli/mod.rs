@@ -175,7 +175,10 @@ async fn where_collections_are(e: anyhow::Error, settings: &StoreSettings) -> an
         None => format!("the data dir {} (--data-dir, TRIAGE_DATA_DIR)", settings.data_dir.display()),
     };
     let existing = match config::open_store(settings) {
-        Ok(store) => store.list_collections().await.unwrap_or_default(),
+        Ok(store) => {
+            let names = store.list_collections().await.unwrap_or_default();
+            names.into_iter().filter(|n| !crate::review::is_queue(n)).collect()
+        }
         Err(_) => Vec::new(),
     };
     let mut msg = format!("looked in {place}; ");

@@ -21,6 +21,7 @@ use super::writeback::{Verdict, WriteBack};
 use super::{now_secs, HelpdeskError, HelpdeskTicket, TicketSource};
 use crate::classifier::{Classifier, Ticket};
 use crate::embed::Embedder;
+use crate::review::{ReviewItem, ReviewSource};
 use crate::store::ExampleStore;
 use crate::taxonomy::Taxonomy;
 
@@ -253,6 +254,18 @@ async fn handle_page(
             return Err(PullError::Classification(first));
         }
         report.classified += classify.len();
+        if !settings.dry_run {
+            // Flagged tickets join the review queue before anything is written back: a
+            // run that stops here is repeated from the same page.
+            let from = ReviewSource { via: "pull".into(), helpdesk: Some(source.kind().to_string()), key: None };
+            let items: Vec<ReviewItem> = classify
+                .iter()
+                .zip(&results)
+                .filter(|((t, _), _)| !t.text.trim().is_empty())
+                .filter_map(|((t, _), r)| ReviewItem::from_result(&engine.collection, &t.text, r, from.clone(), now))
+                .collect();
+            crate::review::enqueue(engine.store.as_ref(), &engine.collection, items).await.map_err(crate::Error::from)?;
+        }
         for ((t, hash), v) in classify.iter().zip(&verdicts) {
             let w = WriteBack::plan(v, hash);
             let entry = LedgerEntry {

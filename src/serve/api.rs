@@ -7,14 +7,15 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, JsonBody};
-use super::AppState;
+use super::{AppState, KeyId};
+use crate::review::{self, ReviewItem, ReviewSource};
 use crate::classifier::{Classifier, ClassifyOptions, Ticket, TicketResult};
 use crate::example::hex;
 use crate::options::{check_filter, OptionError};
@@ -119,9 +120,37 @@ pub(super) fn text_id(text: &str) -> String {
     format!("t-{}", hex(&Sha256::digest(text.as_bytes())[..6]))
 }
 
-/// Count results and queue review messages; never waits for delivery.
-async fn after_classification(state: &AppState, results: &[TicketResult]) {
+/// Where a classification came from, for the review queue.
+pub(super) fn via(how: &str, key: Option<&KeyId>, helpdesk: Option<&str>) -> ReviewSource {
+    ReviewSource { via: how.to_string(), helpdesk: helpdesk.map(str::to_string), key: key.map(|k| k.0.clone()) }
+}
+
+/// Count results, queue the flagged ones for review (durably, before the answer goes
+/// out: a 2xx means they are queued), and queue review messages (never waiting for
+/// their delivery). A result that could not be queued says so in its warnings.
+async fn after_classification(
+    state: &AppState,
+    classifier: &Classifier,
+    texts: &[Option<String>],
+    results: &mut [TicketResult],
+    source: &ReviewSource,
+) {
     state.metrics.results(results);
+    let collection = &classifier.meta().name;
+    let now = crate::store::now_secs();
+    let items: Vec<ReviewItem> = texts
+        .iter()
+        .zip(results.iter())
+        .filter_map(|(t, r)| ReviewItem::from_result(collection, t.as_deref()?, r, source.clone(), now))
+        .filter(|i| !i.text.trim().is_empty())
+        .collect();
+    let queued: std::collections::HashSet<String> = items.iter().map(|i| i.ticket_id.clone()).collect();
+    if let Err(e) = review::enqueue(state.store.as_ref(), collection, items).await {
+        tracing::warn!(collection, "flagged results not queued for review: {e}");
+        for r in results.iter_mut().filter(|r| queued.contains(&r.id)) {
+            r.warnings.push(format!("not queued for review: {e}"));
+        }
+    }
     if let Some(url) = &state.cfg.review_webhook {
         for r in results.iter().filter(|r| r.needs_review) {
             state.notifier.review(url, r).await;
@@ -134,9 +163,11 @@ pub(super) async fn classify_one(
     classifier: &Classifier,
     ticket: Ticket,
     options: &ClassifyOptions,
+    source: &ReviewSource,
 ) -> TicketResult {
-    let result = classifier.classify_with(&ticket, options).await;
-    after_classification(state, std::slice::from_ref(&result)).await;
+    let text = ticket.text.as_ref().ok().cloned();
+    let mut result = classifier.classify_with(&ticket, options).await;
+    after_classification(state, classifier, &[text], std::slice::from_mut(&mut result), source).await;
     result
 }
 
@@ -154,6 +185,7 @@ pub(super) async fn classify_one(
     security(("bearer" = [])))]
 pub async fn classify(
     State(state): State<Arc<AppState>>,
+    key: Option<Extension<KeyId>>,
     JsonBody(req): JsonBody<ClassifyRequest>,
 ) -> Result<Json<TicketResult>, ApiError> {
     if req.text.trim().is_empty() {
@@ -164,7 +196,8 @@ pub async fn classify(
     with_filter(&mut options, &classifier, req.filter)?;
     let id = req.id.filter(|i| !i.trim().is_empty()).unwrap_or_else(|| text_id(&req.text));
     let ticket = Ticket { id, text: Ok(req.text) };
-    Ok(Json(classify_one(&state, &classifier, ticket, &options).await))
+    let source = via("classify", key.as_deref(), None);
+    Ok(Json(classify_one(&state, &classifier, ticket, &options, &source).await))
 }
 
 fn batch_ticket(i: usize, v: Value) -> Ticket {
@@ -194,6 +227,7 @@ fn batch_ticket(i: usize, v: Value) -> Ticket {
     security(("bearer" = [])))]
 pub async fn classify_batch(
     State(state): State<Arc<AppState>>,
+    key: Option<Extension<KeyId>>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if req.tickets.is_empty() {
@@ -208,9 +242,10 @@ pub async fn classify_batch(
     let mut options = options(&state, req.k, req.min_confidence)?;
     let classifier = state.classifier(req.collection.as_deref()).await?;
     with_filter(&mut options, &classifier, req.filter)?;
-    let tickets = req.tickets.into_iter().enumerate().map(|(i, v)| batch_ticket(i, v)).collect();
-    let results = classifier.classify_batch_with(tickets, state.cfg.batch_concurrency, &options).await;
-    after_classification(&state, &results).await;
+    let tickets: Vec<Ticket> = req.tickets.into_iter().enumerate().map(|(i, v)| batch_ticket(i, v)).collect();
+    let texts: Vec<Option<String>> = tickets.iter().map(|t| t.text.as_ref().ok().cloned()).collect();
+    let mut results = classifier.classify_batch_with(tickets, state.cfg.batch_concurrency, &options).await;
+    after_classification(&state, &classifier, &texts, &mut results, &via("batch", key.as_deref(), None)).await;
     Ok(Json(BatchResponse { results }))
 }
 

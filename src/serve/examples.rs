@@ -113,23 +113,39 @@ pub async fn add_examples(
     key: Option<Extension<KeyId>>,
     JsonBody(req): JsonBody<AddExamplesRequest>,
 ) -> Result<Json<AddExamplesResponse>, ApiError> {
-    if req.examples.is_empty() {
+    let key = key_of(key);
+    let collection = state.collection_name(req.collection.as_deref()).to_string();
+    let origin = Origin::Api(key.clone());
+    Ok(Json(add(&state, &key, collection, req.examples, req.new_label, origin).await?))
+}
+
+/// The one path every example written through `serve` takes (`POST /v1/examples`, the
+/// review queue's accept and correct): the label policy of the taxonomy, provenance
+/// from `origin`, the per-key write limit, the durable write, the refit when due and
+/// the source-share flags.
+pub(super) async fn add(
+    state: &Arc<AppState>,
+    key: &str,
+    collection: String,
+    raw: Vec<Value>,
+    new_label: bool,
+    origin: Origin,
+) -> Result<AddExamplesResponse, ApiError> {
+    if raw.is_empty() {
         return Err(ApiError::unprocessable("no_examples", "examples is empty"));
     }
-    if req.examples.len() > MAX_EXAMPLES_PER_REQUEST {
+    if raw.len() > MAX_EXAMPLES_PER_REQUEST {
         return Err(ApiError::unprocessable(
             "too_many_examples",
             format!("at most {MAX_EXAMPLES_PER_REQUEST} examples per request; use `triage index` for bulk loads"),
         ));
     }
-    let key = key_of(key);
-    let collection = state.collection_name(req.collection.as_deref()).to_string();
     let mut meta = state.store.require_meta(&collection).await?;
     meta.check_model(state.embedder.model_name(), state.embedder.dim())?;
     let per_minute = state.cfg.example_writes_per_minute;
-    if let Err(wait) = state.write_limits.take(&key, req.examples.len(), per_minute, Instant::now()) {
+    if let Err(wait) = state.write_limits.take(key, raw.len(), per_minute, Instant::now()) {
         state.metrics.write_limited();
-        tracing::warn!(key, examples = req.examples.len(), "example writes over the per-key limit");
+        tracing::warn!(key, examples = raw.len(), "example writes over the per-key limit");
         return Err(ApiError {
             retry_after: Some(wait),
             ..ApiError::new(
@@ -139,8 +155,7 @@ pub async fn add_examples(
             )
         });
     }
-    let rows = req
-        .examples
+    let rows = raw
         .into_iter()
         .enumerate()
         .map(|(i, v)| Row {
@@ -155,7 +170,7 @@ pub async fn add_examples(
     // The collection's metadata fields (index --meta-fields) are kept, so posted
     // examples can be found by filtered retrieval like indexed ones.
     let fields = FieldMap { meta: meta.meta_fields.clone(), ..FieldMap::default() };
-    let (mut examples, lines, rejected) = index::validate_rows_with_lines(rows, &fields, Some(&meta.taxonomy), req.new_label);
+    let (mut examples, lines, rejected) = index::validate_rows_with_lines(rows, &fields, Some(&meta.taxonomy), new_label);
     let rejected: Vec<RejectedExample> =
         rejected.into_iter().map(|r| RejectedExample { index: r.line.saturating_sub(1), reason: r.reason, kind: r.kind }).collect();
     if examples.is_empty() {
@@ -183,7 +198,6 @@ pub async fn add_examples(
             tracing::info!(collection, key, ?new_labels, "new labels added to the taxonomy (new_label)");
         }
     }
-    let origin = Origin::Api(key);
     let now = now_secs();
     for (e, line) in examples.iter_mut().zip(&lines) {
         e.provenance = Some(Provenance::new(&origin, Some(*line), &meta.taxonomy, now));
@@ -207,7 +221,7 @@ pub async fn add_examples(
         state.metrics.share_flag(&f.label);
         tracing::warn!(collection, label = f.label, source = f.source, share = f.share, "one source holds more than its share of a label");
     }
-    Ok(Json(AddExamplesResponse {
+    Ok(AddExamplesResponse {
         examples_in_collection: stored.len(),
         collection,
         indexed,
@@ -216,7 +230,7 @@ pub async fn add_examples(
         new_labels,
         source,
         source_share_flags,
-    }))
+    })
 }
 
 /// Remove one example by its id.

@@ -4,7 +4,7 @@
 //! registry in `metrics.rs`, outgoing webhooks (review queue, helpdesk callback) in
 //! `notify.rs`, refits of the fitted models while serving in `refit.rs`, the corpus doctor in `doctor.rs`, the helpdesk
 //! push path (`/v1/webhooks/ticket`, agents' corrections) in `webhook.rs`, the accept
-//! loop with its connection limits in `listen.rs`, and the middleware against slow,
+//! loop with its connection limits in `listen.rs`, the review queue's routes in `review.rs`, and the middleware against slow,
 //! hostile and cross-site clients in `protect.rs`.
 
 mod api;
@@ -20,6 +20,8 @@ mod notify;
 mod refit;
 mod probes;
 mod protect;
+mod review;
+mod ui;
 mod webhook;
 
 use std::collections::HashMap;
@@ -117,6 +119,8 @@ pub struct AppState {
     /// Collections the doctor is examining now.
     examinations: refit::Refits,
     write_limits: flood::WriteLimits,
+    /// Held while a review item is resolved: its open check and its write are one step.
+    resolutions: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -143,6 +147,7 @@ impl AppState {
             refits: refit::Refits::default(),
             examinations: refit::Refits::default(),
             write_limits: flood::WriteLimits::default(),
+            resolutions: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -226,6 +231,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections/{name}/calibrate", post(refit::calibrate_now))
         .route("/v1/collections/{name}/doctor", get(doctor::doctor))
         .route("/v1/webhooks/ticket", post(webhook::ticket_webhook))
+        .route("/v1/review", get(review::list))
+        .route("/v1/review/summary", get(review::summary))
+        .route("/v1/review/{id}", post(review::resolve))
         // Layers run outside-in from the last added: auth first, so unauthenticated
         // requests never take a concurrency slot; then the origin check; then the
         // whole body is read, and only then is a concurrency slot taken.
@@ -239,6 +247,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(api::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        .route("/ui", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
+        .route("/ui/login", post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/session", get(ui::session))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.cfg.max_body))
@@ -330,13 +344,16 @@ async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next:
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
+        // The review page's session cookie stands in for the bearer token when there is none.
+        let session = if given.is_none() { ui::session_cookie(req.headers()) } else { None };
         // Every key is compared, so the time taken does not tell which one matched.
         let matched = expected
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .fold(None, |found, k| match given {
-                Some(g) if same_secret(g, k) => Some(k),
+            .fold(None, |found, k| match (given, session) {
+                (Some(g), _) if same_secret(g, k) => Some(k),
+                (None, Some(c)) if same_secret(c, &ui::session_token(k)) => Some(k),
                 _ => found,
             });
         let Some(key) = matched else {
@@ -349,6 +366,13 @@ async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next:
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return resp;
         };
+        // A browser attaches the cookie by itself: writes signed in by it must come from our own page.
+        if session.is_some() {
+            let why = "requests signed in by the review page's cookie are accepted only from this server's own page";
+            if let Some(refusal) = protect::refuse_cross_site(req.method(), req.headers(), true, why) {
+                return refusal.into_response();
+            }
+        }
         id = crate::provenance::key_id(key);
     }
     req.extensions_mut().insert(KeyId(id));

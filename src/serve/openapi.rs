@@ -10,7 +10,7 @@ use super::error_codes::ErrorCodes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ticket-triage", description = "Classify support tickets into your own taxonomy with retrieved few-shot examples."),
-    paths(super::api::classify, super::api::classify_batch, super::examples::add_examples, super::examples::delete_example, super::examples::delete_by_source, super::api::list_collections, super::api::collection_info, super::refit::calibrate_now, super::doctor::doctor, super::webhook::ticket_webhook, super::probes::healthz, super::probes::readyz, super::api::metrics),
+    paths(super::api::classify, super::api::classify_batch, super::examples::add_examples, super::examples::delete_example, super::examples::delete_by_source, super::api::list_collections, super::api::collection_info, super::refit::calibrate_now, super::doctor::doctor, super::webhook::ticket_webhook, super::review::list, super::review::summary, super::review::resolve, super::probes::healthz, super::probes::readyz, super::api::metrics),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth, &ErrorCodes)
 )]
@@ -43,7 +43,7 @@ mod tests {
     fn the_openapi_document_lists_every_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         for p in ["/v1/classify", "/v1/classify/batch", "/v1/examples", "/v1/examples/{id}", "/v1/collections",
-            "/v1/collections/{name}", "/v1/collections/{name}/doctor", "/v1/webhooks/ticket", "/healthz", "/readyz", "/metrics"]
+            "/v1/collections/{name}", "/v1/collections/{name}/doctor", "/v1/webhooks/ticket", "/v1/review", "/v1/review/summary", "/v1/review/{id}", "/healthz", "/readyz", "/metrics"]
         {
             assert!(doc["paths"][p].is_object(), "missing {p}");
         }

@@ -84,27 +84,35 @@ pub async fn same_origin(State(state): State<Arc<AppState>>, req: Request, next:
         )
         .into_response();
     }
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe {
-        if let Some(why) = foreign_origin(headers) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "foreign_origin",
-                format!("{why}; without TRIAGE_API_KEY requests that change something are accepted only from non-browser clients or this server's own origin"),
-            )
-            .into_response();
-        }
-        let has_body = *req.method() != Method::DELETE;
-        if has_body && !is_json(headers) {
-            return ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            )
-            .into_response();
-        }
+    if let Some(refusal) = refuse_cross_site(req.method(), headers, false, "without TRIAGE_API_KEY requests that change something are accepted only from non-browser clients or this server's own origin") {
+        return refusal.into_response();
     }
     next.run(req).await
+}
+
+/// Why a request that changes something must be refused as possibly sent by a page of
+/// another site on a visitor's behalf, if it must: a foreign `Origin` or
+/// `Sec-Fetch-Site`, or a body that is not JSON (HTML forms cannot send JSON). With
+/// `origin_required` (requests signed in by the page's cookie, which a browser attaches
+/// by itself) an `Origin` must be present and be this server's.
+pub(super) fn refuse_cross_site(method: &Method, headers: &HeaderMap, origin_required: bool, why: &str) -> Option<ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let foreign = foreign_origin(headers)
+        .or_else(|| (origin_required && !headers.contains_key(header::ORIGIN)).then(|| "no Origin header".to_string()));
+    if let Some(what) = foreign {
+        return Some(ApiError::new(StatusCode::FORBIDDEN, "foreign_origin", format!("{what}; {why}")));
+    }
+    let has_body = *method != Method::DELETE;
+    if has_body && !is_json(headers) {
+        return Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    None
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

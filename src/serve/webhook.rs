@@ -12,14 +12,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::api::{classify_one, text_id, CollectionQuery};
 use super::error::{ApiError, ErrorBody, JsonBody};
-use super::AppState;
+use super::{AppState, KeyId};
 use crate::classifier::{Classifier, Ticket, TicketResult};
 use crate::helpdesk::correction::{self, Finding, Observed};
 use crate::helpdesk::state::{text_hash, EntryStatus, LedgerEntry, StateKey};
@@ -95,6 +95,7 @@ pub enum WebhookResponse {
     security(("bearer" = [])))]
 pub async fn ticket_webhook(
     State(state): State<Arc<AppState>>,
+    api_key: Option<Extension<KeyId>>,
     Query(q): Query<CollectionQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<WebhookResponse>, ApiError> {
@@ -124,7 +125,8 @@ pub async fn ticket_webhook(
         }
     }
     let options = state.cfg.options.clone();
-    let result = classify_one(&state, &classifier, Ticket { id: id.clone(), text: Ok(text.clone()) }, &options).await;
+    let source = super::api::via("webhook", api_key.as_deref(), Some(WEBHOOK_SOURCE));
+    let result = classify_one(&state, &classifier, Ticket { id: id.clone(), text: Ok(text.clone()) }, &options, &source).await;
     if let Some(ledger) = &state.ledger {
         let v = Verdict::from_result(&result);
         let record = LedgerEntry {

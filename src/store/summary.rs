@@ -35,6 +35,9 @@ pub struct Listing {
 pub async fn list(store: &dyn ExampleStore) -> Result<Listing, StoreError> {
     let mut listing = Listing::default();
     for name in store.list_collections().await? {
+        if crate::review::is_queue(&name) {
+            continue;
+        }
         let Some(meta) = store.get_meta(&name).await? else { continue };
         let examples = match store.count(&name).await {
             Ok(n) => Some(n),

@@ -319,3 +319,37 @@ async fn a_ticket_with_a_non_numeric_id_is_skipped_and_the_cursor_moves_on() {
     let last = zd.received_requests().await.unwrap().into_iter().filter(|q| q.url.path() == export).last().unwrap();
     assert!(last.url.query().unwrap_or_default().contains("cursor=after-first-page"), "{}", last.url);
 }
+
+/// Flagged tickets of a pull join the collection's review queue, with the helpdesk and the
+/// ticket id; a dry run queues nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn flagged_pulled_tickets_join_the_review_queue() {
+    let dir = indexed_data_dir().await;
+    let fake = Fake::start(Flavor::Zendesk).await;
+    let ids = fake.add(&tickets(0, 3), false);
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--dry-run", "--min-confidence", "1.0"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let queued = |dir: &Path| {
+        let dir = dir.to_path_buf();
+        async move {
+            let (mut child, base) =
+                spawn_serve(triage(&dir).args(["serve", "--collection", "saas", "--addr", "127.0.0.1:0", "--provider", "none"])).await;
+            let page: Value = reqwest::get(format!("{base}/v1/review?limit=50")).await.unwrap().json().await.unwrap();
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            page["items"].as_array().unwrap().clone()
+        }
+    };
+    assert!(queued(dir.path()).await.is_empty(), "a dry run queues nothing");
+    let out = run_pull(&mut pull(dir.path(), &fake, &["--once", "--min-confidence", "1.0"])).await;
+    assert_eq!(report(&out)["written"], 3, "{}", stderr(&out));
+    let items = queued(dir.path()).await;
+    let mut got: Vec<String> = items.iter().map(|i| i["ticket_id"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want: Vec<String> = ids.iter().map(u64::to_string).collect();
+    want.sort();
+    assert_eq!(got, want, "{items:?}");
+    for i in &items {
+        assert_eq!((i["source"]["via"].as_str(), i["source"]["helpdesk"].as_str()), (Some("pull"), Some("zendesk")), "{i}");
+    }
+}

@@ -34,3 +34,5 @@ mod dayone;
 mod multilingual;
 mod doctor;
 mod provenance;
+mod review;
+mod review_ui;
