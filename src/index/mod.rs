@@ -4,24 +4,30 @@
 //! is on disk once its upsert returns, so a killed run keeps what it wrote and a
 //! re-run embeds only the rest.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::corpus::{self, Format, Row};
+use crate::corpus::{self, Format};
 use crate::fields::Needed;
 use crate::embed::Embedder;
-use crate::example::{Example, ExamplePoint};
+use crate::example::Example;
 use crate::store::{now_secs, CollectionMeta, ExampleStore};
-use crate::taxonomy::policy::{check_label, Accepted};
+use crate::taxonomy::policy::check_label;
 use crate::taxonomy::Taxonomy;
 use crate::provenance::{Origin, Provenance};
 use crate::progress::Progress;
 use crate::Error;
 
 pub mod fitting;
+mod rows;
+mod upsert;
+
+pub use rows::{secondary_labels, validate_rows, validate_rows_with_lines};
+pub use upsert::upsert_examples;
+use upsert::upsert_examples_timed;
 
 pub use fitting::FitSummary;
 
@@ -256,131 +262,6 @@ pub fn load_corpus_with(
     Ok(Corpus { source: data_path, taxonomy, examples, lines, rejected })
 }
 
-/// Turn rows into examples; every row that cannot be used becomes a rejection with its reason.
-pub fn validate_rows(rows: Vec<Row>, fields: &FieldMap, taxonomy: Option<&Taxonomy>) -> (Vec<Example>, Vec<Rejection>) {
-    let (examples, _, rejected) = validate_rows_with_lines(rows, fields, taxonomy, false);
-    (examples, rejected)
-}
-
-/// [`validate_rows`], with each example's line, checking labels by the label policy
-/// ([`check_label`]): a label the taxonomy lacks is refused unless `new_labels` or the
-/// row's own `new_label` field is true. A taxonomy derived from data checks labels only
-/// (its urgency levels and subcategories grow with the data).
-pub fn validate_rows_with_lines(
-    rows: Vec<Row>,
-    fields: &FieldMap,
-    taxonomy: Option<&Taxonomy>,
-    new_labels: bool,
-) -> (Vec<Example>, Vec<usize>, Vec<Rejection>) {
-    let mut examples = Vec::new();
-    let mut lines = Vec::new();
-    let mut rejected = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for row in rows {
-        match row_to_example(&row, fields, taxonomy, new_labels) {
-            Err((kind, reason)) => rejected.push(Rejection { line: row.line, reason, kind }),
-            Ok(ex) => {
-                if let Some(first) = seen.get(&ex.id) {
-                    // Rows without an id get one from their text: the same id is the same text.
-                    let reason = if ex.id == Example::auto_id(&ex.text) {
-                        format!("duplicate text (same as line {first})")
-                    } else {
-                        format!("duplicate id {:?} (first on line {first})", ex.id)
-                    };
-                    rejected.push(Rejection { line: row.line, reason, kind: RejectKind::Duplicate });
-                } else {
-                    seen.insert(ex.id.clone(), row.line);
-                    examples.push(ex);
-                    lines.push(row.line);
-                }
-            }
-        }
-    }
-    (examples, lines, rejected)
-}
-
-/// A row's own `new_label` field: true, "true", "yes" or 1.
-fn row_new_label(row: &Row) -> bool {
-    row.get("new_label").is_some_and(|v| matches!(v.trim().to_lowercase().as_str(), "true" | "yes" | "1"))
-}
-
-fn row_to_example(row: &Row, f: &FieldMap, taxonomy: Option<&Taxonomy>, new_labels: bool) -> Result<Example, (RejectKind, String)> {
-    if let Err(e) = &row.fields {
-        return Err((RejectKind::Unreadable, e.clone()));
-    }
-    let text = crate::fields::row_text(row, &f.text).map_err(|e| (RejectKind::Invalid, e))?.map(|t| t.trim().to_string()).unwrap_or_default();
-    if crate::input::blank_reason(&text).is_some() {
-        let invisible = if text.is_empty() { "" } else { ": only control or invisible characters" };
-        return Err((RejectKind::BlankText, format!("empty text (field {:?}){invisible}", f.text)));
-    }
-    let label = match &f.label {
-        Some(name) => row.get(name),
-        None => row.get("label").or_else(|| row.get("category")),
-    }
-    .map(|l| l.trim().to_string())
-    .filter(|l| !l.is_empty())
-    .ok_or_else(|| (RejectKind::BlankLabel, format!("missing label (field {:?})", f.label.as_deref().unwrap_or("label"))))?;
-    let opt = |name: &str| row.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let mut subcategory = opt(&f.subcategory);
-    let mut urgency = opt(&f.urgency);
-    let label = match taxonomy {
-        None => label,
-        Some(t) => match check_label(t, &label, new_labels || row_new_label(row)).map_err(|e| (RejectKind::UnknownLabel, e.to_string()))? {
-            Accepted::OutOfScope(name) => {
-                // An out-of-scope example: no subcategory, since it has no category.
-                subcategory = None;
-                name
-            }
-            Accepted::New(name) => name,
-            Accepted::Category(name) => {
-                if !t.derived {
-                    if let Some(s) = &subcategory {
-                        subcategory = Some(
-                            t.subcategory(&name, s)
-                                .ok_or_else(|| (RejectKind::Invalid, format!("unknown subcategory {s:?} for {name}")))?
-                                .to_string(),
-                        );
-                    }
-                    if let Some(u) = &urgency {
-                        if !t.urgency.is_empty() {
-                            urgency = Some(
-                                t.urgency_level(u).ok_or_else(|| (RejectKind::Invalid, format!("unknown urgency {u:?}")))?.to_string(),
-                            );
-                        }
-                    }
-                }
-                name
-            }
-        },
-    };
-    let id = opt(&f.id).unwrap_or_else(|| Example::auto_id(&text));
-    let meta = f.meta.iter().filter_map(|name| Some((name.clone(), opt(name)?))).collect();
-    let secondary = secondary_labels(row, "secondary", taxonomy, &label).map_err(|e| (RejectKind::Invalid, e))?;
-    Ok(Example { id, text, label, subcategory, urgency, rationale: opt(&f.rationale), lang: opt(&f.lang), secondary, meta, provenance: None })
-}
-
-/// A row's secondary labels (field `field`: a list, or comma-separated text), checked
-/// against the taxonomy when there is one: canonical names, never the primary, no
-/// repeats, at most 2.
-pub fn secondary_labels(row: &Row, field: &str, taxonomy: Option<&Taxonomy>, primary: &str) -> Result<Vec<String>, String> {
-    let raw = row.fields.as_ref().ok().and_then(|f| f.get(field)).map(crate::example::labels_from_value).unwrap_or_default();
-    let mut out: Vec<String> = Vec::new();
-    for l in raw {
-        let name = match taxonomy {
-            Some(t) => t.category(&l).map(|c| c.name.clone()).ok_or_else(|| format!("unknown secondary label {l:?} (not a category)"))?,
-            None => l,
-        };
-        let k = crate::taxonomy::label_key(&name);
-        if k != crate::taxonomy::label_key(primary) && !out.iter().any(|o| crate::taxonomy::label_key(o) == k) {
-            out.push(name);
-        }
-    }
-    if out.len() > 2 {
-        return Err(format!("{} secondary labels; at most 2", out.len()));
-    }
-    Ok(out)
-}
-
 /// Treat `labels` as out-of-scope labels (examples of what is not routed): added to
 /// the corpus's taxonomy, or to one derived from its labels for `collection`.
 pub fn mark_out_of_scope(corpus: &mut Corpus, labels: &[String], collection: &str) {
@@ -558,82 +439,6 @@ pub async fn index_corpus(
     })
 }
 
-/// Embed and upsert the examples that are new or changed (same id, other content);
-/// returns (indexed, unchanged). Does not rebuild the vector index: new points are
-/// searchable at once, `finish_indexing` makes search over them fast.
-pub async fn upsert_examples(
-    examples: &[Example],
-    collection: &str,
-    embedder: &dyn Embedder,
-    store: &dyn ExampleStore,
-    batch_size: usize,
-    progress: Progress<'_>,
-) -> Result<(usize, usize), Error> {
-    upsert_examples_timed(examples, collection, embedder, store, batch_size, progress, &mut IndexTimings::default()).await
-}
-
-/// A store write in flight; resolves to its own duration in seconds.
-type PendingWrite<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<f64, Error>> + Send + 'a>>;
-
-/// `upsert_examples`, adding the time of each step to `timings`. The store write of
-/// one batch runs while the next batch is being embedded (the embedder has its own
-/// thread, the store runs on the blocking pool).
-async fn upsert_examples_timed(
-    examples: &[Example],
-    collection: &str,
-    embedder: &dyn Embedder,
-    store: &dyn ExampleStore,
-    batch_size: usize,
-    progress: Progress<'_>,
-    timings: &mut IndexTimings,
-) -> Result<(usize, usize), Error> {
-    let mut indexed = 0;
-    let mut unchanged = 0;
-    // The previous batch's write, still running.
-    let mut pending: Option<PendingWrite<'_>> = None;
-    let mut done = 0;
-    progress("", done, examples.len());
-    for chunk in examples.chunks(batch_size.max(1)) {
-        let t = std::time::Instant::now();
-        let ids: Vec<u64> = chunk.iter().map(Example::point_id).collect();
-        let stored = store.content_hashes(collection, &ids).await?;
-        timings.check_seconds += t.elapsed().as_secs_f64();
-        let todo: Vec<&Example> =
-            chunk.iter().filter(|e| stored.get(&e.point_id()) != Some(&e.content_hash())).collect();
-        unchanged += chunk.len() - todo.len();
-        if !todo.is_empty() {
-            let t = std::time::Instant::now();
-            let embedding = embedder.embed(todo.iter().map(|e| e.text.clone()).collect());
-            let vectors = match pending.take() {
-                Some(write) => {
-                    let (vectors, written) = futures::join!(embedding, write);
-                    timings.upsert_seconds += written?;
-                    vectors?
-                }
-                None => embedding.await?,
-            };
-            timings.embed_seconds += t.elapsed().as_secs_f64();
-            let points: Vec<ExamplePoint> =
-                todo.iter().zip(vectors).map(|(e, vector)| ExamplePoint { example: (*e).clone(), vector }).collect();
-            indexed += todo.len();
-            let committed = indexed;
-            pending = Some(Box::pin(async move {
-                let t = std::time::Instant::now();
-                // Durable when it returns: a run killed later keeps this batch, and
-                // the next run skips it (same ids, same content hashes).
-                store.upsert(collection, points).await?;
-                tracing::info!(collection, committed, "batch committed");
-                Ok(t.elapsed().as_secs_f64())
-            }));
-        }
-        done += chunk.len();
-        progress("", done, examples.len());
-    }
-    if let Some(write) = pending {
-        timings.upsert_seconds += write.await?;
-    }
-    Ok((indexed, unchanged))
-}
 
 #[cfg(test)]
 mod tests {
